@@ -1,0 +1,115 @@
+"""The health gate: poll a slot over HTTP until it is healthy, with httpx + tenacity.
+
+Every ``[health]`` knob is honoured: ``start_delay`` before the first attempt, ``interval``
+between attempts, ``timeout`` per attempt, ``deadline`` for the whole gate (start delay
+included), ``successes`` consecutive good answers required, ``expect`` the status.
+The request travels through the host's own transport, so for a remote host it goes
+through the SSH connection and the slot's port never has to be reachable from outside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
+
+from bluegreen.config import HealthConfig
+
+
+class NotHealthy(Exception):
+    """One attempt did not count as healthy (retried)."""
+
+
+class SlotDied(Exception):
+    """The slot's process is gone: waiting longer cannot help (not retried)."""
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    healthy: bool
+    attempts: int
+    elapsed: float
+    last: str  # the last answer or error, for the message
+    died: bool = False
+
+
+def wait_healthy(
+    transport: httpx.BaseTransport,
+    port: int,
+    cfg: HealthConfig,
+    *,
+    alive: Callable[[], bool] | None = None,
+    alive_every: float = 1.0,
+) -> HealthReport:
+    url = f"http://127.0.0.1:{port}{cfg.path}"
+    started = time.monotonic()
+    state = _Progress(checked=started)
+
+    def attempt(client: httpx.Client) -> None:
+        state.attempts += 1
+        try:
+            response = client.get(url)
+        except httpx.HTTPError as exc:
+            state.ok = 0
+            state.last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            # A failed attempt may mean the process is gone; ask (at most every alive_every s).
+            now = time.monotonic()
+            if alive is not None and now - state.checked >= alive_every:
+                state.checked = now
+                if not alive():
+                    raise SlotDied(state.last) from exc
+            raise NotHealthy(state.last) from exc
+        if response.status_code != cfg.expect:
+            state.ok = 0
+            state.last = f"HTTP {response.status_code} (expected {cfg.expect})"
+            raise NotHealthy(state.last)
+        state.ok += 1
+        state.last = f"HTTP {response.status_code}"
+        if state.ok < cfg.successes:
+            raise NotHealthy(f"{state.ok}/{cfg.successes} consecutive successes")
+
+    if cfg.start_delay:
+        time.sleep(cfg.start_delay)
+    remaining = max(0.0, cfg.deadline - (time.monotonic() - started))
+    retrying = Retrying(
+        stop=stop_after_delay(remaining),
+        wait=wait_fixed(cfg.interval),
+        retry=retry_if_exception_type(NotHealthy),
+        reraise=False,
+    )
+    timeout = httpx.Timeout(cfg.timeout)
+    with httpx.Client(transport=transport, timeout=timeout) as client:
+        try:
+            retrying(attempt, client)
+        except RetryError:
+            return _report(False, state, started)
+        except SlotDied:
+            return _report(False, state, started, died=True)
+    return _report(True, state, started)
+
+
+@dataclass
+class _Progress:
+    checked: float
+    attempts: int = 0
+    ok: int = 0
+    last: str = "no answer yet"
+
+
+def _report(ok: bool, state: _Progress, started: float, died: bool = False) -> HealthReport:
+    return HealthReport(
+        healthy=ok,
+        attempts=state.attempts,
+        elapsed=time.monotonic() - started,
+        last=state.last,
+        died=died,
+    )

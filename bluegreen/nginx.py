@@ -1,0 +1,197 @@
+"""The nginx switch: render, stage, test, swap, reload, confirm, restore, drain.
+
+A switch is two-phase so that many hosts switch all-or-nothing:
+
+* prepare: the rendered upstream replaces the live file (the old one kept byte for byte
+  beside it) and ``test_command`` validates nginx's whole configuration. nginx reads its
+  files only on (re)load, so a prepared file is not live yet; a failed test puts the old
+  file back at once.
+* commit: reload, then a probe through nginx confirms the new slot answers.
+* abort (any host failed): the old file goes back and, where nginx was already reloaded,
+  nginx reloads again.
+
+Staged and backup files sit next to the upstream file (so ``mv`` is an atomic rename) and
+start with a dot, which nginx's ``include *.conf`` glob never matches.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import time
+from dataclasses import dataclass
+
+import httpx
+import jinja2
+
+from bluegreen.config import Config
+from bluegreen.errors import ConfigError
+from bluegreen.host import q
+from bluegreen.resources import resource_dir
+from bluegreen.state import now_iso
+
+SLOT_HEADER = "X-BG-Slot"
+TEST_FAILED_EXIT = 74
+
+
+@dataclass(frozen=True)
+class UpstreamFiles:
+    live: str
+    staged: str
+    backup: str
+
+
+def files(config: Config) -> UpstreamFiles:
+    live = config.nginx.upstream_file
+    d, name = posixpath.split(live)
+    return UpstreamFiles(live=live, staged=f"{d}/.{name}.bg-new", backup=f"{d}/.{name}.bg-prev")
+
+
+def _template(config: Config) -> jinja2.Template:
+    if config.nginx.template is not None:
+        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(config.nginx.template.parent))
+        name = config.nginx.template.name
+    else:
+        loader = jinja2.FileSystemLoader(str(resource_dir("templates")))
+        name = "upstream.conf.j2"
+    env = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    try:
+        return env.get_template(name)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"nginx template {name}: {exc}") from exc
+
+
+def render_upstream(
+    config: Config, *, slot: str, version: str, nginx_version: tuple[int, ...] | None = None
+) -> str:
+    """The upstream file sending traffic to ``slot``; raises ConfigError on a broken template."""
+    try:
+        text = _template(config).render(
+            app=config.app.name,
+            slot=slot,
+            port=config.slots[slot],
+            version=version,
+            slots=dict(config.slots),
+            time=now_iso(),
+            nginx_version=nginx_version or (),
+        )
+    except jinja2.TemplateError as exc:
+        where = config.nginx.template or "templates/upstream.conf.j2"
+        raise ConfigError(f"nginx template {where} failed to render: {exc}") from exc
+    if "\x00" in text:
+        raise ConfigError("nginx template rendered a NUL byte")
+    return text
+
+
+def prepare_script(config: Config, content: str) -> str:
+    """Stage, keep the old file, swap, test; on a failed test put the old file back."""
+    f = files(config)
+    live, staged, backup = q(f.live), q(f.staged), q(f.backup)
+    return f"""set -e
+mkdir -p {q(posixpath.dirname(f.live))}
+printf '%s' {q(content)} > {staged}
+if [ -f {live} ]; then cp -p {live} {backup}; else rm -f {backup}; fi
+mv -f {staged} {live}
+if ! out=$( ({config.nginx.test_command}) 2>&1 ); then
+  if [ -f {backup} ]; then mv -f {backup} {live}; else rm -f {live}; fi
+  printf '%s\\n' "$out"
+  exit {TEST_FAILED_EXIT}
+fi
+"""
+
+
+def abort_script(config: Config) -> str:
+    """Put the previous upstream file back, byte for byte."""
+    f = files(config)
+    return f"if [ -f {q(f.backup)} ]; then mv -f {q(f.backup)} {q(f.live)}; fi"
+
+
+def reload_script(config: Config) -> str:
+    """Reload, printing the pids of the workers that served before it (to drain later)."""
+    pid_file = q(config.nginx.pid_file)
+    return f"""master=$(cat {pid_file} 2>/dev/null || true)
+old=""
+if [ -n "$master" ]; then old=$(ps -o pid= --ppid "$master" 2>/dev/null | tr -s ' \\n' ' '); fi
+echo "old-workers: $old"
+{config.nginx.reload_command}
+"""
+
+
+def parse_old_workers(stdout: str) -> list[int]:
+    for line in stdout.splitlines():
+        if line.startswith("old-workers:"):
+            return [int(p) for p in line.split(":", 1)[1].split() if p.isdigit()]
+    return []
+
+
+def drain_script(pids: list[int], timeout: float) -> str:
+    """Wait (on the host) until nginx's old workers exited; exit 1 on timeout."""
+    if not pids:
+        return "true"
+    plist = " ".join(str(p) for p in pids)
+    ticks = max(1, int(timeout * 10))
+    return f"""i=0
+while :; do
+  left=""
+  for p in {plist}; do
+    if grep -qs nginx /proc/$p/cmdline; then left="$left $p"; fi
+  done
+  [ -z "$left" ] && exit 0
+  [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
+  sleep 0.1; i=$((i+1))
+done
+"""
+
+
+def nginx_version_script() -> str:
+    return "nginx -v 2>&1 || true"
+
+
+def parse_nginx_version(text: str) -> tuple[int, ...] | None:
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    ok: bool
+    attempts: int
+    elapsed: float
+    detail: str
+
+
+def confirm(
+    transport: httpx.BaseTransport, probe_url: str, slot: str, *, timeout: float = 10.0
+) -> Confirmation:
+    """Probe through nginx until the answer carries ``X-BG-Slot: slot``.
+
+    A reload is asynchronous: the first probes may still reach an old worker.
+    """
+    started = time.monotonic()
+    attempts = 0
+    detail = "no answer"
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(2.0)) as client:
+        while True:
+            attempts += 1
+            try:
+                r = client.get(probe_url, headers={"Connection": "close"})
+                got = r.headers.get(SLOT_HEADER)
+                if got == slot and r.status_code < 500:
+                    return Confirmation(True, attempts, time.monotonic() - started, "")
+                if got is None:
+                    detail = (
+                        f"HTTP {r.status_code} without an {SLOT_HEADER} header: add"
+                        f" `add_header {SLOT_HEADER} $<app>_slot always;` to the site"
+                    )
+                else:
+                    detail = f"HTTP {r.status_code} from slot {got!r}, expected {slot!r}"
+            except httpx.HTTPError as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - started >= timeout:
+                return Confirmation(False, attempts, time.monotonic() - started, detail)
+            time.sleep(0.05)

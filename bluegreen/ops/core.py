@@ -1,0 +1,270 @@
+"""What every operation shares: the hosts of a target, parallel work over them, the lock
+session, step reporting and the result objects the CLI renders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from bluegreen import state as st
+from bluegreen.config import Config, TargetConfig
+from bluegreen.errors import BgError, ExitCode, StateError
+from bluegreen.host import Host, LocalHost, check
+from bluegreen.layout import Layout
+from bluegreen.runners import Runner, runner_for
+
+T = TypeVar("T")
+
+
+class Reporter(Protocol):
+    def step_done(self, title: str, seconds: float, ok: bool, note: str) -> None: ...
+
+    def info(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    def step_done(self, title: str, seconds: float, ok: bool, note: str) -> None:
+        pass
+
+    def info(self, text: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    title: str
+    seconds: float
+    ok: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    host: str
+    outcome: str  # "switched", "unchanged", "restored", "failed: ..."
+    commands: int
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    operation: str
+    app: str
+    target: str
+    version: str | None
+    slot: str | None
+    previous_slot: str | None
+    previous_version: str | None
+    hosts: tuple[HostOutcome, ...]
+    steps: tuple[StepTiming, ...]
+    seconds: float
+    summary: str
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "app": self.app,
+            "target": self.target,
+            "version": self.version,
+            "slot": self.slot,
+            "previous": {"slot": self.previous_slot, "version": self.previous_version},
+            "hosts": [h.__dict__ for h in self.hosts],
+            "steps": [s.__dict__ for s in self.steps],
+            "seconds": round(self.seconds, 3),
+            "summary": self.summary,
+            "warnings": list(self.warnings),
+        }
+
+
+class HostFailures(BgError):
+    """One or more hosts failed a phase; carries each host's error."""
+
+    def __init__(self, what: str, errors: dict[str, BaseException], total: int) -> None:
+        first = next(iter(errors.values()))
+        lines = [f"{name}: {_one_line(exc)}" for name, exc in errors.items()]
+        details = [f"{name}: {exc.detail}" for name, exc in errors.items()
+                   if isinstance(exc, BgError) and exc.detail]
+        if total == 1:
+            message = _one_line(first)
+        else:
+            message = f"{what} failed on {len(errors)} of {total} hosts: " + "; ".join(lines)
+        super().__init__(
+            message,
+            detail="\n".join(details),
+            hint=first.hint if isinstance(first, BgError) else "",
+        )
+        codes = {exc.exit_code for exc in errors.values() if isinstance(exc, BgError)}
+        self.exit_code = codes.pop() if len(codes) == 1 else ExitCode.FAILED
+        self.errors = errors
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, BgError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Context:
+    """Built once from the parsed command line; owns the host connections."""
+
+    config: Config
+    target: TargetConfig
+    hosts: list[Host]
+    reporter: Reporter = field(default_factory=SilentReporter)
+    retire: bool | None = None  # command-line override of [switch] retire
+    steps: list[StepTiming] = field(default_factory=list)
+
+    @property
+    def paths(self) -> Layout:
+        return Layout(self.config.app.root)
+
+    @property
+    def runner(self) -> Runner:
+        return runner_for(self.config)
+
+    @property
+    def should_retire(self) -> bool:
+        return self.config.switch.retire if self.retire is None else self.retire
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[list[str]]:
+        """Time a step; the yielded list collects a short note ("3 attempts")."""
+        note: list[str] = []
+        started = time.monotonic()
+        try:
+            yield note
+        except BaseException:
+            self._done(title, started, False, note)
+            raise
+        self._done(title, started, True, note)
+
+    def _done(self, title: str, started: float, ok: bool, note: list[str]) -> None:
+        timing = StepTiming(title, time.monotonic() - started, ok, ", ".join(note))
+        self.steps.append(timing)
+        self.reporter.step_done(timing.title, timing.seconds, ok, timing.note)
+
+    def each(self, fn: Callable[[Host], T], what: str, hosts: Sequence[Host] | None = None
+             ) -> dict[str, T]:
+        """Run ``fn`` on every host, ``parallel`` at a time; collect every error, raise once."""
+        hosts = list(self.hosts if hosts is None else hosts)
+        results: dict[str, T] = {}
+        errors: dict[str, BaseException] = {}
+        if len(hosts) == 1:
+            try:
+                results[hosts[0].name] = fn(hosts[0])
+            except BgError as exc:
+                errors[hosts[0].name] = exc
+        else:
+            workers = max(1, min(self.target.parallel, len(hosts)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bg-host") as pool:
+                futures = {h.name: pool.submit(fn, h) for h in hosts}
+                for name, fut in futures.items():
+                    try:
+                        results[name] = fut.result()
+                    except BgError as exc:
+                        errors[name] = exc
+        if errors:
+            raise HostFailures(what, errors, len(hosts))
+        return results
+
+    def close(self) -> None:
+        for h in self.hosts:
+            h.close()
+
+    def outcomes(self, outcome: str | dict[str, str]) -> tuple[HostOutcome, ...]:
+        return tuple(
+            HostOutcome(
+                h.name,
+                outcome if isinstance(outcome, str) else outcome.get(h.name, "unchanged"),
+                h.commands_run,
+            )
+            for h in self.hosts
+        )
+
+
+def open_hosts(
+    config: Config, target: TargetConfig, *, accept_new_host_keys: bool = False
+) -> list[Host]:
+    if target.is_local:
+        return [LocalHost()]
+    from bluegreen.ssh import SshHost
+
+    policy = "accept-new" if accept_new_host_keys else target.host_key_policy
+    return [
+        SshHost(
+            spec,
+            identity_file=target.identity_file,
+            known_hosts=target.known_hosts,
+            host_key_policy=policy,  # type: ignore[arg-type]
+        )
+        for spec in target.hosts
+    ]
+
+
+class Session:
+    """The lock on every host (all or none), their states, a journal each."""
+
+    def __init__(self, ctx: Context, command: str) -> None:
+        self.ctx = ctx
+        self.command = command
+        self.states: dict[str, st.HostState] = {}
+        self.journals: dict[str, st.Journal] = {}
+        self._locked: list[Host] = []
+
+    def __enter__(self) -> Session:
+        paths = self.ctx.paths
+
+        def lock(host: Host) -> st.HostState:
+            st.acquire(host, paths, self.command)
+            self._locked.append(host)
+            return st.read_state(host, paths)
+
+        try:
+            with self.ctx.step("lock and read state"):
+                self.states = self.ctx.each(lock, "taking the lock")
+        except BgError:
+            self._release()
+            raise
+        op = self.command.split()[0]
+        self.journals = {h.name: st.Journal(h, paths, op) for h in self.ctx.hosts}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        paths = self.ctx.paths
+
+        def release(host: Host) -> None:
+            journal = self.journals.get(host.name)
+            script = "\n".join(
+                s for s in ((journal.script() if journal else ""), st.release_script(paths)) if s
+            )
+            check(host.run(script), "releasing the lock", host)
+
+        locked, self._locked = self._locked, []
+        if locked:
+            self.ctx.each(release, "releasing the lock", locked)
+
+    def record(self, step: str, outcome: str, **detail: Any) -> None:
+        for journal in self.journals.values():
+            journal.record(step, outcome, **detail)
+
+    def common_live(self) -> tuple[str | None, st.HostState]:
+        """The live slot all hosts agree on; refuse to act on hosts that disagree."""
+        lives = {name: s.live for name, s in self.states.items()}
+        versions = {name: s.live_version for name, s in self.states.items()}
+        if len(set(lives.values())) > 1 or len(set(versions.values())) > 1:
+            listing = ", ".join(f"{n}: {lives[n]} ({versions[n]})" for n in lives)
+            raise StateError(
+                f"hosts disagree about what is live ({listing})",
+                hint="bring them in line with `bg switch --to SLOT` on the target, "
+                "or deploy again to the hosts that differ",
+            )
+        first = next(iter(self.states.values()))
+        return first.live, first

@@ -1,0 +1,112 @@
+"""A small sample web app packaged as a release tarball (runner ``command``).
+
+Used by the local demo, the rehearsal and the tests: ``bin/server`` answers ``/`` with
+its version and slot, ``/health`` with a configurable status, and POSTs with the size of
+their body; it shuts down gracefully on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+SERVER = r'''#!/usr/bin/env python3
+"""bluegreen sample app"""
+import json, os, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(HERE, "release.json")) as fh:
+    RELEASE = json.load(fh)
+VERSION = RELEASE["version"]
+SLOT = os.environ.get("BG_SLOT", "?")
+GREETING = os.environ.get("GREETING", "hello")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status, body):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-App-Version", VERSION)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/health":
+            status = RELEASE.get("health_status", 200)
+            self._send(status, "ok\n" if status == 200 else "unhealthy\n")
+        else:
+            self._send(200, f"{GREETING} {VERSION} slot={SLOT}\n")
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n)
+        self._send(200, f"{GREETING} {VERSION} slot={SLOT} got={len(body)}\n")
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    time.sleep(RELEASE.get("boot_delay", 0))
+    port = int(os.environ["PORT"])
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    print(f"sample {VERSION} listening on 127.0.0.1:{port} as {SLOT}", flush=True)
+    server.serve_forever(poll_interval=0.1)
+    server.server_close()
+    print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    if RELEASE.get("crash"):
+        print("crashing on purpose", file=sys.stderr, flush=True)
+        sys.exit(3)
+    main()
+'''
+
+
+def build_sample(
+    out_dir: Path,
+    version: str,
+    *,
+    app: str = "hello",
+    health_status: int = 200,
+    boot_delay: float = 0.0,
+    crash: bool = False,
+) -> Path:
+    """Write ``<app>-<version>.tar.gz`` into ``out_dir`` and return its path."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{app}-{version}.tar.gz"
+    release = {
+        "version": version,
+        "health_status": health_status,
+        "boot_delay": boot_delay,
+        "crash": crash,
+    }
+    files = {
+        "bin/server": (SERVER.encode(), 0o755),
+        "release.json": (json.dumps(release).encode(), 0o644),
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for d in ("bin",):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -1,0 +1,259 @@
+"""Per-host state (``bg/state.json``), the journal and the lock.
+
+State is small and written atomically (temporary file + rename). The journal is
+append-only JSON lines; entries are buffered and appended in one round trip. The lock
+is a directory made with ``mkdir`` (atomic on every POSIX filesystem) holding the
+holder's details, so a second ``bg`` sees who holds it and since when.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bluegreen.config import SLOTS
+from bluegreen.errors import LockHeldError, StaleLockError, StateError
+from bluegreen.host import Host, check, controller_identity, q
+from bluegreen.layout import Layout
+
+STATE_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What bg last made true on a host."""
+
+    live: str | None = None
+    versions: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(SLOTS))
+    previous: str | None = None  # the version live before the current one
+    updated_at: str = ""
+
+    def version_of(self, slot: str | None) -> str | None:
+        return self.versions.get(slot) if slot else None
+
+    @property
+    def live_version(self) -> str | None:
+        return self.version_of(self.live)
+
+    @property
+    def idle(self) -> str:
+        return "green" if self.live == "blue" else "blue"
+
+    def to_json(self) -> bytes:
+        data = {
+            "format": STATE_VERSION,
+            "live": self.live,
+            "versions": self.versions,
+            "previous": self.previous,
+            "updated_at": self.updated_at,
+        }
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, where: str) -> HostState:
+        try:
+            data = json.loads(raw)
+            live = data["live"]
+            versions = {slot: data["versions"].get(slot) for slot in SLOTS}
+            previous = data.get("previous")
+            updated = str(data.get("updated_at", ""))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"{where} is not a bg state file",
+                hint="restore it from a backup or remove it and run `bg setup` "
+                "(bg then treats the host as new)",
+            ) from exc
+        if live is not None and live not in SLOTS:
+            raise StateError(f"{where}: live slot {live!r} is neither blue nor green")
+        if live is not None and versions.get(live) is None:
+            raise StateError(f"{where}: live slot {live} has no version recorded")
+        return cls(live=live, versions=versions, previous=previous, updated_at=updated)
+
+    def switched(self, slot: str, version: str) -> HostState:
+        """The state after traffic moved to ``slot`` running ``version``."""
+        versions = dict(self.versions)
+        versions[slot] = version
+        previous = self.live_version if self.live != slot or self.live_version != version else (
+            self.previous
+        )
+        return replace(self, live=slot, versions=versions, previous=previous, updated_at=now_iso())
+
+
+def read_state(host: Host, paths: Layout) -> HostState:
+    raw = host.read(paths.state)
+    if raw is None:
+        return HostState()
+    return HostState.from_json(raw, where=f"{host.name}:{paths.state}")
+
+
+def write_state(host: Host, paths: Layout, state: HostState) -> None:
+    host.write_atomic(paths.state, state.to_json(), mode=0o644)
+
+
+# ----------------------------------------------------------------------------- journal
+
+
+class Journal:
+    """Append-only record of operations; buffered, flushed in one command."""
+
+    def __init__(self, host: Host, paths: Layout, operation: str) -> None:
+        self.host = host
+        self.paths = paths
+        self.operation = operation
+        self.entries: list[dict[str, Any]] = []
+        self._who = controller_identity()
+
+    def record(self, step: str, outcome: str, **detail: Any) -> None:
+        entry: dict[str, Any] = {"time": now_iso(), "op": self.operation, "step": step}
+        entry["outcome"] = outcome
+        entry.update({k: v for k, v in detail.items() if v is not None})
+        entry["user"] = self._who["user"]
+        entry["controller"] = self._who["controller"]
+        self.entries.append(entry)
+
+    def script(self) -> str:
+        """Shell that appends the buffered entries (empty when there are none)."""
+        if not self.entries:
+            return ""
+        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries)
+        return f"printf '%s' {q(lines)} >> {q(self.paths.journal)}"
+
+    def flush(self) -> None:
+        script = self.script()
+        if script:
+            check(self.host.run(script), "appending to the journal", self.host)
+            self.entries.clear()
+
+
+def read_journal(host: Host, paths: Layout, limit: int = 50) -> list[dict[str, Any]]:
+    result = host.run(f"tail -n {int(limit)} {q(paths.journal)} 2>/dev/null || true")
+    out = []
+    for line in result.stdout.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+def _process_start(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot: tells a reused pid apart."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def holder_info(command: str) -> dict[str, Any]:
+    who = controller_identity()
+    return {
+        **who,
+        "started": _process_start(os.getpid()),
+        "command": command,
+        "time": now_iso(),
+    }
+
+
+def holder_is_gone(holder: dict[str, Any]) -> bool:
+    """True when the holder ran on this machine and its process no longer exists."""
+    if holder.get("controller") != socket.gethostname():
+        return False  # another operator's machine: we cannot tell, so we never guess
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return False
+    started = _process_start(pid)
+    return started == "" or started != holder.get("started")
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    age = ""
+    try:
+        since = datetime.fromisoformat(str(holder["time"]))
+        age = f", for {int((datetime.now(UTC) - since).total_seconds())}s"
+    except (KeyError, ValueError):
+        pass
+    return (
+        f"{holder.get('user', '?')}@{holder.get('controller', '?')} pid {holder.get('pid', '?')}"
+        f" running `{holder.get('command', '?')}` since {holder.get('time', '?')}{age}"
+    )
+
+
+LOCKED_EXIT = 73
+
+
+def lock_script(paths: Layout, holder: dict[str, Any]) -> str:
+    """mkdir is the atomic test-and-set; on failure print the holder."""
+    lock = q(paths.lock)
+    info = q(json.dumps(holder, sort_keys=True))
+    return (
+        f"mkdir -p {q(paths.bg)} && if mkdir {lock} 2>/dev/null; then "
+        f"printf '%s\\n' {info} > {lock}/holder.json; "
+        f"else cat {lock}/holder.json 2>/dev/null; exit {LOCKED_EXIT}; fi"
+    )
+
+
+def acquire(host: Host, paths: Layout, command: str) -> None:
+    result = host.run(lock_script(paths, holder_info(command)))
+    if result.ok:
+        return
+    if result.exit_code != LOCKED_EXIT:
+        check(result, "taking the lock", host)
+    raise_held(host, paths, result.stdout)
+
+
+def raise_held(host: Host, paths: Layout, holder_text: str) -> None:
+    try:
+        holder = json.loads(holder_text)
+        if not isinstance(holder, dict):
+            raise ValueError
+    except ValueError:
+        holder = {}
+    clear = "bg lock release" + ("" if host.name == "local" else " --target <target>")
+    if holder_is_gone(holder):
+        raise StaleLockError(
+            f"{host.name}: the lock is stale: its holder is gone ({describe_holder(holder)})",
+            hint=f"make sure no bg is running, then clear it with `{clear}`"
+            f" (lock: {paths.lock})",
+        )
+    raise LockHeldError(
+        f"{host.name}: another bg operation holds the lock: {describe_holder(holder)}",
+        hint=f"wait for it to finish; if it crashed, clear it with `{clear}`",
+    )
+
+
+def release_script(paths: Layout) -> str:
+    return f"rm -rf {q(paths.lock)}"
+
+
+def read_lock(host: Host, paths: Layout) -> dict[str, Any] | None:
+    raw = host.read(f"{paths.lock}/holder.json")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {"command": "?", "note": "unreadable holder.json"}
+    return data if isinstance(data, dict) else {}
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Workspace, make_workspace, need
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    """bg set up on this machine in a temporary root, with a real nginx in front."""
+    need(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(),
+         "nginx is not installed (apt-get install nginx-light)")
+    ws = make_workspace(tmp_path)
+    ws.bg("setup")
+    ws.nginx.start()
+    try:
+        yield ws
+    finally:
+        # stop every slot bg started, then nginx
+        for pidfile in (ws.root / "run").glob("*.pid"):
+            try:
+                import os
+                import signal
+
+                os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass
+        ws.nginx.stop()

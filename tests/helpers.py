@@ -1,0 +1,122 @@
+"""Shared test plumbing: free ports, a real nginx + bg workspace on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bluegreen.sandbox.nginx import NginxServer
+
+REQUIRE_ROOT = os.environ.get("BG_REQUIRE_ROOT_TESTS") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` fails, or fail when CI demands every test run."""
+    if condition:
+        return
+    if REQUIRE_ROOT:
+        pytest.fail(f"required test cannot run: {reason} (BG_REQUIRE_ROOT_TESTS=1)")
+    pytest.skip(reason)
+
+
+def free_port(low: int = 20000, high: int = 30000) -> int:
+    """A free TCP port on 127.0.0.1 below the ephemeral range."""
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Workspace:
+    dir: Path
+    config: Path
+    nginx: NginxServer
+    root: Path
+    ports: dict[str, int]
+    listen_port: int
+
+    def bg(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bluegreen", "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.dir,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"bg {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.bg("--json", "status", check=False).stdout)
+        return data
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}/"
+
+    def get(self) -> httpx.Response:
+        return httpx.get(self.url, headers={"Connection": "close"}, timeout=5)
+
+    def upstream(self) -> bytes:
+        return Path(self.nginx.upstream_file).read_bytes()
+
+
+def make_workspace(tmp: Path, *, extra: str = "", app_section: str = "",
+                   health: str = "") -> Workspace:
+    listen = free_port()
+    blue, green = free_port(), free_port()
+    while green == blue:
+        green = free_port()
+    nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello")
+    nginx.render()
+    root = tmp / "srv" / "hello"
+    config = tmp / "bluegreen.toml"
+    app_section = app_section or 'runner = "command"\ncommand = "bin/server"'
+    health = health or "interval = 0.1\ntimeout = 1.0\ndeadline = 15.0"
+    config.write_text(textwrap.dedent(f"""\
+        [app]
+        name = "hello"
+        root = "{root}"
+        keep_releases = 3
+        stop_timeout = 10
+        """) + app_section + textwrap.dedent(f"""
+
+        [slots]
+        blue = {blue}
+        green = {green}
+
+        [health]
+        """) + health + textwrap.dedent(f"""
+
+        [nginx]
+        upstream_file = "{nginx.upstream_file}"
+        test_command = "{nginx.test_command}"
+        reload_command = "{nginx.reload_command}"
+        probe_url = "http://127.0.0.1:{listen}/"
+        pid_file = "{nginx.pid_file}"
+
+        [switch]
+        drain_timeout = 10
+        """) + extra)
+    return Workspace(tmp, config, nginx, root, {"blue": blue, "green": green}, listen)
