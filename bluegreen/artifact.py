@@ -66,7 +66,7 @@ def _escapes(path: str) -> bool:
 def check_members(path: Path) -> int:
     """Refuse anything that could write outside the release directory; return the count."""
     try:
-        tar = tarfile.open(path, "r:gz")
+        tar = tarfile.open(path, "r:gz")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArtifactError(f"{path} is not a readable .tar.gz: {exc}") from exc
     links: set[str] = set()
@@ -99,7 +99,8 @@ def check_members(path: Path) -> int:
                 resolved = posixpath.join(posixpath.dirname(norm), target)
                 if target.startswith("/") or _escapes(resolved):
                     raise ArtifactError(
-                        f"{where} is a link to {target!r}, outside the release; refusing the archive"
+                        f"{where} is a link to {target!r}, outside the release;"
+                        " refusing the archive"
                     )
                 tparts = [p for p in target.split("/") if p not in ("", ".")]
                 base = [p for p in posixpath.dirname(norm).split("/") if p]

@@ -19,7 +19,8 @@ from bluegreen.ops.plan import Plan
 
 app = typer.Typer(
     name="bg",
-    help="Blue-green deployments behind nginx: deploy, switch and roll back without a dropped request.",
+    help="Blue-green deployments behind nginx: deploy, switch and roll back"
+    " without a dropped request.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -49,6 +49,14 @@ class Runner(Protocol):
         """Run a one-off ``expression`` (e.g. migrations) against the slot's release."""
         ...
 
+    def check_script(self, slot: str) -> str | None:
+        """A second health signal run on the host once HTTP is healthy (None: none)."""
+        ...
+
+    def log_script(self, slot: str, lines: int) -> str:
+        """The last ``lines`` lines of the slot's output."""
+        ...
+
 
 def stop_pid_script(pidfile: str, timeout: float) -> str:
     """SIGTERM the session led by the recorded pid, wait, then SIGKILL; remove the pidfile."""
@@ -90,8 +98,8 @@ mkdir -p {q(p.logs)} {q(p.run)}
 rm -f {pidfile}
 cd {q(p.slot(slot))}
 cd -P .
-printf '=== bg: start %s in %s on port %s at %s\\n' {q(version)} {slot} {port} "$(date -u +%FT%TZ)" \
-  >> {q(p.log(slot))}
+printf '=== bg: start %s in %s on port %s at %s\\n' \
+  {q(version)} {slot} {port} "$(date -u +%FT%TZ)" >> {q(p.log(slot))}
 (
   {_env_prelude(p)}
   export PORT={port} BG_SLOT={slot} BG_VERSION={q(version)}
@@ -107,6 +115,12 @@ test -s {pidfile}
 
     def alive_script(self, slot: str) -> str:
         return SH_ALIVE + f'alive "$(cat {q(self.paths.pid(slot))} 2>/dev/null)"'
+
+    def check_script(self, slot: str) -> str | None:
+        return None
+
+    def log_script(self, slot: str, lines: int) -> str:
+        return log_tail_script(self.paths, slot, lines)
 
     def eval_script(self, slot: str, expression: str) -> str:
         p = self.paths

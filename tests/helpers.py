@@ -52,7 +52,9 @@ class Workspace:
     ports: dict[str, int]
     listen_port: int
 
-    def bg(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def bg(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "bluegreen", "-c", str(self.config), *args],
             capture_output=True,

@@ -71,7 +71,8 @@ def execute(ctx: Context, session: Session, plan: Plan, art: artifacts.Artifact 
 
     with ctx.step("record state"):
         def record(host: Host) -> None:
-            write_state(host, ctx.paths, session.states[host.name].switched(plan.slot, plan.version))
+            new = session.states[host.name].switched(plan.slot, plan.version)
+            write_state(host, ctx.paths, new)
 
         ctx.each(record, "state")
     session.record(

@@ -39,7 +39,9 @@ def _steps(config: Config, p: dict[str, Any]) -> tuple[str, ...]:
         if config.app.env_file:
             out.append("upload the env file to shared/env (mode 0600)")
     if p["start"]:
-        out.append(f"stop whatever runs in {slot}; point {slot} at {version}; start it on :{port}")
+        out.append(
+            f"stop whatever runs in {slot}; point {slot} at {version}; start it on :{port}"
+        )
         h = config.health
         out.append(
             f"health gate: GET {h.path} on :{port} until {h.expect} x{h.successes}"
@@ -51,7 +53,8 @@ def _steps(config: Config, p: dict[str, Any]) -> tuple[str, ...]:
     out.append(f"reload nginx; confirm X-BG-Slot: {slot} via {config.nginx.probe_url}")
     out.append("record state and journal")
     if p["retire"] and old:
-        out.append(f"wait for nginx's old workers (<= {config.switch.drain_timeout:g}s); stop {old}")
+        drain = config.switch.drain_timeout
+        out.append(f"wait for nginx's old workers (<= {drain:g}s); stop {old}")
     elif old:
         out.append(f"keep {old} running (warm) for an instant rollback")
     out.append(f"prune releases beyond {config.app.keep_releases}; release the lock")

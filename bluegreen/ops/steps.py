@@ -7,6 +7,7 @@ deploy algorithm in DESIGN.md.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from dataclasses import dataclass
 
@@ -16,7 +17,6 @@ from bluegreen.errors import ArtifactError, BgError, CommandError, HealthCheckEr
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check, q
 from bluegreen.ops.core import Context, HostFailures, Session
-from bluegreen.runners import log_tail_script
 
 PORT_BUSY_EXIT = 75
 SHA_MISMATCH_EXIT = 76
@@ -147,13 +147,20 @@ def health_gate(ctx: Context, slot: str, version: str) -> None:
             host.http_transport(), port, cfg, alive=lambda: slot_alive(ctx, host, slot)
         )
         if report.healthy:
-            return report.attempts
-        tail = host.run(log_tail_script(ctx.paths, slot)).stdout.rstrip()
-        why = "its process exited" if report.died else f"last answer: {report.last}"
+            extra = ctx.runner.check_script(slot)
+            if extra is None:
+                return report.attempts
+            second = host.run(extra, timeout=cfg.deadline)
+            if second.ok:
+                return report.attempts
+            why = f"HTTP was healthy but the {ctx.runner.name} check failed: {second.output}"
+        else:
+            why = "its process exited" if report.died else f"last answer: {report.last}"
+        tail = host.run(ctx.runner.log_script(slot, 20)).stdout.rstrip()
         raise HealthCheckError(
             f"{host.name}: {slot} ({version}) never became healthy on port {port}"
             f" after {report.elapsed:.1f}s and {report.attempts} attempts; {why}",
-            detail=f"last lines of {ctx.paths.log(slot)}:\n{tail}" if tail else "",
+            detail=f"last lines of {slot}'s log:\n{tail}" if tail else "",
             hint="traffic was not switched; the previous release keeps serving",
         )
 
@@ -162,10 +169,8 @@ def health_gate(ctx: Context, slot: str, version: str) -> None:
             attempts = ctx.each(one, "health check")
         except HostFailures:
             # None of the new slots may linger half-deployed, healthy or not.
-            try:
+            with contextlib.suppress(BgError):
                 stop_slot(ctx, slot)
-            except BgError:
-                pass
             raise
         note.append(f"{max(attempts.values())} attempts")
 
