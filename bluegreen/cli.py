@@ -271,6 +271,19 @@ def init(
     print(f"wrote {path}: edit it, then run `bg setup`")
 
 
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo lives (recreated).")] = Path(
+        "/tmp/bg-demo"),
+    port: Annotated[int, typer.Option(help="nginx port on 127.0.0.1.")] = 18080,
+    keep: Annotated[bool, typer.Option(help="Leave nginx and the app running.")] = False,
+) -> None:
+    """Deploy, refuse a bad release, roll back and switch a sample app here, under load."""
+    from bluegreen.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir, port=port, keep=keep))
+
+
 def main() -> None:
     try:
         app()
