@@ -172,14 +172,13 @@ def run_demo(workdir: Path, *, port: int = 18080, blue: int = 14001, green: int 
 
 
 def _stop_slots(run_dir: Path) -> None:
+    import contextlib
     import os
     import signal
 
     for pidfile in run_dir.glob("*.pid"):
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
             os.killpg(int(pidfile.read_text().strip()), signal.SIGTERM)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
 
 
 def _table(rows: list[tuple[str, int, float, int, int, str]]) -> str:

@@ -58,7 +58,8 @@ class ElixirRunner:
         p = self.paths
         lines = [
             _env_prelude(p),
-            f"export RELEASE_NODE={q(self.node(slot))} RELEASE_DISTRIBUTION={self.app.distribution}",
+            f"export RELEASE_NODE={q(self.node(slot))}",
+            f"export RELEASE_DISTRIBUTION={self.app.distribution}",
             f"export RELEASE_TMP={q(p.tmp(slot))} BG_SLOT={slot}",
             f'RELEASE_COOKIE="$(cat {q(p.cookie)})"; export RELEASE_COOKIE',
         ]

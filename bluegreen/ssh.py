@@ -28,15 +28,13 @@ import posixpath
 import re
 import secrets
 import shlex
-import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import httpcore
 import httpx
 import paramiko
 from fabric import Config, Connection
@@ -44,6 +42,7 @@ from invoke.exceptions import CommandTimedOut, ThreadException
 
 from bluegreen.errors import ConfigError, HostError, HostKeyError
 from bluegreen.host import CommandResult
+from bluegreen.ssh_http import ChannelBackend, SshHttpTransport, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +274,7 @@ class SshHost:
         self._upload(_BytesReader(data), path, mode)
 
     def http_transport(self) -> httpx.BaseTransport:
-        return SshHttpTransport(_ChannelBackend(self))
+        return SshHttpTransport(ChannelBackend(self.name, self._ensure_open))
 
     def close(self) -> None:
         with self._open_lock, self._sftp_lock:
@@ -345,7 +344,8 @@ class SshHost:
                 ) from exc
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 self._conn.client.close()
-                raise HostError(f"{self.name}: cannot connect over SSH: {_describe(exc)}") from exc
+                why = describe_error(exc)
+                raise HostError(f"{self.name}: cannot connect over SSH: {why}") from exc
             transport = self._conn.transport
             transport.set_keepalive(_KEEPALIVE_SECONDS)
             return transport
@@ -403,7 +403,7 @@ class SshHost:
                     self._sftp = self._conn.client.open_sftp()
                 yield self._sftp
             except OSError as exc:
-                raise HostError(f"{self.name}: cannot {what}: {_describe(exc)}") from exc
+                raise HostError(f"{self.name}: cannot {what}: {describe_error(exc)}") from exc
             except (paramiko.SSHException, EOFError) as exc:
                 raise HostError(f"{self.name}: cannot {what}: SFTP failed: {exc}") from exc
 
@@ -424,7 +424,7 @@ class SshHost:
                         sftp.remove(tmp)
                     raise
             except FileNotFoundError as exc:
-                raise HostError(f"{self.name}: cannot write {path}: {_describe(exc)}") from exc
+                raise HostError(f"{self.name}: cannot write {path}: {describe_error(exc)}") from exc
 
 
 class _BytesReader:
@@ -436,183 +436,3 @@ class _BytesReader:
         chunk = self._view[self._pos : self._pos + size]
         self._pos += len(chunk)
         return bytes(chunk)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
-        return ", ".join(sorted(causes)) or "connection refused"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-# -- HTTP through direct-tcpip channels -------------------------------------------------
-
-
-class _ChannelStream(httpcore.NetworkStream):
-    def __init__(self, channel: paramiko.Channel, address: tuple[str, int]) -> None:
-        self._channel = channel
-        self._address = address
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            self._channel.settimeout(timeout)
-            return self._channel.recv(max_bytes)
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc) or "timed out") from exc
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise httpcore.ReadError(str(exc)) from exc
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        try:
-            self._channel.settimeout(timeout)
-            self._channel.sendall(buffer)
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(str(exc) or "timed out") from exc
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise httpcore.WriteError(str(exc)) from exc
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def start_tls(
-        self,
-        ssl_context: Any,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        self.close()
-        raise httpcore.UnsupportedProtocol(
-            "https:// through an SSH channel is not supported; probe the port with http://"
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # httpcore asks before reusing a kept-alive connection
-            ch = self._channel
-            return ch.recv_ready() or ch.closed or ch.eof_received
-        if info == "server_addr":
-            return self._address
-        return None
-
-
-class _ChannelBackend(httpcore.NetworkBackend):
-    def __init__(self, host: SshHost) -> None:
-        self._host = host
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        transport = self._host._ensure_open()
-        where = f"{host}:{port} on {self._host.name}"
-        try:
-            channel = transport.open_channel(
-                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
-            )
-        except paramiko.ChannelException as exc:
-            raise httpcore.ConnectError(f"cannot connect to {where}: {exc.text}") from exc
-        except paramiko.SSHException as exc:
-            if "Timeout" in str(exc):
-                raise httpcore.ConnectTimeout(f"timed out connecting to {where}") from exc
-            raise httpcore.ConnectError(f"cannot connect to {where}: {exc}") from exc
-        except (OSError, EOFError) as exc:
-            raise httpcore.ConnectError(f"cannot connect to {where}: {_describe(exc)}") from exc
-        return _ChannelStream(channel, (host, port))
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise httpcore.UnsupportedProtocol("unix sockets through SSH are not supported")
-
-
-# Most specific first: the first match wins.
-_EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextlib.contextmanager
-def _httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        for source, target in _EXCEPTIONS:
-            if isinstance(exc, source):
-                raise target(str(exc)) from exc
-        raise
-
-
-class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[bytes]:
-        with _httpx_errors():
-            yield from self._stream
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-
-class SshHttpTransport(httpx.BaseTransport):
-    """httpx transport whose TCP connections are SSH channels opened from the host."""
-
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
-        self._pool = httpcore.ConnectionPool(
-            network_backend=backend,
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _httpx_errors():
-            response = self._pool.handle_request(core_request)
-        assert isinstance(response.stream, Iterable)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(response.stream),
-            extensions=response.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()
