@@ -45,6 +45,10 @@ from bluegreen.host import CommandResult
 from bluegreen.ssh_http import ChannelBackend, SshHttpTransport, describe_error
 
 log = logging.getLogger(__name__)
+# paramiko logs refused forwarding channels (a slot not listening yet, polled by the health
+# gate) as warnings; bg reports what matters itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 HostKeyPolicy = Literal["strict", "accept-new"]
 

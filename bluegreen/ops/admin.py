@@ -39,9 +39,14 @@ if [ ! -f {q(paths.state)} ]; then
 fi
 echo "created:$created"
 """
+    script = script.replace('echo "created:', runner_setup_script(ctx) + 'echo "created:')
     outcomes: dict[str, str] = {}
 
     def one(host: Host) -> None:
+        if config.app.runner == "systemd":
+            from bluegreen.elixir import render_unit, unit_path
+
+            host.write_atomic(unit_path(config.app), render_unit(config.app).encode())
         out = check(host.run(script), "setting up directories", host).stdout
         made = out.split("created:", 1)[-1].split()
         test = host.run(config.nginx.test_command)
@@ -66,6 +71,25 @@ echo "created:$created"
         seconds=time.monotonic() - started,
         summary=f"set up {config.app.name} in {paths.root} on {len(ctx.hosts)} host(s)",
     )
+
+
+def runner_setup_script(ctx: Context) -> str:
+    """Runner-specific setup: the Erlang cookie; the systemd template unit's reload."""
+    app = ctx.config.app
+    if app.runner == "command":
+        return ""
+    from bluegreen.elixir import cookie_script, slot_env_file
+
+    script = "\n" + cookie_script(ctx.paths) + "\n"
+    if app.runner == "systemd":
+        for slot, port in ctx.config.slots.items():
+            script += f"printf 'PORT=%s\\n' {port} > {q(slot_env_file(ctx.paths, slot))}\n"
+        script += (
+            "if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then"
+            " systemctl daemon-reload; else echo 'warning: systemd is not running here';"
+            " fi\n"
+        )
+    return script
 
 
 def host_status(ctx: Context, host: Host) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """A small sample web app packaged as a release tarball (runner ``command``).
 
 Used by the local demo, the rehearsal and the tests: ``bin/server`` answers ``/`` with
-its version and slot, ``/health`` with a configurable status, and POSTs with the size of
-their body; it shuts down gracefully on SIGTERM.
+its version and slot, ``/health`` with a configurable status (or 503 on a host that has
+``<root>/shared/unhealthy-<version>``), and POSTs with the size of their body; it shuts
+down gracefully on SIGTERM.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from pathlib import Path
@@ -39,6 +41,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             status = RELEASE.get("health_status", 200)
+            # Fault injection for rehearsals: <root>/shared/unhealthy-<version> on a host
+            # makes this release unhealthy there only.
+            if os.path.exists(os.path.join(HERE, "..", "..", "shared", "unhealthy-" + VERSION)):
+                status = 503
             self._send(status, "ok\n" if status == 200 else "unhealthy\n")
         else:
             self._send(200, f"{GREETING} {VERSION} slot={SLOT}\n")
@@ -98,12 +104,13 @@ def build_sample(
         "bin/server": (SERVER.encode(), 0o755),
         "release.json": (json.dumps(release).encode(), 0o644),
     }
-    with tarfile.open(path, "w:gz") as tar:
-        for d in ("bin",):
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
+    # Reproducible bytes (fixed gzip and member mtimes): the same build, the same sha256.
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        info = tarfile.TarInfo("bin")
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        tar.addfile(info)
         for name, (data, mode) in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
