@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Workspace, make_workspace, need
+from tests.sandbox_fixtures import isolated_home, make_sandbox, sandbox_1  # noqa: F401
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from bluegreen.errors import ExitCode
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost
 from bluegreen.sandbox.sample import build_sample
-from tests.sandbox_fixtures import MakeSandbox, make_sandbox  # noqa: F401
+from tests.sandbox_fixtures import MakeSandbox
 
 SECRET = "s3cr3t-value-never-printed-4242"
 
