@@ -99,6 +99,14 @@ def write_state(host: Host, paths: Layout, state: HostState) -> None:
     host.write_atomic(paths.state, state.to_json(), mode=0o644)
 
 
+def write_state_script(paths: Layout, state: HostState) -> str:
+    """Shell that replaces state.json atomically (to batch it with other work)."""
+    tmp = q(paths.state + ".tmp")
+    return (
+        f"printf '%s' {q(state.to_json().decode())} > {tmp} && mv -f {tmp} {q(paths.state)}"
+    )
+
+
 # ----------------------------------------------------------------------------- journal
 
 
@@ -205,13 +213,30 @@ def lock_script(paths: Layout, holder: dict[str, Any]) -> str:
     )
 
 
-def acquire(host: Host, paths: Layout, command: str) -> None:
-    result = host.run(lock_script(paths, holder_info(command)))
-    if result.ok:
-        return
-    if result.exit_code != LOCKED_EXIT:
-        check(result, "taking the lock", host)
-    raise_held(host, paths, result.stdout)
+STATE_MARK = "@@bg-state@@"
+PROBE_MARK = "@@bg-probe@@"
+
+
+def acquire(host: Host, paths: Layout, command: str, probe: str = "") -> tuple[str, str]:
+    """Take the lock, and in the same round trip read the raw state and run ``probe``."""
+    script = (
+        lock_script(paths, holder_info(command))
+        + f"\necho {STATE_MARK}; cat {q(paths.state)} 2>/dev/null || true"
+        + f"\necho {PROBE_MARK}\n{probe or 'true'}"
+    )
+    result = host.run(script)
+    if result.exit_code == LOCKED_EXIT:
+        raise_held(host, paths, result.stdout)
+    check(result, "taking the lock", host)
+    _, _, rest = result.stdout.partition(STATE_MARK + "\n")
+    raw, _, probed = rest.partition(PROBE_MARK + "\n")
+    return raw, probed
+
+
+def parse_state(host: Host, paths: Layout, raw: str) -> HostState:
+    if not raw.strip():
+        return HostState()
+    return HostState.from_json(raw.encode(), where=f"{host.name}:{paths.state}")
 
 
 def raise_held(host: Host, paths: Layout, holder_text: str) -> None:

@@ -209,9 +209,11 @@ def open_hosts(
 class Session:
     """The lock on every host (all or none), their states, a journal each."""
 
-    def __init__(self, ctx: Context, command: str) -> None:
+    def __init__(self, ctx: Context, command: str, *, probe: str = "") -> None:
         self.ctx = ctx
         self.command = command
+        self.probe = probe
+        self.probed: dict[str, str] = {}
         self.states: dict[str, st.HostState] = {}
         self.journals: dict[str, st.Journal] = {}
         self._locked: list[Host] = []
@@ -220,9 +222,9 @@ class Session:
         paths = self.ctx.paths
 
         def lock(host: Host) -> st.HostState:
-            st.acquire(host, paths, self.command)
-            self._locked.append(host)
-            return st.read_state(host, paths)
+            raw, self.probed[host.name] = st.acquire(host, paths, self.command, self.probe)
+            self._locked.append(host)  # from here on, every exit path releases it
+            return st.parse_state(host, paths, raw)
 
         try:
             with self.ctx.step("lock and read state"):

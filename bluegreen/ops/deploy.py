@@ -13,7 +13,6 @@ from bluegreen.host import Host
 from bluegreen.ops import steps
 from bluegreen.ops.core import Context, OperationResult, Session
 from bluegreen.ops.plan import Plan, plan_deploy, plan_rollback, plan_switch
-from bluegreen.state import write_state
 
 
 def _idle_warm(ctx: Context, session: Session, slot: str) -> bool:
@@ -39,13 +38,14 @@ def execute(ctx: Context, session: Session, plan: Plan, art: artifacts.Artifact 
             ) -> OperationResult:
     started = time.monotonic()
     session.record("start", "ok", plan=plan.operation, version=plan.version, slot=plan.slot)
+    extract: dict[str, str] = {}
     if art is not None:
         steps.upload_env(ctx)
-        steps.ensure_release(ctx, art)
+        extract = steps.ship_release(ctx, art, session.probed)
     elif plan.start:
         steps.require_release(ctx, plan.version)
     if plan.start:
-        steps.start_slot(ctx, plan.slot, plan.version)
+        steps.start_slot(ctx, plan.slot, plan.version, extract)
         try:
             steps.health_gate(ctx, plan.slot, plan.version)
         except HealthCheckError:
@@ -69,23 +69,18 @@ def execute(ctx: Context, session: Session, plan: Plan, art: artifacts.Artifact 
             steps.stop_slot(ctx, plan.slot)
         raise
 
-    with ctx.step("record state"):
-        def record(host: Host) -> None:
-            new = session.states[host.name].switched(plan.slot, plan.version)
-            write_state(host, ctx.paths, new)
-
-        ctx.each(record, "state")
+    steps.finalize(
+        ctx, session, plan.slot, plan.version,
+        retire=plan.old_slot if plan.retire else None,
+        old_workers=switched.old_workers,
+        prune=art is not None,
+    )
     session.record(
         "switch", "ok", slot=plan.slot, version=plan.version,
         previous_slot=plan.old_slot, previous_version=plan.old_version,
     )
-    steps.drain_and_retire(ctx, plan.old_slot if plan.retire else None, switched.old_workers)
     if plan.retire and plan.old_slot:
         session.record("retire", "ok", slot=plan.old_slot, version=plan.old_version)
-    keep = {v for s in session.states.values() for v in s.versions.values() if v}
-    keep.add(plan.version)
-    if art is not None:
-        steps.prune(ctx, keep)
     session.record("done", "ok", version=plan.version, slot=plan.slot)
 
     verb = {"deploy": "deployed", "rollback": "rolled back to", "switch": "switched to"}
@@ -117,7 +112,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
     with ctx.step("check artifact") as note:
         art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version)
         note.append(f"{art.version}, {art.members} files")
-    with Session(ctx, f"deploy {art.version}") as session:
+    probe = steps.release_probe(ctx, art.version)
+    with Session(ctx, f"deploy {art.version}", probe=probe) as session:
         _, state = session.common_live()
         plan = plan_deploy(ctx.config, state, art.version, retire=ctx.should_retire)
         if dry_run:

@@ -8,7 +8,6 @@ deploy algorithm in DESIGN.md.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 from dataclasses import dataclass
 
 from bluegreen import nginx
@@ -17,6 +16,7 @@ from bluegreen.errors import ArtifactError, BgError, CommandError, HealthCheckEr
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check, q
 from bluegreen.ops.core import Context, HostFailures, Session
+from bluegreen.state import write_state_script
 
 PORT_BUSY_EXIT = 75
 SHA_MISMATCH_EXIT = 76
@@ -38,25 +38,22 @@ def upload_env(ctx: Context) -> None:
         ctx.each(lambda h: h.write_atomic(ctx.paths.env_file, data, mode=0o600), "env upload")
 
 
-def ensure_release(ctx: Context, art: Artifact) -> None:
-    """Every host has ``releases/<version>`` with this artifact's checksum (uploaded once)."""
+def release_probe(ctx: Context, version: str) -> str:
+    """Run with the lock: prints the checksum of ``releases/<version>`` if it is there."""
+    return f"cat {q(ctx.paths.release(version) + '/.bg-sha256')} 2>/dev/null || true"
+
+
+def ship_release(ctx: Context, art: Artifact, present: dict[str, str]) -> dict[str, str]:
+    """Upload the artifact where it is missing; return each host's extraction script.
+
+    ``present`` is each host's checksum of the release (from :func:`release_probe`).
+    Extraction runs later, batched with the slot's start, in the same round trip.
+    """
     paths = ctx.paths
     rel = paths.release(art.version)
-    sha_file = f"{rel}/.bg-sha256"
-
-    def one(host: Host) -> str:
-        present = host.run(f"cat {q(sha_file)} 2>/dev/null || true").stdout.strip()
-        if present == art.sha256:
-            return "present"
-        if present:
-            raise ArtifactError(
-                f"{host.name}: release {art.version} already exists with another checksum",
-                hint="a version names one build forever: deploy it under a new version",
-            )
-        upload = f"{paths.uploads}/{art.version}.tar.gz"
-        host.put(art.path, upload, mode=0o600)
-        tmp = f"{paths.releases}/.tmp-{art.version}"
-        script = f"""set -e
+    upload = f"{paths.uploads}/{art.version}.tar.gz"
+    tmp = f"{paths.releases}/.tmp-{art.version}"
+    extract = f"""set -e
 if ! echo {q(art.sha256 + "  " + upload)} | sha256sum -c --status; then
   rm -f {q(upload)}; echo "checksum mismatch after upload"; exit {SHA_MISMATCH_EXIT}
 fi
@@ -67,17 +64,25 @@ printf '%s\\n' {q(art.sha256)} > {q(tmp)}/.bg-sha256
 mv {q(tmp)} {q(rel)}
 rm -f {q(upload)}
 """
-        result = host.run(script)
-        if result.exit_code == SHA_MISMATCH_EXIT:
-            raise ArtifactError(f"{host.name}: the uploaded artifact's sha256 does not match")
-        check(result, f"extracting release {art.version}", host)
-        return "uploaded"
+
+    def one(host: Host) -> str:
+        sha = present.get(host.name, "").strip()
+        if sha == art.sha256:
+            return ""
+        if sha:
+            raise ArtifactError(
+                f"{host.name}: release {art.version} already exists with another checksum",
+                hint="a version names one build forever: deploy it under a new version",
+            )
+        host.put(art.path, upload, mode=0o600)
+        return extract
 
     with ctx.step(f"upload {art.version} ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]})"
                   ) as note:
-        done = ctx.each(one, "upload")
-        uploaded = sum(1 for v in done.values() if v == "uploaded")
-        note.append(f"uploaded to {uploaded}, already on {len(done) - uploaded}")
+        scripts = ctx.each(one, "upload")
+        uploaded = sum(1 for v in scripts.values() if v)
+        note.append(f"uploaded to {uploaded}, already on {len(scripts) - uploaded}")
+    return scripts
 
 
 def require_release(ctx: Context, version: str) -> None:
@@ -96,8 +101,12 @@ def require_release(ctx: Context, version: str) -> None:
 # ----------------------------------------------------------------------------- slots
 
 
-def start_slot(ctx: Context, slot: str, version: str) -> None:
-    """Stop whatever runs in ``slot``, point it at ``version``, start it."""
+def start_slot(ctx: Context, slot: str, version: str, before: dict[str, str] | None = None
+               ) -> None:
+    """Stop whatever runs in ``slot``, point it at ``version``, start it.
+
+    ``before`` holds per-host scripts to run first in the same round trip (extraction).
+    """
     paths, runner = ctx.paths, ctx.runner
     port = ctx.config.slots[slot]
     link = paths.slot(slot)
@@ -115,7 +124,10 @@ fi""",
     ])
 
     def one(host: Host) -> None:
-        result = host.run(script)
+        first = (before or {}).get(host.name, "")
+        result = host.run(f"(\n{first}\n) || exit $?\n{script}" if first else script)
+        if result.exit_code == SHA_MISMATCH_EXIT:
+            raise ArtifactError(f"{host.name}: the uploaded artifact's sha256 does not match")
         if result.exit_code == PORT_BUSY_EXIT:
             raise CommandError(
                 f"{host.name}: port {port} of slot {slot} is taken by another process",
@@ -124,7 +136,8 @@ fi""",
             )
         check(result, f"starting {slot} ({version})", host)
 
-    with ctx.step(f"start {version} in {slot} on port {port}"):
+    title = f"start {version} in {slot} on port {port}"
+    with ctx.step(("extract, " if any((before or {}).values()) else "") + title):
         ctx.each(one, "start")
 
 
@@ -243,45 +256,65 @@ def switch_traffic(ctx: Context, session: Session, slot: str, version: str) -> S
     return SwitchResult(old_workers)
 
 
-def drain_and_retire(ctx: Context, old_slot: str | None, old_workers: dict[str, list[int]]
-                     ) -> None:
-    """Wait for nginx's old workers, then stop the old slot (unless kept warm)."""
-    timeout = ctx.config.switch.drain_timeout
-    retire = ctx.should_retire and old_slot is not None
-    stop = ctx.runner.stop_script(old_slot) if retire and old_slot else ""
-
-    def one(host: Host) -> str:
-        drained = host.run(nginx.drain_script(old_workers.get(host.name, []), timeout))
-        if stop:
-            check(host.run(stop), f"stopping {old_slot}", host)
-        return "drained" if drained.ok else "drain timed out"
-
-    title = f"drain nginx workers, retire {old_slot}" if retire else "drain nginx workers"
-    with ctx.step(title) as note:
-        results = ctx.each(one, "retire")
-        if "drain timed out" in results.values():
-            note.append(f"drain timed out after {timeout:g}s on some hosts")
-
-
-def prune(ctx: Context, keep_versions: set[str]) -> None:
+def prune_script(ctx: Context, keep_versions: set[str]) -> str:
     keep = ctx.config.app.keep_releases
-    rels = ctx.paths.releases
     protected = " ".join(sorted(keep_versions))
-    script = f"""cd {q(rels)} 2>/dev/null || exit 0
+    return f"""(
+cd {q(ctx.paths.releases)} 2>/dev/null || exit 0
 n=0
 for r in $(ls -1t); do
   n=$((n+1))
   [ $n -le {keep} ] && continue
   case " {protected} " in *" $r "*) continue;; esac
-  rm -rf -- "$r" && echo "$r"
+  rm -rf -- "$r" && echo "pruned: $r"
 done
-"""
-    with ctx.step(f"prune releases (keep {keep})") as note:
-        pruned = ctx.each(lambda h: _sh(h, script, "pruning releases"), "prune")
-        names = sorted({v for out in pruned.values() for v in out.split()})
-        if names:
-            note.append("removed " + ", ".join(names))
+)"""
 
 
-def slot_link_version(link_target: str) -> str | None:
-    return posixpath.basename(link_target.rstrip("/")) or None
+def finalize(
+    ctx: Context,
+    session: Session,
+    slot: str,
+    version: str,
+    *,
+    retire: str | None,
+    old_workers: dict[str, list[int]],
+    prune: bool,
+) -> None:
+    """One round trip per host: record the new state, wait for nginx's old workers, stop
+    the old slot (``retire``), prune releases. The state is written first: whatever
+    happens after, the host says what is live."""
+    timeout = ctx.config.switch.drain_timeout
+    keep = {v for s in session.states.values() for v in s.versions.values() if v}
+    keep.add(version)
+    stop = ctx.runner.stop_script(retire) if retire else ""
+
+    def one(host: Host) -> str:
+        new = session.states[host.name].switched(slot, version)
+        script = "\n".join([
+            write_state_script(ctx.paths, new) + " || exit 90",
+            "if (",
+            nginx.drain_script(old_workers.get(host.name, []), timeout),
+            "); then echo drained; else echo drain-timeout; fi",
+            f"(\n{stop}\n) || exit 91" if stop else "",
+            prune_script(ctx, keep) if prune else "",
+        ])
+        result = host.run(script)
+        if result.exit_code == 90:
+            check(result, "recording the state", host)
+        check(result, f"stopping {retire}" if retire else "draining nginx", host)
+        return result.stdout
+
+    parts = ["record state", "drain nginx workers"]
+    if retire:
+        parts.append(f"retire {retire}")
+    if prune:
+        parts.append("prune")
+    with ctx.step(", ".join(parts)) as note:
+        outputs = ctx.each(one, "finish")
+        if any("drain-timeout" in out for out in outputs.values()):
+            note.append(f"drain timed out after {timeout:g}s on some hosts")
+        pruned = sorted({line.split(": ", 1)[1] for out in outputs.values()
+                         for line in out.splitlines() if line.startswith("pruned: ")})
+        if pruned:
+            note.append("pruned " + ", ".join(pruned))

@@ -80,6 +80,11 @@ set -e
 hostname {hostname}
 umount -R -l /run/netns 2>/dev/null || true
 mount --bind {hostdir} /srv
+# A home of its own, as on a fresh server: the controller's ~/.bashrc (e.g. pyenv init,
+# ~170 ms) would otherwise run before every command sshd executes.
+mkdir -p {home}
+cp -n /etc/skel/.bashrc /etc/skel/.profile {home}/ 2>/dev/null || true
+mount --bind {home} "$(getent passwd root | cut -d: -f6)"
 {nginx}
 {sshd}
 """
@@ -395,6 +400,7 @@ class Sandbox:
         script = _LAUNCH.format(
             hostname=host.netns,
             hostdir=shlex.quote(str(host.hostdir)),
+            home=shlex.quote(str(host.confdir / "home")),
             nginx=host.nginx.start_command,
             sshd=shlex.join(sshd),
         )
