@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bluegreen import artifact as artifacts
 from bluegreen import hooks
 from bluegreen.config import warnings
 from bluegreen.errors import BgError, HealthCheckError
+from bluegreen.health import wait_healthy
 from bluegreen.host import Host
 from bluegreen.ops import steps
 from bluegreen.ops.core import Context, OperationResult, Session
@@ -18,10 +20,7 @@ from bluegreen.ops.plan import Plan, plan_deploy, plan_rollback, plan_switch
 def _idle_warm(ctx: Context, session: Session, slot: str) -> bool:
     """The slot runs on every host and answers its health check right now."""
     cfg = ctx.config.health
-    from dataclasses import replace
-
     quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 3.0), successes=1)
-    from bluegreen.health import wait_healthy
 
     def one(host: Host) -> bool:
         if not steps.slot_alive(ctx, host, slot):
@@ -118,7 +117,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
         plan = plan_deploy(ctx.config, state, art.version, retire=ctx.should_retire)
         if dry_run:
             return plan
-        return execute(ctx, session, plan, art)
+        result = execute(ctx, session, plan, art)
+    return _counted(ctx, result)
 
 
 def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | Plan:
@@ -132,7 +132,8 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | Plan:
         plan = plan_rollback(ctx.config, state, idle_warm=warm, retire=ctx.should_retire)
         if dry_run:
             return plan
-        return execute(ctx, session, plan, None)
+        result = execute(ctx, session, plan, None)
+    return _counted(ctx, result)
 
 
 def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
@@ -145,4 +146,10 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
         plan = plan_switch(ctx.config, state, to=to, idle_warm=warm, retire=ctx.should_retire)
         if dry_run:
             return plan
-        return execute(ctx, session, plan, None)
+        result = execute(ctx, session, plan, None)
+    return _counted(ctx, result)
+
+
+def _counted(ctx: Context, result: OperationResult) -> OperationResult:
+    """The result with each host's round trips counted after the lock was released."""
+    return replace(result, hosts=ctx.outcomes("switched"))
