@@ -174,7 +174,8 @@ APP_FIELDS: dict[str, Field] = {
     "env_file": Field(str, ""),
     "keep_releases": Field(int, 5, lambda v: None if v >= 2 else "an integer >= 2"),
     "release_name": Field(str, ""),
-    "distribution": Field(str, "sname", _one_of("sname", "name")),
+    # Long names on 127.0.0.1 work whatever the hostname resolves to (see the Elixir notes).
+    "distribution": Field(str, "name", _one_of("sname", "name")),
     "rpc_check": Field(str, ""),
     "migrate": Field(str, ""),
     "stop_timeout": Field(NUM, 30.0, _positive),

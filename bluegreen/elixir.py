@@ -61,6 +61,8 @@ class ElixirRunner:
             f"export RELEASE_NODE={q(self.node(slot))}",
             f"export RELEASE_DISTRIBUTION={self.app.distribution}",
             f"export RELEASE_TMP={q(p.tmp(slot))} BG_SLOT={slot}",
+            # Not into the release dir (never modified) nor whatever the cwd is.
+            f"export ERL_CRASH_DUMP={q(p.logs + '/' + slot + '.erl_crash.dump')}",
             f'RELEASE_COOKIE="$(cat {q(p.cookie)})"; export RELEASE_COOKIE',
         ]
         if port is not None:
@@ -76,6 +78,7 @@ class ElixirRunner:
         return f"""set -e
 {cookie_script(p)}
 mkdir -p {q(p.logs)} {q(p.run)} {q(p.tmp(slot))}
+chmod 700 {q(p.tmp(slot))}  # run_erl's log there records the command line, cookie included
 {self._cd(slot)}
 printf '=== bg: start %s in %s on port %s at %s\\n' \\
   {q(version)} {slot} {port} "$(date -u +%FT%TZ)" >> {log}
@@ -97,12 +100,16 @@ bin/{self.release} daemon >> {log} 2>&1 < /dev/null
   (
   {self._cd(slot)}
   {self._env(slot)}
+  running() {{
+    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    case "$st" in ""|Z*) return 1;; esac
+  }}
   pid=$(bin/{self.release} pid 2>/dev/null) || pid=""
   if [ -n "$pid" ]; then
     bin/{self.release} stop > /dev/null 2>&1 || true
     i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    while running "$pid" && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done
+    if running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   ) || true
 fi
