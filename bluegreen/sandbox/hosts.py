@@ -80,11 +80,17 @@ set -e
 hostname {hostname}
 umount -R -l /run/netns 2>/dev/null || true
 mount --bind {hostdir} /srv
-# A home of its own, as on a fresh server: the controller's ~/.bashrc (e.g. pyenv init,
-# ~170 ms) would otherwise run before every command sshd executes.
+# Shell start-up files of a fresh server: the controller's own (e.g. pyenv init, ~170 ms)
+# would otherwise run before every command sshd executes. Only the files are covered, so
+# the programs under the controller's home stay reachable.
 mkdir -p {home}
-cp -n /etc/skel/.bashrc /etc/skel/.profile {home}/ 2>/dev/null || true
-mount --bind {home} "$(getent passwd root | cut -d: -f6)"
+home_dir=$(getent passwd root | cut -d: -f6)
+for f in .bashrc .profile .bash_profile .bash_login; do
+  if [ -f "$home_dir/$f" ]; then
+    if [ -f "/etc/skel/$f" ]; then cp "/etc/skel/$f" {home}/$f; else : > {home}/$f; fi
+    mount --bind {home}/$f "$home_dir/$f"
+  fi
+done
 {nginx}
 {sshd}
 """
