@@ -11,7 +11,7 @@ import typer
 
 from bluegreen import __version__
 from bluegreen import config as configuration
-from bluegreen.errors import BgError, ExitCode
+from bluegreen.errors import BgError, ConfigError, ExitCode
 from bluegreen.ops import admin
 from bluegreen.ops import deploy as ops
 from bluegreen.ops.core import Context, OperationResult, open_hosts
@@ -178,7 +178,7 @@ def switch(
 ) -> None:
     """Flip traffic to the other slot (starting it again if it was retired)."""
     if to is not None and to not in configuration.SLOTS:
-        _fail(BgError(f"--to must be blue or green, got {to!r}"))
+        _fail(ConfigError(f"--to must be blue or green, got {to!r}"))
     _render(_run("switch", lambda c: ops.switch(c, to=to, dry_run=dry_run), retire=retire))
 
 
@@ -186,6 +186,17 @@ def switch(
 def rollback(retire: RetireOpt = None, dry_run: DryRun = False) -> None:
     """Return to the previous release: instant when its slot is still warm."""
     _render(_run("rollback", lambda c: ops.rollback(c, dry_run=dry_run), retire=retire))
+
+
+@app.command()
+def migrate(
+    slot: Annotated[str | None, typer.Option("--slot", help="blue or green (default: live).")
+                    ] = None,
+) -> None:
+    """Run app.migrate (bin/<name> eval EXPR) against a release, once, on the first host."""
+    if slot is not None and slot not in configuration.SLOTS:
+        _fail(ConfigError(f"--slot must be blue or green, got {slot!r}"))
+    _render(_run("migrate", lambda c: admin.migrate(c, slot)))
 
 
 @app.command()

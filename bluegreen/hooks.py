@@ -17,7 +17,7 @@ def run_before_switch(ctx: Context, hook: str, slot: str, version: str) -> None:
     expression = ctx.config.app.migrate
     # Migrations change a shared database: run them once, on the first host.
     host = ctx.hosts[0]
-    with ctx.step(f"hook migrate on {host.name} ({version} in {slot})") as note:
+    with ctx.step(f"migrate on {host.name} ({version} in {slot})") as note:
         result = host.run(ctx.runner.eval_script(slot, expression), timeout=3600)
         if not result.ok:
             raise HookError(

@@ -11,6 +11,7 @@ import httpx
 
 from bluegreen import nginx
 from bluegreen import state as st
+from bluegreen.errors import BgError
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check, q
 from bluegreen.ops.core import Context, OperationResult
@@ -90,6 +91,32 @@ def runner_setup_script(ctx: Context) -> str:
             " fi\n"
         )
     return script
+
+
+def migrate(ctx: Context, slot: str | None) -> OperationResult:
+    """Run ``app.migrate`` against a slot's release (default: the live one), on one host."""
+    from bluegreen import hooks
+    from bluegreen.errors import ConfigError
+    from bluegreen.ops.core import Session
+
+    started = time.monotonic()
+    if not ctx.config.app.migrate:
+        raise ConfigError(f"{ctx.config.path}: app.migrate is empty: nothing to run")
+    with Session(ctx, "migrate") as session:
+        live, state = session.common_live()
+        slot = slot or live
+        version = state.version_of(slot)
+        if slot is None or version is None:
+            raise BgError("nothing is deployed yet: deploy a release before migrating")
+        hooks.run_before_switch(ctx, "migrate", slot, version)
+        session.record("migrate", "ok", slot=slot, version=version)
+    return OperationResult(
+        operation="migrate", app=ctx.config.app.name, target=ctx.target.name, version=version,
+        slot=slot, previous_slot=None, previous_version=None,
+        hosts=ctx.outcomes({ctx.hosts[0].name: "migrated"}), steps=tuple(ctx.steps),
+        seconds=time.monotonic() - started,
+        summary=f"migrated with {version} ({slot}) on {ctx.hosts[0].name}",
+    )
 
 
 def host_status(ctx: Context, host: Host) -> dict[str, Any]:
