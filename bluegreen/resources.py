@@ -9,7 +9,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def resource_dir(name: str) -> Path:
     """``templates`` or ``nginx``: inside the wheel, or at the top of a source checkout."""
-    for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
+    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"bluegreen resource directory {name!r} is missing from the install")
