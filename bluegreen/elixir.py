@@ -93,9 +93,9 @@ bin/{self.release} daemon >> {log} 2>&1 < /dev/null
         ticks = max(1, int(self.app.stop_timeout * 10))
         tmp = p.tmp(slot)
         node = self.node(slot)
-        # Leftovers: this slot's beam/run_erl/epmd-less helpers, found by node name or by
-        # the slot's RELEASE_TMP, and only in our own mount namespace (several simulated
-        # hosts can share one process table; real hosts never mind the check).
+        # Leftovers: this slot's beam/run_erl/erl_child_setup, found by the slot's RELEASE_TMP
+        # or by its node name together with this app's root, and only in our own mount
+        # namespace (simulated hosts share one process table; real hosts never mind).
         return f"""if [ -x {q(p.slot(slot))}/bin/{self.release} ]; then
   (
   {self._cd(slot)}
@@ -116,10 +116,13 @@ fi
 me=$(readlink /proc/self/ns/mnt)
 for p in $(pgrep -x 'beam.smp|beam|run_erl|erl_child_setup' 2>/dev/null); do
   [ "$(readlink /proc/$p/ns/mnt 2>/dev/null)" = "$me" ] || continue
-  if tr '\\000' ' ' < /proc/$p/cmdline 2>/dev/null | grep -qF \\
-       -e {q(f"-sname {node} ")} -e {q(f"-name {node} ")} -e {q(tmp + "/")}; then
-    kill -KILL "$p" 2>/dev/null || true
-  fi
+  cmd=$(tr '\\000' ' ' < /proc/$p/cmdline 2>/dev/null) || continue
+  case "$cmd" in
+    *{q(tmp + "/")}*) ;;
+    *{q(p.root + "/")}*{q(f"name {node} ")}*|*{q(f"name {node} ")}*{q(p.root + "/")}*) ;;
+    *) continue;;
+  esac
+  kill -KILL "$p" 2>/dev/null || true
 done
 true
 """

@@ -41,9 +41,11 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def beams(marker: str) -> dict[str, list[int]]:
-    """beam.smp processes per slot node name, among those whose command line has ``marker``."""
+def beams(marker: str, netns: str | None = None) -> dict[str, list[int]]:
+    """beam.smp processes per slot node name, among those whose command line has ``marker``
+    (and, for a sandbox host, that live in its network namespace)."""
     out: dict[str, list[int]] = {"blue": [], "green": []}
+    ns_inode = os.stat(f"/run/netns/{netns}").st_ino if netns else None
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -54,6 +56,11 @@ def beams(marker: str) -> dict[str, list[int]]:
             continue
         if "beam" not in cmd.split(" ", 1)[0] or marker not in cmd or stat == "Z":
             continue
+        try:
+            if ns_inode is not None and os.stat(f"/proc/{pid}/ns/net").st_ino != ns_inode:
+                continue
+        except OSError:
+            continue
         for slot in out:
             if f"hello_{slot}@" in cmd or f"hello_{slot} " in cmd:
                 out[slot].append(int(pid))
@@ -63,8 +70,9 @@ def beams(marker: str) -> dict[str, list[int]]:
 class Sampler:
     """Watches beam processes during an operation: were both slots' nodes up at once?"""
 
-    def __init__(self, marker: str) -> None:
+    def __init__(self, marker: str, netns: str | None) -> None:
         self.marker = marker
+        self.netns = netns
         self.both = False
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run)
@@ -72,7 +80,7 @@ class Sampler:
     def _run(self) -> None:
         deadline = time.monotonic() + 120
         while not self._stop.is_set() and time.monotonic() < deadline:
-            b = beams(self.marker)
+            b = beams(self.marker, self.netns)
             if b["blue"] and b["green"]:
                 self.both = True
             time.sleep(0.05)
@@ -102,7 +110,8 @@ def release_cmd(root: Path, slot: str, *args: str, exec_argv: Callable[[list[str
 
 def run_cycle(bg: Callable[..., subprocess.CompletedProcess[str]],
               get: Callable[[], httpx.Response], releases: dict[str, Path], marker: str,
-              check_pid_rpc: Callable[[str], None], journal: Callable[[], str]) -> str:
+              check_pid_rpc: Callable[[str], None], journal: Callable[[], str],
+              netns: str | None = None) -> str:
     """deploy v1, v2 (both nodes up at once), v3 refused, rollback, switch; returns output."""
     outputs = []
 
@@ -114,26 +123,26 @@ def run_cycle(bg: Callable[..., subprocess.CompletedProcess[str]],
     outputs.append(bg("deploy", str(releases["1"])).stderr)
     assert body().startswith("hello v1.0.0 slot=hello_blue@127.0.0.1")
 
-    with Sampler(marker) as sampler:
+    with Sampler(marker, netns) as sampler:
         outputs.append(bg("deploy", str(releases["2"])).stderr)
     assert sampler.both, "the blue and green nodes never ran at the same time"
     assert body().startswith("hello v2.0.0 slot=hello_green@127.0.0.1")
-    assert beams(marker)["blue"] == []  # retired, nothing left
+    assert beams(marker, netns)["blue"] == []  # retired, nothing left
 
     bad = bg("deploy", str(releases["3bad"]), check=False)
     outputs.append(bad.stderr)
     assert bad.returncode == ExitCode.HEALTH, bad.stderr
     assert "HTTP 500" in bad.stderr
     assert body().startswith("hello v2.0.0 slot=hello_green")
-    assert beams(marker)["blue"] == []
+    assert beams(marker, netns)["blue"] == []
 
     outputs.append(bg("rollback").stderr)
     assert body().startswith("hello v1.0.0 slot=hello_blue")
-    assert beams(marker)["green"] == []  # the rolled-back-from node is gone
+    assert beams(marker, netns)["green"] == []  # the rolled-back-from node is gone
 
     outputs.append(bg("switch").stderr)
     assert body().startswith("hello v2.0.0 slot=hello_green")
-    assert beams(marker)["blue"] == []
+    assert beams(marker, netns)["blue"] == []
     # After all these deploys, the operator's tools still reach the live node.
     check_pid_rpc("green")
     return "".join(outputs) + journal()
@@ -236,7 +245,8 @@ def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
 
     # Processes of the host's slots are told apart by their release path inside the host.
     out = run_cycle(bg, get, releases, "/srv/hello/releases", pid_rpc,
-                    lambda: host.srv("/srv/hello/bg/journal.jsonl").read_text())
+                    lambda: host.srv("/srv/hello/bg/journal.jsonl").read_text(),
+                    netns=host.netns)
     cookie = host.srv("/srv/hello/shared/cookie")
     assert cookie.stat().st_mode & 0o777 == 0o600
     assert cookie.read_text() not in out and "elixir-secret-9431" not in out

@@ -215,17 +215,25 @@ def switch_traffic(ctx: Context, session: Session, slot: str, version: str) -> S
         check(result, "staging the nginx upstream", host)
         prepared.append(host)
 
-    def abort(hosts: list[Host], reload_too: list[Host]) -> None:
+    def abort(hosts: list[Host], reload_too: list[Host]) -> str:
+        """Put every prepared host back; returns what could not be restored (or "")."""
         undo = nginx.abort_script(config)
-        for host in hosts:
+
+        def one(host: Host) -> None:
             script = undo + ("\n" + config.nginx.reload_command if host in reload_too else "")
-            host.run(script)
+            check(host.run(script), "restoring the previous nginx upstream", host)
+
+        try:
+            ctx.each(one, "restore", hosts)
+        except HostFailures as exc:
+            return f"\nNOT RESTORED, check by hand: {exc.message}"
+        return ""
 
     with ctx.step(f"nginx test (stage upstream -> {slot})"):
         try:
             ctx.each(do_prepare, "nginx test")
-        except BgError:
-            abort(prepared, [])
+        except BgError as exc:
+            exc.detail += abort(prepared, [])
             session.record("switch", "aborted", slot=slot, version=version, reason="nginx -t")
             raise
 
@@ -248,7 +256,7 @@ def switch_traffic(ctx: Context, session: Session, slot: str, version: str) -> S
         try:
             ctx.each(do_commit, "switch")
         except BgError as exc:
-            abort(prepared, reloaded)
+            exc.detail += abort(prepared, reloaded)
             session.record("switch", "restored", slot=slot, version=version)
             if isinstance(exc, SwitchError):
                 raise
