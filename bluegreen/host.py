@@ -17,9 +17,11 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -174,10 +176,16 @@ class LocalHost:
             raise HostError(f"{self.name}: cannot write {path}: {exc.strerror}") from exc
 
     def http_transport(self) -> httpx.BaseTransport:
-        return httpx.HTTPTransport()
+        return httpx.HTTPTransport(verify=_ssl_context())
 
     def close(self) -> None:
         pass
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs ~25 ms: once per process, not per transport."""
+    return ssl.create_default_context()
 
 
 def controller_identity() -> dict[str, str | int]:

@@ -66,9 +66,7 @@ def _template(config: Config) -> jinja2.Template:
         raise ConfigError(f"nginx template {name}: {exc}") from exc
 
 
-def render_upstream(
-    config: Config, *, slot: str, version: str, nginx_version: tuple[int, ...] | None = None
-) -> str:
+def render_upstream(config: Config, *, slot: str, version: str) -> str:
     """The upstream file sending traffic to ``slot``; raises ConfigError on a broken template."""
     try:
         text = _template(config).render(
@@ -78,7 +76,6 @@ def render_upstream(
             version=version,
             slots=dict(config.slots),
             time=now_iso(),
-            nginx_version=nginx_version or (),
         )
     except jinja2.TemplateError as exc:
         where = config.nginx.template or "templates/upstream.conf.j2"
@@ -146,10 +143,6 @@ while :; do
   sleep 0.1; i=$((i+1))
 done
 """
-
-
-def nginx_version_script() -> str:
-    return "nginx -v 2>&1 || true"
 
 
 def parse_nginx_version(text: str) -> tuple[int, ...] | None:

@@ -12,9 +12,18 @@ from pathlib import Path
 
 import jinja2
 
+from bluegreen.nginx import parse_nginx_version
 from bluegreen.resources import resource_dir
 
 NGINX_BIN = "/usr/sbin/nginx"
+
+
+def installed_version(nginx_bin: str = NGINX_BIN) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([nginx_bin, "-v"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return parse_nginx_version(out.stderr + out.stdout)
 
 
 @dataclass
@@ -69,8 +78,10 @@ class NginxServer:
         for sub in ("conf", "conf.d", "sites", "logs", "run", "tmp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         user = "root" if os.geteuid() == 0 else None
+        version = installed_version(self.nginx_bin)
         main = env.get_template("nginx.conf.j2").render(
-            prefix=self.root, workers=self.workers, user=user
+            prefix=self.root, workers=self.workers, user=user,
+            keepalive_min_timeout=version is not None and version >= (1, 27, 4),
         )
         (self.prefix / "conf" / "nginx.conf").write_text(main)
         site = env.get_template("site.conf.j2").render(app=self.app, listen=self.listen)
