@@ -287,3 +287,23 @@ def test_zero_failed_requests_across_three_deploys(workspace: Workspace, tmp_pat
     assert answer(ws)[0] == "hello 4.0.0 slot=green"
     assert os.path.isdir(ws.root / "releases" / "2.0.0")  # keep_releases = 3: 1.0.0 pruned
     assert not os.path.isdir(ws.root / "releases" / "1.0.0")
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(workspace: Workspace, tmp_path: Path
+                                                     ) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    upstream = ws.upstream()
+    proc = ws.bg("deploy", "--dry-run", str(build_sample(tmp_path / "art", "2.0.0")))
+    assert "plan: deploy 2.0.0 -> green (dry run, nothing done)" in proc.stdout
+    assert f"start it on :{ws.ports['green']}" in proc.stdout
+    assert "stop blue" in proc.stdout
+    plan = json.loads(ws.bg("--json", "deploy", "--dry-run", "--keep-old",
+                            str(build_sample(tmp_path / "art", "2.0.0"))).stdout)["plan"]
+    assert (plan["slot"], plan["old_slot"], plan["retire"]) == ("green", "blue", False)
+    nothing = ws.bg("rollback", "--dry-run", check=False)
+    assert nothing.returncode == ExitCode.FAILED
+    assert "no previous release is recorded" in nothing.stderr
+    assert not (ws.root / "releases" / "2.0.0").exists()
+    assert ws.upstream() == upstream
+    assert answer(ws) == ("hello 1.0.0 slot=blue", "blue")
