@@ -14,7 +14,7 @@ from bluegreen import config as configuration
 from bluegreen.errors import BgError, ConfigError, ExitCode
 from bluegreen.ops import admin
 from bluegreen.ops import deploy as ops
-from bluegreen.ops.core import Context, OperationResult, open_hosts
+from bluegreen.ops.core import Context, HostFailures, OperationResult, open_hosts
 from bluegreen.ops.plan import Plan
 
 app = typer.Typer(
@@ -60,11 +60,15 @@ class Printer:
 
 
 def _fail(exc: BgError) -> NoReturn:
+    hosts = exc.outcomes if isinstance(exc, HostFailures) and len(exc.outcomes) > 1 else {}
     if OPTS.json:
         print(json.dumps({"ok": False, "error": exc.message, "detail": exc.detail,
-                          "hint": exc.hint, "exit_code": int(exc.exit_code)}))
+                          "hint": exc.hint, "exit_code": int(exc.exit_code),
+                          "hosts": hosts}))
     else:
         print(f"error: {exc.message}", file=sys.stderr)
+        for name, outcome in hosts.items():
+            print(f"  {name}: {outcome}", file=sys.stderr)
         if exc.detail:
             for line in exc.detail.rstrip().splitlines():
                 print(f"  | {line}", file=sys.stderr)

@@ -108,6 +108,7 @@ def test_three_hosts_all_or_nothing(make_sandbox: MakeSandbox, tmp_path: Path) -
     proc = bg(config, "deploy", str(build_sample(art, "2.0.0")), check=False)
     assert proc.returncode == ExitCode.HEALTH, proc.stderr
     assert sandbox.hosts[1].spec in proc.stderr and "never became healthy" in proc.stderr
+    assert f"  {sandbox.hosts[0].spec}: health check: ok" in proc.stderr  # every host named
     for h, before in zip(sandbox.hosts, upstreams, strict=True):
         assert through_nginx(h) == ("hello 1.0.0 slot=blue", "blue")
         assert h.srv(h.nginx.upstream_file).read_bytes() == before

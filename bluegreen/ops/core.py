@@ -83,7 +83,8 @@ class OperationResult:
 class HostFailures(BgError):
     """One or more hosts failed a phase; carries each host's error."""
 
-    def __init__(self, what: str, errors: dict[str, BaseException], total: int) -> None:
+    def __init__(self, what: str, errors: dict[str, BaseException], hosts: list[str]) -> None:
+        total = len(hosts)
         first = next(iter(errors.values()))
         lines = [f"{name}: {_one_line(exc)}" for name, exc in errors.items()]
         details = [f"{name}: {exc.detail}" for name, exc in errors.items()
@@ -100,6 +101,11 @@ class HostFailures(BgError):
         codes = {exc.exit_code for exc in errors.values() if isinstance(exc, BgError)}
         self.exit_code = codes.pop() if len(codes) == 1 else ExitCode.FAILED
         self.errors = errors
+        # Every host named with its outcome in this phase, failed or not.
+        self.outcomes = {
+            name: (f"failed: {_one_line(errors[name])}" if name in errors else f"{what}: ok")
+            for name in hosts
+        }
 
 
 def _one_line(exc: BaseException) -> str:
@@ -169,7 +175,7 @@ class Context:
                     except BgError as exc:
                         errors[name] = exc
         if errors:
-            raise HostFailures(what, errors, len(hosts))
+            raise HostFailures(what, errors, [h.name for h in hosts])
         return results
 
     def close(self) -> None:
