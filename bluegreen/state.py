@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -95,10 +94,6 @@ def read_state(host: Host, paths: Layout) -> HostState:
     return HostState.from_json(raw, where=f"{host.name}:{paths.state}")
 
 
-def write_state(host: Host, paths: Layout, state: HostState) -> None:
-    host.write_atomic(paths.state, state.to_json(), mode=0o644)
-
-
 def write_state_script(paths: Layout, state: HostState) -> str:
     """Shell that replaces state.json atomically (to batch it with other work)."""
     tmp = q(paths.state + ".tmp")
@@ -134,12 +129,6 @@ class Journal:
             return ""
         lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries)
         return f"printf '%s' {q(lines)} >> {q(self.paths.journal)}"
-
-    def flush(self) -> None:
-        script = self.script()
-        if script:
-            check(self.host.run(script), "appending to the journal", self.host)
-            self.entries.clear()
 
 
 def read_journal(host: Host, paths: Layout, limit: int = 50) -> list[dict[str, Any]]:
@@ -272,13 +261,3 @@ def read_lock(host: Host, paths: Layout) -> dict[str, Any] | None:
     except ValueError:
         return {"command": "?", "note": "unreadable holder.json"}
     return data if isinstance(data, dict) else {}
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(interval)

@@ -39,8 +39,13 @@ def upload_env(ctx: Context) -> None:
 
 
 def release_probe(ctx: Context, version: str) -> str:
-    """Run with the lock: prints the checksum of ``releases/<version>`` if it is there."""
-    return f"cat {q(ctx.paths.release(version) + '/.bg-sha256')} 2>/dev/null || true"
+    """Run with the lock: makes sure the layout exists (a deploy without `bg setup` works)
+    and prints the checksum of ``releases/<version>`` if it is there."""
+    dirs = " ".join(q(d) for d in ctx.paths.directories)
+    return (
+        f"mkdir -p {dirs} && chmod 700 {q(ctx.paths.shared)}\n"
+        f"cat {q(ctx.paths.release(version) + '/.bg-sha256')} 2>/dev/null || true"
+    )
 
 
 def ship_release(ctx: Context, art: Artifact, present: dict[str, str]) -> dict[str, str]:
