@@ -204,3 +204,22 @@ def test_confirm_failure_on_one_host_restores_the_switched_ones(
     st = status(config)
     assert all(x["live"] == "blue" for x in st["hosts"])
     assert not any(x["slots"]["green"]["running"] for x in st["hosts"])
+
+
+def test_lock_on_one_host_blocks_all_and_leaves_no_lock_behind(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = make_sandbox(3)
+    config = setup(sandbox, tmp_path)
+    lock = sandbox.hosts[1].srv("/srv/hello/bg/lock")
+    lock.mkdir()
+    (lock / "holder.json").write_text(json.dumps({
+        "user": "bob", "controller": "laptop-of-bob", "pid": 4242, "command": "deploy 0.9",
+        "time": "2026-11-21T10:00:00+00:00"}))
+    proc = bg(config, "deploy", str(build_sample(tmp_path / "art", "1.0.0")), check=False)
+    assert proc.returncode == ExitCode.LOCKED, proc.stderr
+    assert "bob@laptop-of-bob" in proc.stderr and "deploy 0.9" in proc.stderr
+    for i in (0, 2):  # the hosts that were locked on the way are unlocked again
+        assert not sandbox.hosts[i].srv("/srv/hello/bg/lock").exists()
+        assert not sandbox.hosts[i].srv("/srv/hello/releases/1.0.0").exists()
+    assert lock.exists()  # another operator's lock is not ours to clear
