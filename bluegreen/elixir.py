@@ -24,7 +24,7 @@ from bluegreen.config import AppConfig
 from bluegreen.host import q
 from bluegreen.layout import Layout
 from bluegreen.resources import resource_dir
-from bluegreen.runners import _env_prelude
+from bluegreen.runners import SH_RUNNING, _env_prelude
 
 
 def cookie_script(paths: Layout) -> str:
@@ -96,14 +96,10 @@ bin/{self.release} daemon >> {log} 2>&1 < /dev/null
         # Leftovers: this slot's beam/run_erl/erl_child_setup, found by the slot's RELEASE_TMP
         # or by its node name together with this app's root, and only in our own mount
         # namespace (simulated hosts share one process table; real hosts never mind).
-        return f"""if [ -x {q(p.slot(slot))}/bin/{self.release} ]; then
+        return SH_RUNNING + f"""if [ -x {q(p.slot(slot))}/bin/{self.release} ]; then
   (
   {self._cd(slot)}
   {self._env(slot)}
-  running() {{
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    case "$st" in ""|Z*) return 1;; esac
-  }}
   pid=$(bin/{self.release} pid 2>/dev/null) || pid=""
   if [ -n "$pid" ]; then
     bin/{self.release} stop > /dev/null 2>&1 || true

@@ -14,15 +14,21 @@ from bluegreen.config import Config
 from bluegreen.host import q
 from bluegreen.layout import Layout
 
-# Shell helpers shared by the scripts below. `alive PID` is true for a live, non-zombie
-# process that still leads the session bg gave it (so a reused pid is not mistaken).
-SH_ALIVE = r"""
-alive() {
+# Shell helpers shared by the runners' scripts. `running PID` is true for a live process
+# that is not a zombie (a late-reaping init leaves those behind, and `kill -0` counts them).
+# `alive PID` also wants it to still lead the session bg gave it, so a reused pid is not
+# mistaken for the slot.
+SH_RUNNING = r"""
+running() {
   [ -n "$1" ] || return 1
-  st=$(ps -o stat= -o sid= -p "$1" 2>/dev/null) || return 1
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
   case "$st" in ""|Z*) return 1;; esac
-  set -- "$1" $st
-  [ "$3" = "$1" ]
+}
+"""
+SH_ALIVE = SH_RUNNING + r"""
+alive() {
+  running "$1" || return 1
+  [ "$(ps -o sid= -p "$1" 2>/dev/null | tr -d ' ')" = "$1" ]
 }
 """
 

@@ -3,6 +3,7 @@ session, step reporting and the result objects the CLI renders."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -125,11 +126,11 @@ class Context:
     retire: bool | None = None  # command-line override of [switch] retire
     steps: list[StepTiming] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def paths(self) -> Layout:
         return Layout(self.config.app.root)
 
-    @property
+    @functools.cached_property
     def runner(self) -> Runner:
         return runner_for(self.config)
 

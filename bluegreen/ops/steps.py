@@ -22,10 +22,6 @@ PORT_BUSY_EXIT = 75
 SHA_MISMATCH_EXIT = 76
 
 
-def _sh(host: Host, script: str, what: str) -> str:
-    return check(host.run(script), what, host).stdout
-
-
 # ----------------------------------------------------------------------------- release
 
 
@@ -148,7 +144,11 @@ fi""",
 
 def stop_slot(ctx: Context, slot: str, hosts: list[Host] | None = None) -> None:
     script = ctx.runner.stop_script(slot)
-    ctx.each(lambda h: _sh(h, script, f"stopping {slot}") and None, "stop", hosts)
+
+    def one(host: Host) -> None:
+        check(host.run(script), f"stopping {slot}", host)
+
+    ctx.each(one, "stop", hosts)
 
 
 def slot_alive(ctx: Context, host: Host, slot: str) -> bool:
