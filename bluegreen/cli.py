@@ -11,10 +11,10 @@ import typer
 
 from bluegreen import __version__
 from bluegreen import config as configuration
-from bluegreen.errors import BgError, ConfigError, ExitCode
+from bluegreen.errors import BgError, ConfigError, ExitCode, HostFailures
 from bluegreen.ops import admin
 from bluegreen.ops import deploy as ops
-from bluegreen.ops.core import Context, HostFailures, OperationResult, open_hosts
+from bluegreen.ops.core import Context, OperationResult, open_hosts
 from bluegreen.ops.plan import Plan
 
 app = typer.Typer(

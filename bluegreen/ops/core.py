@@ -3,6 +3,7 @@ session, step reporting and the result objects the CLI renders."""
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from bluegreen import state as st
 from bluegreen.config import Config, TargetConfig
-from bluegreen.errors import BgError, ExitCode, StateError
+from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
 from bluegreen.host import Host, LocalHost, check
 from bluegreen.layout import Layout
 from bluegreen.runners import Runner, runner_for
@@ -81,40 +82,6 @@ class OperationResult:
         }
 
 
-class HostFailures(BgError):
-    """One or more hosts failed a phase; carries each host's error."""
-
-    def __init__(self, what: str, errors: dict[str, BaseException], hosts: list[str]) -> None:
-        total = len(hosts)
-        first = next(iter(errors.values()))
-        lines = [f"{name}: {_one_line(exc)}" for name, exc in errors.items()]
-        details = [f"{name}: {exc.detail}" for name, exc in errors.items()
-                   if isinstance(exc, BgError) and exc.detail]
-        if total == 1:
-            message = _one_line(first)
-        else:
-            message = f"{what} failed on {len(errors)} of {total} hosts: " + "; ".join(lines)
-        super().__init__(
-            message,
-            detail="\n".join(details),
-            hint=first.hint if isinstance(first, BgError) else "",
-        )
-        codes = {exc.exit_code for exc in errors.values() if isinstance(exc, BgError)}
-        self.exit_code = codes.pop() if len(codes) == 1 else ExitCode.FAILED
-        self.errors = errors
-        # Every host named with its outcome in this phase, failed or not.
-        self.outcomes = {
-            name: (f"failed: {_one_line(errors[name])}" if name in errors else f"{what}: ok")
-            for name in hosts
-        }
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, BgError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}"
-
-
 @dataclass
 class Context:
     """Built once from the parsed command line; owns the host connections."""
@@ -176,7 +143,7 @@ class Context:
                     except BgError as exc:
                         errors[name] = exc
         if errors:
-            raise HostFailures(what, errors, [h.name for h in hosts])
+            raise HostFailures.of(what, errors, [h.name for h in hosts])
         return results
 
     def close(self) -> None:
@@ -194,14 +161,37 @@ class Context:
         )
 
 
+def select_hosts(target: TargetConfig, patterns: Sequence[str]) -> tuple[str, ...]:
+    """The target's hosts matching any of ``patterns`` (exact names or shell globs), in
+    target order; a pattern that matches nothing is an error naming the hosts there are."""
+    if not patterns:
+        return target.hosts
+    names = target.hosts or ("local",)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hit = {n for n in names if fnmatch.fnmatchcase(n, pattern)
+               or fnmatch.fnmatchcase(n.rsplit("@", 1)[-1], pattern)}
+        if not hit:
+            raise ConfigError(
+                f"--hosts {pattern!r} matches no host of target {target.name!r}",
+                hint="hosts there: " + ", ".join(names),
+            )
+        chosen |= hit
+    return tuple(n for n in names if n in chosen)
+
+
 def open_hosts(
-    config: Config, target: TargetConfig, *, accept_new_host_keys: bool = False
+    config: Config, target: TargetConfig, *, accept_new_host_keys: bool = False,
+    only: Sequence[str] = (),
 ) -> list[Host]:
+    """Connections to the target's hosts (all, or those matching ``only``)."""
     if target.is_local:
+        select_hosts(target, only)
         return [LocalHost()]
     from bluegreen.ssh import SshHost
 
     policy = "accept-new" if accept_new_host_keys else target.host_key_policy
+    specs = select_hosts(target, only)
     return [
         SshHost(
             spec,
@@ -209,7 +199,7 @@ def open_hosts(
             known_hosts=target.known_hosts,
             host_key_policy=policy,  # type: ignore[arg-type]
         )
-        for spec in target.hosts
+        for spec in specs
     ]
 
 

@@ -12,10 +12,17 @@ from dataclasses import dataclass
 
 from bluegreen import nginx
 from bluegreen.artifact import Artifact
-from bluegreen.errors import ArtifactError, BgError, CommandError, HealthCheckError, SwitchError
+from bluegreen.errors import (
+    ArtifactError,
+    BgError,
+    CommandError,
+    HealthCheckError,
+    HostFailures,
+    SwitchError,
+)
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check, q
-from bluegreen.ops.core import Context, HostFailures, Session
+from bluegreen.ops.core import Context, Session
 from bluegreen.state import write_state_script
 
 PORT_BUSY_EXIT = 75

@@ -1,25 +1,47 @@
 """``bluegreen.toml`` -> frozen, validated dataclasses.
 
-Defaults live in the ``*_FIELDS`` tables below and nowhere else. Every error names the
-file, the key path and what was expected; loading never touches a host.
+Defaults live in the ``*_FIELDS`` tables of :mod:`bluegreen.config.schema` and nowhere
+else. Every error names the file, the key path and what was expected; loading never touches
+a host.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bluegreen.config.schema import (
+    APP_FIELDS,
+    HEALTH_FIELDS,
+    HOOK_POINTS,
+    HOOKS_FIELDS,
+    HOST_KEY_POLICIES,
+    NAME_RE,
+    NGINX_FIELDS,
+    RUNNERS,
+    SECTIONS,
+    SLOT_FIELDS,
+    SWITCH_FIELDS,
+    TARGET_FIELDS,
+    parse_limit,
+    parse_size,
+    section,
+)
 from bluegreen.errors import ConfigError
+
+__all__ = [
+    "CONFIG_NAME", "EPHEMERAL_LOW", "HOOK_POINTS", "HOST_KEY_POLICIES", "NAME_RE", "RUNNERS",
+    "SLOTS", "AppConfig", "Config", "HealthConfig", "HooksConfig", "NginxConfig",
+    "SwitchConfig", "TargetConfig", "load", "parse", "warnings",
+]
 
 CONFIG_NAME = "bluegreen.toml"
 SLOTS = ("blue", "green")
-RUNNERS = ("command", "elixir", "systemd")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-HOST_KEY_POLICIES = ("strict", "accept-new")
 EPHEMERAL_LOW = 32768
 
 
@@ -36,6 +58,7 @@ class AppConfig:
     rpc_check: str
     migrate: str
     stop_timeout: float
+    max_release_size: int = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,19 @@ class SwitchConfig:
 
 @dataclass(frozen=True)
 class HooksConfig:
-    before_switch: tuple[str, ...]
+    """Commands per hook point. An entry is ``migrate`` (``app.migrate``, once, on the first
+    host), ``local: CMD`` (once, on the controller) or a shell command run on every host."""
+
+    before_start: tuple[str, ...] = ()
+    before_switch: tuple[str, ...] = ()
+    after_switch: tuple[str, ...] = ()
+    after_deploy: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    rollback_on_failure: bool = False
+
+    def at(self, point: str) -> tuple[str, ...]:
+        commands: tuple[str, ...] = getattr(self, point)
+        return commands
 
 
 @dataclass(frozen=True)
@@ -78,10 +113,31 @@ class TargetConfig:
     identity_file: str | None
     known_hosts: str | None
     host_key_policy: str
+    boot_limit: int = 0  # hosts booting new slots at once; 0 = all
+    boot_limit_percent: bool = False
+    lbs: tuple[str, ...] = ()  # nginx tier; empty = nginx on every app host
+    addresses: Mapping[str, str] = field(default_factory=dict)  # app host -> address for LBs
 
     @property
     def is_local(self) -> bool:
         return not self.hosts
+
+    def boot_batch(self, hosts: int) -> int:
+        """How many hosts boot a new slot at once, out of ``hosts``."""
+        if self.boot_limit == 0 or hosts == 0:
+            return max(hosts, 1)
+        if self.boot_limit_percent:
+            return max(1, math.floor(hosts * self.boot_limit / 100))
+        return min(self.boot_limit, hosts)
+
+    def address_of(self, spec: str) -> str:
+        """The address the load balancers use to reach app host ``spec``."""
+        if spec in self.addresses:
+            return self.addresses[spec]
+        hostport = spec.rsplit("@", 1)[-1]
+        if hostport.startswith("["):
+            return hostport[1:].split("]", 1)[0]
+        return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
 
 
 @dataclass(frozen=True)
@@ -111,149 +167,6 @@ class Config:
 
     def other_slot(self, slot: str) -> str:
         return "green" if slot == "blue" else "blue"
-
-
-# ----------------------------------------------------------------------------- schema
-
-Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
-
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    kind: type | tuple[type, ...]
-    default: Any = _MISSING
-    check: Check | None = None
-    expected: str = ""
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "a number greater than 0"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "a number >= 0"
-
-
-def _name(v: Any) -> str | None:
-    return None if NAME_RE.match(v) else "a name matching [a-z][a-z0-9_-]*"
-
-
-def _abs_path(v: Any) -> str | None:
-    return None if v.startswith("/") and "\n" not in v else "an absolute path"
-
-
-def _port(v: Any) -> str | None:
-    return None if 1 <= v <= 65535 else "a TCP port between 1 and 65535"
-
-
-def _one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
-
-
-def _url(v: Any) -> str | None:
-    return None if re.match(r"^https?://[^/\s]+(/\S*)?$", v) else "an http:// or https:// URL"
-
-
-def _http_path(v: Any) -> str | None:
-    return None if v.startswith("/") and not re.search(r"\s", v) else "a path starting with /"
-
-
-def _status(v: Any) -> str | None:
-    return None if 100 <= v <= 599 else "an HTTP status code"
-
-
-NUM = (int, float)
-
-APP_FIELDS: dict[str, Field] = {
-    "name": Field(str, check=_name),
-    "root": Field(str, check=_abs_path),
-    "runner": Field(str, "command", _one_of(*RUNNERS)),
-    "command": Field(str, ""),
-    "env_file": Field(str, ""),
-    "keep_releases": Field(int, 5, lambda v: None if v >= 2 else "an integer >= 2"),
-    "release_name": Field(str, ""),
-    # Long names on 127.0.0.1 work whatever the hostname resolves to (see the Elixir notes).
-    "distribution": Field(str, "name", _one_of("sname", "name")),
-    "rpc_check": Field(str, ""),
-    "migrate": Field(str, ""),
-    "stop_timeout": Field(NUM, 30.0, _positive),
-}
-SLOT_FIELDS: dict[str, Field] = {
-    "blue": Field(int, 4001, _port),
-    "green": Field(int, 4002, _port),
-}
-HEALTH_FIELDS: dict[str, Field] = {
-    "path": Field(str, "/health", _http_path),
-    "expect": Field(int, 200, _status),
-    "interval": Field(NUM, 0.5, _positive),
-    "timeout": Field(NUM, 2.0, _positive),
-    "deadline": Field(NUM, 60.0, _positive),
-    "start_delay": Field(NUM, 0.0, _non_negative),
-    "successes": Field(int, 1, lambda v: None if v >= 1 else "an integer >= 1"),
-}
-NGINX_FIELDS: dict[str, Field] = {
-    "upstream_file": Field(str, check=_abs_path),
-    "template": Field(str, ""),
-    "test_command": Field(str, "nginx -t"),
-    "reload_command": Field(str, "nginx -s reload"),
-    "probe_url": Field(str, "http://127.0.0.1/", _url),
-    "pid_file": Field(str, "/run/nginx.pid", _abs_path),
-}
-SWITCH_FIELDS: dict[str, Field] = {
-    "drain_timeout": Field(NUM, 30.0, _non_negative),
-    "retire": Field(bool, True),
-}
-HOOKS_FIELDS: dict[str, Field] = {
-    "before_switch": Field(list, []),
-}
-TARGET_FIELDS: dict[str, Field] = {
-    "hosts": Field(list, []),
-    "parallel": Field(int, 10, lambda v: None if v >= 1 else "an integer >= 1"),
-    "identity_file": Field(str, ""),
-    "known_hosts": Field(str, ""),
-    "host_key_policy": Field(str, "strict", _one_of(*HOST_KEY_POLICIES)),
-}
-SECTIONS = ("app", "slots", "health", "nginx", "switch", "hooks", "targets")
-HOOK_NAMES = ("migrate",)
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
-    if isinstance(kind, tuple):
-        return "a number"
-    return names.get(kind, kind.__name__)
-
-
-def _section(path: Path, where: str, data: Any, spec: Mapping[str, Field]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: [{where}] must be a table")
-    unknown = sorted(set(data) - set(spec))
-    if unknown:
-        known = ", ".join(spec)
-        raise ConfigError(
-            f"{path}: unknown key {where}.{unknown[0]}",
-            hint=f"keys allowed in [{where}]: {known}",
-        )
-    out: dict[str, Any] = {}
-    for key, fld in spec.items():
-        if key not in data:
-            if fld.default is _MISSING:
-                raise ConfigError(f"{path}: {where}.{key} is required")
-            out[key] = fld.default
-            continue
-        value = data[key]
-        # bool is an int in Python; a number field must not accept true/false.
-        bad_bool = isinstance(value, bool) and fld.kind is not bool
-        if bad_bool or not isinstance(value, fld.kind):
-            raise ConfigError(
-                f"{path}: {where}.{key} must be {_type_name(fld.kind)}, got {value!r}"
-            )
-        if fld.check is not None and (expected := fld.check(value)) is not None:
-            raise ConfigError(f"{path}: {where}.{key} must be {expected}, got {value!r}")
-        out[key] = value
-    return out
 
 
 def _relative_file(path: Path, where: str, value: str) -> Path | None:
@@ -296,7 +209,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     if "nginx" not in raw:
         raise ConfigError(f"{path}: section [nginx] is required")
 
-    a = _section(path, "app", raw["app"], APP_FIELDS)
+    a = section(path, "app", raw["app"], APP_FIELDS)
     if a["runner"] == "command" and not a["command"].strip():
         raise ConfigError(f"{path}: app.command is required when app.runner = \"command\"")
     if a["root"].rstrip("/") in ("", "/usr", "/etc", "/var", "/home", "/srv", "/opt", "/tmp"):
@@ -313,17 +226,18 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         rpc_check=a["rpc_check"],
         migrate=a["migrate"],
         stop_timeout=float(a["stop_timeout"]),
+        max_release_size=parse_size(a["max_release_size"]) or 0,
     )
     if app.release_name and not NAME_RE.match(app.release_name):
         raise ConfigError(f"{path}: app.release_name must match [a-z][a-z0-9_-]*")
 
-    s = _section(path, "slots", raw.get("slots", {}), SLOT_FIELDS)
+    s = section(path, "slots", raw.get("slots", {}), SLOT_FIELDS)
     if s["blue"] == s["green"]:
         raise ConfigError(
             f"{path}: slots.blue and slots.green must be different ports, both are {s['blue']}"
         )
 
-    h = _section(path, "health", raw.get("health", {}), HEALTH_FIELDS)
+    h = section(path, "health", raw.get("health", {}), HEALTH_FIELDS)
     health = HealthConfig(
         path=h["path"],
         expect=h["expect"],
@@ -334,7 +248,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         successes=h["successes"],
     )
 
-    n = _section(path, "nginx", raw["nginx"], NGINX_FIELDS)
+    n = section(path, "nginx", raw["nginx"], NGINX_FIELDS)
     nginx = NginxConfig(
         upstream_file=n["upstream_file"],
         template=_relative_file(path, "nginx.template", n["template"]),
@@ -344,19 +258,14 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         pid_file=n["pid_file"],
     )
 
-    w = _section(path, "switch", raw.get("switch", {}), SWITCH_FIELDS)
+    w = section(path, "switch", raw.get("switch", {}), SWITCH_FIELDS)
     switch = SwitchConfig(drain_timeout=float(w["drain_timeout"]), retire=w["retire"])
 
-    k = _section(path, "hooks", raw.get("hooks", {}), HOOKS_FIELDS)
-    for i, hook in enumerate(k["before_switch"]):
-        if hook not in HOOK_NAMES:
-            raise ConfigError(
-                f"{path}: hooks.before_switch[{i}] must be one of {', '.join(HOOK_NAMES)},"
-                f" got {hook!r}"
-            )
-        if hook == "migrate" and not app.migrate:
-            raise ConfigError(f"{path}: hooks.before_switch uses migrate but app.migrate is empty")
-    hooks = HooksConfig(before_switch=tuple(k["before_switch"]))
+    k = section(path, "hooks", raw.get("hooks", {}), HOOKS_FIELDS)
+    hooks = HooksConfig(
+        **{point: _hook_list(path, point, k[point], app) for point in HOOK_POINTS},
+        rollback_on_failure=k["rollback_on_failure"],
+    )
 
     targets = _targets(path, raw.get("targets", {}))
     return Config(
@@ -378,7 +287,7 @@ def _targets(path: Path, raw: Any) -> dict[str, TargetConfig]:
     for name, data in raw.items():
         if not NAME_RE.match(name):
             raise ConfigError(f"{path}: target name {name!r} must match [a-z][a-z0-9_-]*")
-        t = _section(path, f"targets.{name}", data, TARGET_FIELDS)
+        t = section(path, f"targets.{name}", data, TARGET_FIELDS)
         hosts = t["hosts"]
         for i, h in enumerate(hosts):
             if not isinstance(h, str) or not h.strip() or re.search(r"\s", h):
@@ -392,6 +301,25 @@ def _targets(path: Path, raw: Any) -> dict[str, TargetConfig]:
             raise ConfigError(f"{path}: targets.local is this machine and takes no hosts")
         if name != "local" and not hosts:
             raise ConfigError(f"{path}: targets.{name}.hosts is empty")
+        lbs = t["lbs"]
+        for i, h in enumerate(lbs):
+            if not isinstance(h, str) or not h.strip() or re.search(r"\s", h):
+                raise ConfigError(
+                    f"{path}: targets.{name}.lbs[{i}] must be a host like "
+                    f"\"deploy@lb1.example.com\", got {h!r}"
+                )
+        if lbs and name == "local":
+            raise ConfigError(f"{path}: targets.local is this machine and takes no lbs")
+        addresses = t["addresses"]
+        for spec, addr in addresses.items():
+            if spec not in hosts:
+                raise ConfigError(f"{path}: targets.{name}.addresses.{spec!r} is not one of"
+                                  f" targets.{name}.hosts")
+            if not isinstance(addr, str) or not re.match(r"^[A-Za-z0-9.:\[\]_-]+$", addr):
+                raise ConfigError(f"{path}: targets.{name}.addresses.{spec!r} must be a host"
+                                  f" name or IP address, got {addr!r}")
+        limit = parse_limit(t["boot_limit"])
+        assert limit is not None  # checked by the schema
         targets[name] = TargetConfig(
             name=name,
             hosts=tuple(hosts),
@@ -399,10 +327,26 @@ def _targets(path: Path, raw: Any) -> dict[str, TargetConfig]:
             identity_file=t["identity_file"] or None,
             known_hosts=t["known_hosts"] or None,
             host_key_policy=t["host_key_policy"],
+            boot_limit=limit[0],
+            boot_limit_percent=limit[1],
+            lbs=tuple(lbs),
+            addresses=dict(addresses),
         )
     if not targets:
         targets["local"] = TargetConfig("local", (), 1, None, None, "strict")
     return targets
+
+
+def _hook_list(path: Path, point: str, commands: list[Any], app: AppConfig) -> tuple[str, ...]:
+    for i, cmd in enumerate(commands):
+        if not isinstance(cmd, str) or not cmd.strip() or "\x00" in cmd:
+            raise ConfigError(f"{path}: hooks.{point}[{i}] must be a non-empty command string,"
+                              f" got {cmd!r}")
+        if cmd == "migrate" and not app.migrate:
+            raise ConfigError(f"{path}: hooks.{point} uses migrate but app.migrate is empty")
+        if cmd.startswith("local:") and not cmd[len("local:"):].strip():
+            raise ConfigError(f"{path}: hooks.{point}[{i}] has nothing after `local:`")
+    return tuple(commands)
 
 
 def warnings(config: Config) -> list[str]:
