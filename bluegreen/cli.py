@@ -15,7 +15,7 @@ from bluegreen.errors import BgError, ConfigError, ExitCode, HostFailures
 from bluegreen.ops import admin
 from bluegreen.ops import deploy as ops
 from bluegreen.ops.core import Context, OperationResult, open_hosts
-from bluegreen.ops.plan import Plan
+from bluegreen.ops.deploy import DryRun as DryRunResult
 
 app = typer.Typer(
     name="bg",
@@ -87,7 +87,7 @@ def _context(*, retire: bool | None = None) -> Context:
     return Context(config=cfg, target=target, hosts=hosts, reporter=printer, retire=retire)
 
 
-def _run(title: str, fn: Any, *, retire: bool | None = None) -> Any:
+def _run(title: str, fn: Any, *, retire: bool | None = None, render: bool = False) -> Any:
     """Build the context, run ``fn(ctx)``, close connections, turn BgError into an exit."""
     try:
         ctx = _context(retire=retire)
@@ -98,7 +98,10 @@ def _run(title: str, fn: Any, *, retire: bool | None = None) -> Any:
             hosts = ", ".join(h.name for h in ctx.hosts)
             print(f"bg {title}: {ctx.config.app.name} -> {ctx.target.name} ({hosts})",
                   file=sys.stderr)
-        return fn(ctx)
+        result = fn(ctx)
+        if render:
+            _render(result, ctx)
+        return result
     except BgError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -111,14 +114,12 @@ def _run(title: str, fn: Any, *, retire: bool | None = None) -> Any:
         ctx.close()
 
 
-def _render(result: OperationResult | Plan) -> None:
-    if isinstance(result, Plan):
+def _render(result: OperationResult | DryRunResult, ctx: Context) -> None:
+    if isinstance(result, DryRunResult):
         if OPTS.json:
-            print(json.dumps({"ok": True, "plan": result.to_json()}, indent=2))
+            print(json.dumps({"ok": True, **result.to_json(ctx)}, indent=2))
             return
-        print(f"plan: {result.operation} {result.version} -> {result.slot} (dry run, nothing done)")
-        for i, step in enumerate(result.steps, 1):
-            print(f"  {i:2}. {step}")
+        print("\n".join(result.lines(ctx)))
         return
     if OPTS.json:
         print(json.dumps({"ok": True, **result.to_json()}, indent=2))
@@ -169,8 +170,8 @@ def deploy(
     dry_run: DryRun = False,
 ) -> None:
     """Ship a release to the idle slot, health-gate it, switch nginx, retire the old slot."""
-    _render(_run("deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run),
-                 retire=retire))
+    _run("deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run),
+                 retire=retire, render=True)
 
 
 @app.command()
@@ -183,13 +184,13 @@ def switch(
     """Flip traffic to the other slot (starting it again if it was retired)."""
     if to is not None and to not in configuration.SLOTS:
         _fail(ConfigError(f"--to must be blue or green, got {to!r}"))
-    _render(_run("switch", lambda c: ops.switch(c, to=to, dry_run=dry_run), retire=retire))
+    _run("switch", lambda c: ops.switch(c, to=to, dry_run=dry_run), retire=retire, render=True)
 
 
 @app.command()
 def rollback(retire: RetireOpt = None, dry_run: DryRun = False) -> None:
     """Return to the previous release: instant when its slot is still warm."""
-    _render(_run("rollback", lambda c: ops.rollback(c, dry_run=dry_run), retire=retire))
+    _run("rollback", lambda c: ops.rollback(c, dry_run=dry_run), retire=retire, render=True)
 
 
 @app.command()
@@ -200,13 +201,13 @@ def migrate(
     """Run app.migrate (bin/<name> eval EXPR) against a release, once, on the first host."""
     if slot is not None and slot not in configuration.SLOTS:
         _fail(ConfigError(f"--slot must be blue or green, got {slot!r}"))
-    _render(_run("migrate", lambda c: admin.migrate(c, slot)))
+    _run("migrate", lambda c: admin.migrate(c, slot), render=True)
 
 
 @app.command()
 def setup() -> None:
     """Create the directories, the initial nginx upstream and state on every host."""
-    _render(_run("setup", admin.setup))
+    _run("setup", admin.setup, render=True)
 
 
 @app.command()

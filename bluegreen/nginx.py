@@ -188,3 +188,9 @@ def confirm(
             if time.monotonic() - started >= timeout:
                 return Confirmation(False, attempts, time.monotonic() - started, detail)
             time.sleep(0.05)
+
+
+def discard_backup_script(config: Config) -> str:
+    """The switch is recorded: its backup file must not be mistaken for an interrupted one."""
+    f = files(config)
+    return f"rm -f {q(f.backup)} {q(f.staged)}"

@@ -1,9 +1,11 @@
 """Per-host state (``bg/state.json``), the journal and the lock.
 
 State is small and written atomically (temporary file + rename). The journal is
-append-only JSON lines; entries are buffered and appended in one round trip. The lock
-is a directory made with ``mkdir`` (atomic on every POSIX filesystem) holding the
-holder's details, so a second ``bg`` sees who holds it and since when.
+append-only JSON lines, written ahead: each step's entries travel in front of the next
+script bg runs on the host (no extra round trip), so a crash loses at most the outcome of
+the step it interrupted. The lock is a directory made with ``mkdir`` (atomic on every
+POSIX filesystem) holding the holder's details, so a second ``bg`` sees who holds it and
+since when; a holder that provably died (same controller, process gone) is taken over.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 
 from bluegreen.config import SLOTS
 from bluegreen.errors import LockHeldError, StaleLockError, StateError
-from bluegreen.host import Host, check, controller_identity, q
+from bluegreen.host import Host, check, controller_identity
 from bluegreen.layout import Layout
+from bluegreen.shell import ScriptExit, q
 
 STATE_VERSION = 1
 
@@ -106,13 +109,15 @@ def write_state_script(paths: Layout, state: HostState) -> str:
 
 
 class Journal:
-    """Append-only record of operations; buffered, flushed in one command."""
+    """Append-only record of operations; entries wait in ``pending`` until the next script
+    bg sends to the host carries them (:meth:`script` hands them over once)."""
 
     def __init__(self, host: Host, paths: Layout, operation: str) -> None:
         self.host = host
         self.paths = paths
         self.operation = operation
         self.entries: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []
         self._who = controller_identity()
 
     def record(self, step: str, outcome: str, **detail: Any) -> None:
@@ -121,14 +126,17 @@ class Journal:
         entry.update({k: v for k, v in detail.items() if v is not None})
         entry["user"] = self._who["user"]
         entry["controller"] = self._who["controller"]
+        entry["pid"] = self._who["pid"]
         self.entries.append(entry)
+        self.pending.append(entry)
 
     def script(self) -> str:
-        """Shell that appends the buffered entries (empty when there are none)."""
-        if not self.entries:
+        """Shell that appends the pending entries (empty when there are none); once."""
+        if not self.pending:
             return ""
-        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries)
-        return f"printf '%s' {q(lines)} >> {q(self.paths.journal)}"
+        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.pending)
+        self.pending = []
+        return f"printf '%s' {q(lines)} >> {q(self.paths.journal)} 2>/dev/null || true"
 
 
 def read_journal(host: Host, paths: Layout, limit: int = 50) -> list[dict[str, Any]]:
@@ -188,7 +196,7 @@ def describe_holder(holder: dict[str, Any]) -> str:
     )
 
 
-LOCKED_EXIT = 73
+LOCKED_EXIT = ScriptExit.LOCKED
 
 
 def lock_script(paths: Layout, holder: dict[str, Any]) -> str:
@@ -196,10 +204,39 @@ def lock_script(paths: Layout, holder: dict[str, Any]) -> str:
     lock = q(paths.lock)
     info = q(json.dumps(holder, sort_keys=True))
     return (
-        f"mkdir -p {q(paths.bg)} && if mkdir {lock} 2>/dev/null; then "
+        f"umask 022; mkdir -p {q(paths.bg)} && if mkdir {lock} 2>/dev/null; then "
         f"printf '%s\\n' {info} > {lock}/holder.json; "
         f"else cat {lock}/holder.json 2>/dev/null; exit {LOCKED_EXIT}; fi"
     )
+
+
+def takeover_script(paths: Layout, dead: dict[str, Any], holder: dict[str, Any]) -> str:
+    """Take over a lock whose holder died: ``mkdir`` of a directory named after that one
+    holder is the atomic claim, so of two operations taking over at once exactly one wins
+    (the other sees the winner as holder and exits LOCKED)."""
+    lock = q(paths.lock)
+    claim = q(f"{paths.lock}/taken-{_claim_id(dead)}")
+    info = q(json.dumps(holder, sort_keys=True))
+    return (
+        f"if mkdir {claim} 2>/dev/null; then "
+        f"printf '%s\\n' {info} > {lock}/holder.json.tmp && "
+        f"mv -f {lock}/holder.json.tmp {lock}/holder.json; "
+        f"else cat {lock}/holder.json 2>/dev/null; exit {LOCKED_EXIT}; fi"
+    )
+
+
+def _claim_id(holder: dict[str, Any]) -> str:
+    pid, started = holder.get("pid"), holder.get("started")
+    ok = isinstance(pid, int) and isinstance(started, str) and started.isdigit()
+    return f"{pid}-{started}" if ok else "unknown"
+
+
+def parse_holder(text: str) -> dict[str, Any]:
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 STATE_MARK = "@@bg-state@@"
@@ -229,12 +266,7 @@ def parse_state(host: Host, paths: Layout, raw: str) -> HostState:
 
 
 def raise_held(host: Host, paths: Layout, holder_text: str) -> None:
-    try:
-        holder = json.loads(holder_text)
-        if not isinstance(holder, dict):
-            raise ValueError
-    except ValueError:
-        holder = {}
+    holder = parse_holder(holder_text)
     clear = "bg lock release" + ("" if host.name == "local" else " --target <target>")
     if holder_is_gone(holder):
         raise StaleLockError(

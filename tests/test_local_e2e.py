@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -56,7 +59,7 @@ def test_deploy_deploy_rollback_switch(workspace: Workspace, tmp_path: Path) -> 
     assert answer(ws) == ("hello 2.0.0 slot=green", "green")
     assert live(ws) == ("green", "2.0.0")
 
-    history = json.loads(ws.bg("--json", "history").stdout)["local"]
+    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["local"]
     ops = [e["op"] for e in history if e["step"] == "done"]
     assert ops == ["deploy", "deploy", "rollback", "switch"]
 
@@ -172,16 +175,34 @@ def test_lock_held_by_live_process_blocks_deploy(workspace: Workspace, tmp_path:
         sleeper.wait()
 
 
-def test_stale_lock_is_reported_with_the_way_out(workspace: Workspace, tmp_path: Path) -> None:
+def test_dead_holder_on_this_controller_is_taken_over(workspace: Workspace, tmp_path: Path
+                                                      ) -> None:
     ws = workspace
     gone = subprocess.Popen(["true"])
     gone.wait()
     _hold_lock(ws, gone.pid)
-    proc = ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")), check=False)
-    assert proc.returncode == ExitCode.STALE_LOCK, proc.stderr
-    assert "stale" in proc.stderr and "bg lock release" in proc.stderr
     lock_status = json.loads(ws.bg("--json", "lock", "status").stdout)
     assert lock_status["local"]["stale"] is True
+    status = ws.bg("--json", "status", check=False)
+    assert "interrupted operation: `deploy 9.9.9`" in status.stdout
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    assert answer(ws)[0] == "hello 1.0.0 slot=blue"
+    assert not (ws.root / "bg" / "lock").exists()
+    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["local"]
+    taken = [e for e in history if e["step"] == "lock" and e["outcome"] == "taken over"]
+    assert taken and taken[0]["interrupted"] == "deploy 9.9.9"
+
+
+def test_lock_of_another_controller_is_reported_with_the_way_out(
+        workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    _hold_lock(ws, 1)
+    holder = json.loads((ws.root / "bg" / "lock" / "holder.json").read_text())
+    holder["controller"] = "elsewhere.example"
+    (ws.root / "bg" / "lock" / "holder.json").write_text(json.dumps(holder))
+    proc = ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")), check=False)
+    assert proc.returncode == ExitCode.LOCKED, proc.stderr
+    assert "alice@elsewhere.example" in proc.stderr and "bg lock release" in proc.stderr
     ws.bg("lock", "release")
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
 
@@ -191,7 +212,7 @@ def test_concurrent_deploys_one_wins(workspace: Workspace, tmp_path: Path) -> No
     slow = build_sample(tmp_path / "art", "1.0.0", boot_delay=1.5)
     other = build_sample(tmp_path / "art", "2.0.0")
     first = subprocess.Popen(
-        ["python", "-m", "bluegreen", "-c", str(ws.config), "deploy", str(slow)],
+        [sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy", str(slow)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 10
@@ -289,21 +310,49 @@ def test_zero_failed_requests_across_three_deploys(workspace: Workspace, tmp_pat
     assert not os.path.isdir(ws.root / "releases" / "1.0.0")
 
 
+def _tree_digest(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with its content hash (or link target), for equality."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(workspace: Workspace, tmp_path: Path
                                                      ) -> None:
     ws = workspace
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
-    upstream = ws.upstream()
-    proc = ws.bg("deploy", "--dry-run", str(build_sample(tmp_path / "art", "2.0.0")))
-    assert "plan: deploy 2.0.0 -> green (dry run, nothing done)" in proc.stdout
-    assert f"start it on :{ws.ports['green']}" in proc.stdout
+    art = build_sample(tmp_path / "art", "2.0.0")
+    before = _tree_digest(ws.dir)
+    proc = ws.bg("deploy", "--dry-run", str(art))
+    assert "plan: deploy 2.0.0 (dry run: nothing was touched on any host)" in proc.stdout
+    assert "local: ship, start, gate, switch (blue -> green)" in proc.stdout
+    assert f"start 2.0.0 in green (:{ws.ports['green']})" in proc.stdout
     assert "stop blue" in proc.stdout
-    plan = json.loads(ws.bg("--json", "deploy", "--dry-run", "--keep-old",
-                            str(build_sample(tmp_path / "art", "2.0.0"))).stdout)["plan"]
-    assert (plan["slot"], plan["old_slot"], plan["retire"]) == ("green", "blue", False)
+    # The nginx diff the switch would make.
+    assert f"-    server 127.0.0.1:{ws.ports['blue']}" in proc.stdout
+    assert f"+    server 127.0.0.1:{ws.ports['green']}" in proc.stdout
+    out = json.loads(ws.bg("--json", "deploy", "--dry-run", "--keep-old", str(art)).stdout)
+    host = out["plan"]["hosts"][0]
+    assert (host["slot"], host["old_slot"], host["retire"]) == ("green", "blue", None)
+    assert [s["kind"] for s in out["plan"]["steps"]] == ["upload", "boot", "switch", "finish"]
     nothing = ws.bg("rollback", "--dry-run", check=False)
     assert nothing.returncode == ExitCode.FAILED
     assert "no previous release is recorded" in nothing.stderr
-    assert not (ws.root / "releases" / "2.0.0").exists()
-    assert ws.upstream() == upstream
+    assert _tree_digest(ws.dir) == before  # no lock, no directory, no file touched
     assert answer(ws) == ("hello 1.0.0 slot=blue", "blue")
+
+
+def test_dry_run_on_a_host_never_set_up_creates_nothing(workspace: Workspace, tmp_path: Path
+                                                        ) -> None:
+    ws = workspace
+    shutil.rmtree(ws.root, ignore_errors=True)
+    proc = ws.bg("deploy", "--dry-run", str(build_sample(tmp_path / "art", "1.0.0")))
+    assert "local: ship, start, gate, switch (- -> blue)" in proc.stdout
+    assert not ws.root.exists()

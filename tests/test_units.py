@@ -11,12 +11,13 @@ import httpx
 import pytest
 
 from bluegreen import artifact, config, nginx
-from bluegreen.errors import ArtifactError, BgError, ConfigError, StateError
+from bluegreen.errors import ArtifactError, ConfigError, StateError
 from bluegreen.health import wait_healthy
 from bluegreen.layout import Layout
-from bluegreen.ops.plan import plan_deploy, plan_rollback, plan_switch
 from bluegreen.runners import CommandRunner
 from bluegreen.state import HostState
+
+pytestmark = pytest.mark.unit
 
 CFG = config.parse(
     {
@@ -25,44 +26,6 @@ CFG = config.parse(
     },
     Path("/x/bluegreen.toml"),
 )
-
-
-def test_plan_first_deploy_goes_to_blue_and_retires_nothing() -> None:
-    plan = plan_deploy(CFG, HostState(), "1.0.0", retire=True)
-    assert (plan.slot, plan.old_slot, plan.retire, plan.start) == ("blue", None, False, True)
-    assert any("start it on :4001" in s for s in plan.steps)
-
-
-def test_plan_second_deploy_goes_to_idle_slot() -> None:
-    state = HostState().switched("blue", "1.0.0")
-    plan = plan_deploy(CFG, state, "2.0.0", retire=True)
-    assert (plan.slot, plan.old_slot, plan.old_version, plan.retire) == (
-        "green", "blue", "1.0.0", True)
-    assert plan.steps[-2].endswith("stop blue")
-
-
-def test_plan_rollback_warm_is_a_switch() -> None:
-    state = HostState().switched("blue", "1.0.0").switched("green", "2.0.0")
-    assert state.previous == "1.0.0"
-    warm = plan_rollback(CFG, state, idle_warm=True, retire=False)
-    assert (warm.slot, warm.version, warm.start) == ("blue", "1.0.0", False)
-    cold = plan_rollback(CFG, state, idle_warm=False, retire=True)
-    assert cold.start is True
-
-
-def test_plan_rollback_without_previous() -> None:
-    with pytest.raises(BgError, match="nothing is deployed"):
-        plan_rollback(CFG, HostState(), idle_warm=False, retire=True)
-    with pytest.raises(BgError, match="no previous release"):
-        plan_rollback(CFG, HostState().switched("blue", "1"), idle_warm=False, retire=True)
-
-
-def test_plan_switch_refusals() -> None:
-    state = HostState().switched("blue", "1.0.0")
-    with pytest.raises(BgError, match="never run a release"):
-        plan_switch(CFG, state, to=None, idle_warm=False, retire=True)
-    with pytest.raises(BgError, match="already live"):
-        plan_switch(CFG, state, to="blue", idle_warm=False, retire=True)
 
 
 def test_state_roundtrip_and_validation() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -11,36 +10,27 @@ import httpx
 
 from bluegreen import nginx
 from bluegreen import state as st
-from bluegreen.errors import BgError
+from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check, q
+from bluegreen.observe import Observation
 from bluegreen.ops.core import Context, OperationResult
-from bluegreen.ops.steps import upload_env
+from bluegreen.ops.reconcile import reconcile, served_slot
+from bluegreen.ops.session import Session, observe
+from bluegreen.releases import setup_script
 
 
 def setup(ctx: Context) -> OperationResult:
     """Directories, env file, initial upstream and state; safe to run again."""
     started = time.monotonic()
     config, paths = ctx.config, ctx.paths
-    f = nginx.files(config)
-    initial = nginx.render_upstream(config, slot="blue", version="none")
-    dirs = " ".join(q(d) for d in paths.directories)
-    script = f"""set -e
-mkdir -p {dirs}
-chmod 700 {q(paths.shared)}
-created=""
-if [ ! -f {q(f.live)} ]; then
-  mkdir -p {q(f.live.rsplit("/", 1)[0])}
-  printf '%s' {q(initial)} > {q(f.live)}
-  created="$created upstream"
-fi
-if [ ! -f {q(paths.state)} ]; then
-  printf '%s' {q(st.HostState(updated_at=st.now_iso()).to_json().decode())} > {q(paths.state)}
-  created="$created state"
-fi
-echo "created:$created"
-"""
-    script = script.replace('echo "created:', runner_setup_script(ctx) + 'echo "created:')
+    script = setup_script(
+        paths,
+        upstream_file=nginx.files(config).live,
+        initial_upstream=nginx.render_upstream(config, slot="blue", version="none"),
+        initial_state=st.HostState(updated_at=st.now_iso()).to_json().decode(),
+        runner_setup=runner_setup_script(ctx),
+    )
     outcomes: dict[str, str] = {}
 
     def one(host: Host) -> None:
@@ -64,7 +54,11 @@ echo "created:$created"
 
     with ctx.step(f"set up {paths.root}"):
         ctx.each(one, "setup")
-    upload_env(ctx)
+    env = config.app.env_file
+    if env is not None:
+        data = env.read_bytes()
+        with ctx.step("upload env file (mode 0600)"):
+            ctx.each(lambda h: h.write_atomic(paths.env_file, data, mode=0o600), "env upload")
     return OperationResult(
         operation="setup", app=config.app.name, target=ctx.target.name, version=None,
         slot=None, previous_slot=None, previous_version=None,
@@ -95,10 +89,6 @@ def runner_setup_script(ctx: Context) -> str:
 
 def migrate(ctx: Context, slot: str | None) -> OperationResult:
     """Run ``app.migrate`` against a slot's release (default: the live one), on one host."""
-    from bluegreen import hooks
-    from bluegreen.errors import ConfigError
-    from bluegreen.ops.core import Session
-
     started = time.monotonic()
     if not ctx.config.app.migrate:
         raise ConfigError(f"{ctx.config.path}: app.migrate is empty: nothing to run")
@@ -108,7 +98,13 @@ def migrate(ctx: Context, slot: str | None) -> OperationResult:
         version = state.version_of(slot)
         if slot is None or version is None:
             raise BgError("nothing is deployed yet: deploy a release before migrating")
-        hooks.run_before_switch(ctx, "migrate", slot, version)
+        host = ctx.hosts[0]
+        with ctx.step(f"migrate on {host.name} ({version} in {slot})"):
+            result = session.run(host, ctx.runner.eval_script(slot, ctx.config.app.migrate),
+                                 timeout=3600)
+            if not result.ok:
+                raise HookError(f"{host.name}: migrate failed (exit {result.exit_code})",
+                                detail=result.output)
         session.record("migrate", "ok", slot=slot, version=version)
     return OperationResult(
         operation="migrate", app=ctx.config.app.name, target=ctx.target.name, version=version,
@@ -119,31 +115,26 @@ def migrate(ctx: Context, slot: str | None) -> OperationResult:
     )
 
 
-def host_status(ctx: Context, host: Host) -> dict[str, Any]:
-    config, paths, runner = ctx.config, ctx.paths, ctx.runner
-    state = st.read_state(host, paths)
-    lock = st.read_lock(host, paths)
+def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observation
+                ) -> dict[str, Any]:
+    config = ctx.config
+    rec = reconcile(config, recorded, obs)
+    state = rec.state
     transport = host.http_transport()
     quick = replace(config.health, start_delay=0.0, deadline=0.1, successes=1,
                     timeout=min(config.health.timeout, 2.0))
     slots: dict[str, Any] = {}
     for slot, port in config.slots.items():
-        link = host.run(f"readlink {q(paths.slot(slot))} 2>/dev/null || true").stdout.strip()
-        running = host.run(runner.alive_script(slot)).ok
-        healthy = running and wait_healthy(transport, port, quick).healthy
+        running = bool(obs.alive.get(slot))
         slots[slot] = {
             "port": port,
             "version": state.version_of(slot),
-            "release": link.rsplit("/", 1)[-1] or None,
+            "release": obs.links.get(slot),
             "running": running,
-            "healthy": healthy,
+            "healthy": running and wait_healthy(transport, port, quick).healthy,
             "live": state.live == slot,
         }
-    upstream = host.read(config.nginx.upstream_file)
-    upstream_port = None
-    if upstream:
-        m = re.search(rb"server\s+127\.0\.0\.1:(\d+)", upstream)
-        upstream_port = int(m.group(1)) if m else None
+    upstream_slot = served_slot(config, obs.upstream)
     serving = None
     try:
         with httpx.Client(transport=transport, timeout=2.0) as client:
@@ -151,14 +142,19 @@ def host_status(ctx: Context, host: Host) -> dict[str, Any]:
             serving = r.headers.get(nginx.SLOT_HEADER)
     except httpx.HTTPError:
         serving = None
-    releases = host.run(f"ls -1t {q(paths.releases)} 2>/dev/null || true").stdout.split()
-    problems = []
-    if state.live and upstream_port != config.slots[state.live]:
-        problems.append(f"nginx upstream points at port {upstream_port}, state says {state.live}")
+    problems = list(rec.notes)
+    if state.live and upstream_slot not in (None, state.live):
+        problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
     if state.live and serving != state.live:
         problems.append(f"nginx answers from slot {serving!r}, expected {state.live}")
+    lock = st.read_lock(host, ctx.paths)
+    interrupted = None
+    if lock is not None and st.holder_is_gone(lock):
+        interrupted = str(lock.get("command", "?"))
+        problems.append(f"interrupted operation: `{interrupted}` ({st.describe_holder(lock)});"
+                        " the next bg deploy/switch/rollback takes over its lock and repairs")
     return {
         "host": host.name,
         "live": state.live,
@@ -166,20 +162,29 @@ def host_status(ctx: Context, host: Host) -> dict[str, Any]:
         "previous": state.previous,
         "updated_at": state.updated_at,
         "slots": slots,
-        "nginx": {"upstream_port": upstream_port, "serving": serving},
-        "releases": [r for r in releases if not r.startswith(".")],
+        "nginx": {"upstream_slot": upstream_slot,
+                  "upstream_port": config.slots[upstream_slot] if upstream_slot else None,
+                  "serving": serving},
         "lock": lock,
+        "interrupted": interrupted,
         "problems": problems,
     }
 
 
 def status(ctx: Context) -> dict[str, Any]:
-    hosts = ctx.each(lambda h: host_status(ctx, h), "status")
+    observed = observe(ctx)
+    hosts = ctx.each(lambda h: host_status(ctx, h, *observed[h.name]), "status")
+    listed = [hosts[h.name] for h in ctx.hosts]
+    lives = {(h["live"], h["version"]) for h in listed}
+    diverged = len(lives) > 1
     return {
         "app": ctx.config.app.name,
         "target": ctx.target.name,
-        "hosts": [hosts[h.name] for h in ctx.hosts],
-        "ok": all(not h["problems"] for h in hosts.values()),
+        "hosts": listed,
+        "diverged": diverged,
+        "divergence": ", ".join(f"{h['host']}: {h['live'] or '-'} ({h['version'] or '-'})"
+                                for h in listed) if diverged else "",
+        "ok": all(not h["problems"] for h in listed),
     }
 
 

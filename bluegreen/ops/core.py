@@ -12,10 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from bluegreen import state as st
 from bluegreen.config import Config, TargetConfig
-from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
-from bluegreen.host import Host, LocalHost, check
+from bluegreen.errors import BgError, ConfigError, HostFailures
+from bluegreen.host import Host, LocalHost
 from bluegreen.layout import Layout
 from bluegreen.runners import Runner, runner_for
 
@@ -201,69 +200,3 @@ def open_hosts(
         )
         for spec in specs
     ]
-
-
-class Session:
-    """The lock on every host (all or none), their states, a journal each."""
-
-    def __init__(self, ctx: Context, command: str, *, probe: str = "") -> None:
-        self.ctx = ctx
-        self.command = command
-        self.probe = probe
-        self.probed: dict[str, str] = {}
-        self.states: dict[str, st.HostState] = {}
-        self.journals: dict[str, st.Journal] = {}
-        self._locked: list[Host] = []
-
-    def __enter__(self) -> Session:
-        paths = self.ctx.paths
-
-        def lock(host: Host) -> st.HostState:
-            raw, self.probed[host.name] = st.acquire(host, paths, self.command, self.probe)
-            self._locked.append(host)  # from here on, every exit path releases it
-            return st.parse_state(host, paths, raw)
-
-        try:
-            with self.ctx.step("lock and read state"):
-                self.states = self.ctx.each(lock, "taking the lock")
-        except BgError:
-            self._release()
-            raise
-        op = self.command.split()[0]
-        self.journals = {h.name: st.Journal(h, paths, op) for h in self.ctx.hosts}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        paths = self.ctx.paths
-
-        def release(host: Host) -> None:
-            journal = self.journals.get(host.name)
-            script = "\n".join(
-                s for s in ((journal.script() if journal else ""), st.release_script(paths)) if s
-            )
-            check(host.run(script), "releasing the lock", host)
-
-        locked, self._locked = self._locked, []
-        if locked:
-            self.ctx.each(release, "releasing the lock", locked)
-
-    def record(self, step: str, outcome: str, **detail: Any) -> None:
-        for journal in self.journals.values():
-            journal.record(step, outcome, **detail)
-
-    def common_live(self) -> tuple[str | None, st.HostState]:
-        """The live slot all hosts agree on; refuse to act on hosts that disagree."""
-        lives = {name: s.live for name, s in self.states.items()}
-        versions = {name: s.live_version for name, s in self.states.items()}
-        if len(set(lives.values())) > 1 or len(set(versions.values())) > 1:
-            listing = ", ".join(f"{n}: {lives[n]} ({versions[n]})" for n in lives)
-            raise StateError(
-                f"hosts disagree about what is live ({listing})",
-                hint="bring them in line with `bg switch --to SLOT` on the target, "
-                "or deploy again to the hosts that differ",
-            )
-        first = next(iter(self.states.values()))
-        return first.live, first

@@ -1,155 +1,152 @@
-"""deploy, rollback and switch: a plan, then the steps of DESIGN.md's deploy algorithm."""
+"""deploy, rollback and switch: observe every host, plan per host, execute the plan.
+
+A dry run observes read-only (no lock, no directory created), plans the same way and
+returns the plan with the nginx diff each switching host would get.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from bluegreen import artifact as artifacts
-from bluegreen import hooks
-from bluegreen.config import warnings
-from bluegreen.errors import BgError, HealthCheckError
+from bluegreen import nginx
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host
-from bluegreen.ops import steps
-from bluegreen.ops.core import Context, OperationResult, Session
-from bluegreen.ops.plan import Plan, plan_deploy, plan_rollback, plan_switch
+from bluegreen.observe import Observation
+from bluegreen.ops.core import Context, OperationResult
+from bluegreen.ops.executor import counted, execute, interruptible
+from bluegreen.ops.plan import HostFacts, Plan, plan_deploy, plan_rollback, plan_switch
+from bluegreen.ops.reconcile import reconcile
+from bluegreen.ops.session import Session, observe
+from bluegreen.state import HostState
 
 
-def _idle_warm(ctx: Context, session: Session, slot: str) -> bool:
-    """The slot runs on every host and answers its health check right now."""
+@dataclass(frozen=True)
+class DryRun:
+    """What an operation would do: its plan and each switching host's nginx diff."""
+
+    plan: Plan
+    diffs: Mapping[str, str]
+    notes: Mapping[str, tuple[str, ...]]
+
+    def lines(self, ctx: Context) -> list[str]:
+        out = [f"plan: {self.plan.operation} {self.plan.version} (dry run: nothing was"
+               " touched on any host)"]
+        for h in self.plan.hosts:
+            out.append(f"  {h.host}: {h.action.value}"
+                       + (f" ({h.old_slot or '-'} -> {h.slot})" if h.old_slot != h.slot else ""))
+            out.extend(f"    note: {n}" for n in self.notes.get(h.host, ()))
+        out.append("steps:")
+        out.extend(f"  {i:2}. {s}" for i, s in enumerate(self.plan.describe(ctx.config), 1))
+        for host, diff in self.diffs.items():
+            if diff:
+                out.append(f"nginx upstream on {host}:")
+                out.extend("  " + line for line in diff.splitlines())
+        return out
+
+    def to_json(self, ctx: Context) -> dict[str, Any]:
+        return {"dry_run": True, "plan": self.plan.to_json(ctx.config),
+                "nginx_diff": dict(self.diffs),
+                "notes": {k: list(v) for k, v in self.notes.items()}}
+
+
+SlotsOfInterest = Callable[[HostState], set[str]]
+
+
+def _facts(ctx: Context, states: Mapping[str, HostState], observed: Mapping[str, Observation],
+           interesting: SlotsOfInterest) -> dict[str, HostFacts]:
+    """Each host's state plus whether the slots that matter answer their health check now
+    (a quick probe, no SSH round trip: HTTP travels through the host's transport)."""
     cfg = ctx.config.health
-    quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 3.0), successes=1)
+    quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 2.0), successes=1)
 
-    def one(host: Host) -> bool:
-        if not steps.slot_alive(ctx, host, slot):
-            return False
-        return wait_healthy(host.http_transport(), ctx.config.slots[slot], quick).healthy
+    def one(host: Host) -> HostFacts:
+        state, obs = states[host.name], observed[host.name]
+        warm = {}
+        for slot in interesting(state):
+            warm[slot] = bool(obs.alive.get(slot)) and wait_healthy(
+                host.http_transport(), ctx.config.slots[slot], quick).healthy
+        return HostFacts(state=state, warm=warm, release_sha=obs.release_sha)
 
-    with ctx.step(f"check whether {slot} is still warm") as note:
-        warm = all(ctx.each(one, "warm check").values())
-        note.append("warm" if warm else "not running")
-    return warm
+    return ctx.each(one, "warm check")
 
 
-def execute(ctx: Context, session: Session, plan: Plan, art: artifacts.Artifact | None
-            ) -> OperationResult:
-    started = time.monotonic()
-    session.record("start", "ok", plan=plan.operation, version=plan.version, slot=plan.slot)
-    extract: dict[str, str] = {}
-    if art is not None:
-        steps.upload_env(ctx)
-        extract = steps.ship_release(ctx, art, session.probed)
-    elif plan.start:
-        steps.require_release(ctx, plan.version)
-    if plan.start:
-        steps.start_slot(ctx, plan.slot, plan.version, extract)
-        try:
-            steps.health_gate(ctx, plan.slot, plan.version)
-        except HealthCheckError:
-            session.record("health", "failed", slot=plan.slot, version=plan.version)
-            raise
-        session.record("health", "ok", slot=plan.slot, version=plan.version)
-    for hook in plan.hooks:
-        try:
-            hooks.run_before_switch(ctx, hook, plan.slot, plan.version)
-        except BgError:
-            session.record("hook", "failed", hook=hook, version=plan.version)
-            if plan.start:
-                steps.stop_slot(ctx, plan.slot)
-            raise
-        session.record("hook", "ok", hook=hook, version=plan.version)
+def _dry_run(ctx: Context, version: str | None,
+             make: Callable[[dict[str, HostFacts]], Plan]) -> DryRun:
+    raw = observe(ctx, version)
+    states, notes = {}, {}
+    for name, (recorded, obs) in raw.items():
+        rec = reconcile(ctx.config, recorded, obs)
+        states[name], notes[name] = rec.state, rec.notes
+    plan = make(_facts(ctx, states, {n: o for n, (_, o) in raw.items()}, _all_slots))
+    diffs = {}
+    for h in plan.acting:
+        new = nginx.render_upstream(ctx.config, slot=h.slot, version=h.version)
+        old = raw[h.host][1].upstream or ""
+        diffs[h.host] = "".join(difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True),
+            ctx.config.nginx.upstream_file + " (now)", ctx.config.nginx.upstream_file + " (new)"))
+    return DryRun(plan=plan, diffs=diffs, notes={k: v for k, v in notes.items() if v})
 
-    try:
-        switched = steps.switch_traffic(ctx, session, plan.slot, plan.version)
-    except BgError:
-        if plan.start:
-            steps.stop_slot(ctx, plan.slot)
-        raise
 
-    steps.finalize(
-        ctx, session, plan.slot, plan.version,
-        retire=plan.old_slot if plan.retire else None,
-        old_workers=switched.old_workers,
-        prune=art is not None,
-    )
-    session.record(
-        "switch", "ok", slot=plan.slot, version=plan.version,
-        previous_slot=plan.old_slot, previous_version=plan.old_version,
-    )
-    if plan.retire and plan.old_slot:
-        session.record("retire", "ok", slot=plan.old_slot, version=plan.old_version)
-    session.record("done", "ok", version=plan.version, slot=plan.slot)
-
-    verb = {"deploy": "deployed", "rollback": "rolled back to", "switch": "switched to"}
-    previous = f" (previous: {plan.old_version} on {plan.old_slot})" if plan.old_slot else ""
-    n = len(ctx.hosts)
-    summary = (
-        f"{verb[plan.operation]} {ctx.config.app.name} {plan.version} on {plan.slot}"
-        f" on {n} host{'s' if n != 1 else ''} in {time.monotonic() - started:.2f}s{previous}"
-    )
-    return OperationResult(
-        operation=plan.operation,
-        app=ctx.config.app.name,
-        target=ctx.target.name,
-        version=plan.version,
-        slot=plan.slot,
-        previous_slot=plan.old_slot,
-        previous_version=plan.old_version,
-        hosts=ctx.outcomes("switched"),
-        steps=tuple(ctx.steps),
-        seconds=time.monotonic() - started,
-        summary=summary,
-        warnings=tuple(warnings(ctx.config)),
-    )
+def _all_slots(state: HostState) -> set[str]:
+    return {s for s in ("blue", "green") if state.version_of(s)}
 
 
 def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
-           dry_run: bool = False) -> OperationResult | Plan:
+           dry_run: bool = False) -> OperationResult | DryRun:
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
         art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version)
         note.append(f"{art.version}, {art.members} files")
-    probe = steps.release_probe(ctx, art.version)
-    with Session(ctx, f"deploy {art.version}", probe=probe) as session:
-        _, state = session.common_live()
-        plan = plan_deploy(ctx.config, state, art.version, retire=ctx.should_retire)
-        if dry_run:
-            return plan
+    batch = ctx.target.boot_batch(len(ctx.hosts))
+
+    def make(facts: dict[str, HostFacts]) -> Plan:
+        return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
+                           retire=ctx.should_retire, boot_batch=batch)
+
+    def wanted(state: HostState) -> set[str]:
+        return {s for s in ("blue", "green") if state.version_of(s) == art.version}
+
+    if dry_run:
+        return _dry_run(ctx, art.version, make)
+    with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version) as session:
+        plan = make(_facts(ctx, session.states, session.observed, wanted))
         result = execute(ctx, session, plan, art)
-    return _counted(ctx, result)
+    return counted(ctx, result)
 
 
-def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | Plan:
-    with Session(ctx, "rollback") as session:
-        live, state = session.common_live()
-        if live is None or state.previous is None:
-            plan_rollback(ctx.config, state, idle_warm=False, retire=ctx.should_retire)
-        warm = state.version_of(state.idle) == state.previous and _idle_warm(
-            ctx, session, state.idle
-        )
-        plan = plan_rollback(ctx.config, state, idle_warm=warm, retire=ctx.should_retire)
-        if dry_run:
-            return plan
+def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun:
+    batch = ctx.target.boot_batch(len(ctx.hosts))
+
+    def make(facts: dict[str, HostFacts]) -> Plan:
+        return plan_rollback(ctx.config, facts, retire=ctx.should_retire, boot_batch=batch)
+
+    if dry_run:
+        return _dry_run(ctx, None, make)
+    with interruptible(), Session(ctx, "rollback") as session:
+        plan = make(_facts(ctx, session.states, session.observed,
+                           lambda s: {s.idle} if s.live else set()))
         result = execute(ctx, session, plan, None)
-    return _counted(ctx, result)
+    return counted(ctx, result)
 
 
 def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
-           ) -> OperationResult | Plan:
-    with Session(ctx, "switch") as session:
-        _, state = session.common_live()
-        target = to or state.idle
-        plan_switch(ctx.config, state, to=to, idle_warm=False, retire=ctx.should_retire)
-        warm = _idle_warm(ctx, session, target)
-        plan = plan_switch(ctx.config, state, to=to, idle_warm=warm, retire=ctx.should_retire)
-        if dry_run:
-            return plan
+           ) -> OperationResult | DryRun:
+    batch = ctx.target.boot_batch(len(ctx.hosts))
+
+    def make(facts: dict[str, HostFacts]) -> Plan:
+        return plan_switch(ctx.config, facts, to=to, retire=ctx.should_retire,
+                           boot_batch=batch)
+
+    if dry_run:
+        return _dry_run(ctx, None, make)
+    with interruptible(), Session(ctx, "switch") as session:
+        plan = make(_facts(ctx, session.states, session.observed,
+                           lambda s: {to or s.idle}))
         result = execute(ctx, session, plan, None)
-    return _counted(ctx, result)
-
-
-def _counted(ctx: Context, result: OperationResult) -> OperationResult:
-    """The result with each host's round trips counted after the lock was released."""
-    return replace(result, hosts=ctx.outcomes("switched"))
+    return counted(ctx, result)

@@ -1,14 +1,17 @@
-"""The building blocks deploy, rollback and switch are made of, each over every host.
+"""How each kind of plan step runs over its hosts.
 
-Each block is one phase: it runs on all hosts (in parallel) and either succeeds
-everywhere or raises after undoing what it did, so the operations above read as the
-deploy algorithm in DESIGN.md.
+Each handler runs one step on the hosts it names (in parallel) and either succeeds on
+all of them or raises after undoing its own part; the executor (``ops/executor.py``)
+undoes what earlier steps did. Shell comes from the engine's builders only.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bluegreen import nginx
 from bluegreen.artifact import Artifact
@@ -18,159 +21,128 @@ from bluegreen.errors import (
     CommandError,
     HealthCheckError,
     HostFailures,
+    StateError,
     SwitchError,
 )
 from bluegreen.health import wait_healthy
-from bluegreen.host import Host, check, q
-from bluegreen.ops.core import Context, Session
+from bluegreen.host import Host, check
+from bluegreen.ops.core import Context
+from bluegreen.ops.plan import Boot, Finish, Switch, Upload
+from bluegreen.ops.session import Session
+from bluegreen.ports import port_free_script
+from bluegreen.releases import extract_script, parse_pruned, prune_script, require_script
+from bluegreen.releases import upload_path as upload_target
+from bluegreen.shell import ScriptExit, lines, q, subshell
 from bluegreen.state import write_state_script
 
-PORT_BUSY_EXIT = 75
-SHA_MISMATCH_EXIT = 76
+
+@dataclass
+class Progress:
+    """What the running operation changed so far: what an undo must take back."""
+
+    started: dict[str, str] = field(default_factory=dict)  # host -> slot booted, not live
+    switched: bool = False
+    old_workers: dict[str, list[int]] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------- release
+# ----------------------------------------------------------------------------- upload
 
 
-def upload_env(ctx: Context) -> None:
+def upload(ctx: Context, session: Session, step: Upload, art: Artifact) -> None:
     env = ctx.config.app.env_file
-    if env is None:
-        return
-    data = env.read_bytes()
-    with ctx.step("upload env file (mode 0600)"):
-        ctx.each(lambda h: h.write_atomic(ctx.paths.env_file, data, mode=0o600), "env upload")
+    if env is not None and step.env_hosts:
+        data = env.read_bytes()
+        ctx.each(lambda h: h.write_atomic(ctx.paths.env_file, data, mode=0o600),
+                 "env upload", session.hosts(step.env_hosts))
+    target = upload_target(ctx.paths, art.version)
+    with ctx.step(f"upload {art.version} ({art.size / 1024:.0f} KiB,"
+                  f" sha256 {art.sha256[:12]})") as note:
+        ctx.each(lambda h: h.put(art.path, target, mode=0o600), "upload",
+                 session.hosts(step.hosts))
+        note.append(f"to {len(step.hosts)} host(s)")
+    session.record("upload", "ok", step.hosts, version=art.version, sha256=art.sha256)
 
 
-def release_probe(ctx: Context, version: str) -> str:
-    """Run with the lock: makes sure the layout exists (a deploy without `bg setup` works)
-    and prints the checksum of ``releases/<version>`` if it is there."""
-    dirs = " ".join(q(d) for d in ctx.paths.directories)
-    return (
-        f"mkdir -p {dirs} && chmod 700 {q(ctx.paths.shared)}\n"
-        f"cat {q(ctx.paths.release(version) + '/.bg-sha256')} 2>/dev/null || true"
+# ----------------------------------------------------------------------------- boot
+
+
+def _start_script(ctx: Context, slot: str, version: str) -> str:
+    runner, paths = ctx.runner, ctx.paths
+    port = ctx.config.slots[slot]
+    link = paths.slot(slot)
+    return lines(
+        require_script(paths, version),
+        runner.stop_script(slot),
+        "set -e",
+        f"ln -sfn {q('../releases/' + version)} {q(link + '.tmp')}",
+        f"mv -Tf {q(link + '.tmp')} {q(link)}",
+        port_free_script(port, ScriptExit.PORT_BUSY),
+        runner.start_script(slot, port, version),
     )
 
 
-def ship_release(ctx: Context, art: Artifact, present: dict[str, str]) -> dict[str, str]:
-    """Upload the artifact where it is missing; return each host's extraction script.
+def boot(ctx: Context, session: Session, step: Boot, progress: Progress,
+         sha256: str = "") -> None:
+    """Start the new slots, ``step.batch`` hosts at a time, and health-gate each batch.
 
-    ``present`` is each host's checksum of the release (from :func:`release_probe`).
-    Extraction runs later, batched with the slot's start, in the same round trip.
+    A failure stops every slot this step started (healthy or not) before raising.
     """
-    paths = ctx.paths
-    rel = paths.release(art.version)
-    upload = f"{paths.uploads}/{art.version}.tar.gz"
-    tmp = f"{paths.releases}/.tmp-{art.version}"
-    extract = f"""set -e
-if ! echo {q(art.sha256 + "  " + upload)} | sha256sum -c --status; then
-  rm -f {q(upload)}; echo "checksum mismatch after upload"; exit {SHA_MISMATCH_EXIT}
-fi
-rm -rf {q(tmp)} {q(rel)}
-mkdir -p {q(tmp)}
-tar -xzf {q(upload)} -C {q(tmp)} --no-same-owner
-printf '%s\\n' {q(art.sha256)} > {q(tmp)}/.bg-sha256
-mv {q(tmp)} {q(rel)}
-rm -f {q(upload)}
-"""
-
-    def one(host: Host) -> str:
-        sha = present.get(host.name, "").strip()
-        if sha == art.sha256:
-            return ""
-        if sha:
-            raise ArtifactError(
-                f"{host.name}: release {art.version} already exists with another checksum",
-                hint="a version names one build forever: deploy it under a new version",
-            )
-        host.put(art.path, upload, mode=0o600)
-        return extract
-
-    with ctx.step(f"upload {art.version} ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]})"
-                  ) as note:
-        scripts = ctx.each(one, "upload")
-        uploaded = sum(1 for v in scripts.values() if v)
-        note.append(f"uploaded to {uploaded}, already on {len(scripts) - uploaded}")
-    return scripts
+    names = list(step.slots)
+    for host_name, slot in step.slots.items():
+        live = session.states[host_name].live
+        if slot == live:  # never, whatever the plan says: nginx serves it
+            raise StateError(f"{host_name}: refusing to restart {slot}, the slot nginx serves")
+    batches = [names[i:i + step.batch] for i in range(0, len(names), step.batch)]
+    try:
+        for n, batch in enumerate(batches, 1):
+            label = f" (batch {n}/{len(batches)})" if len(batches) > 1 else ""
+            _start(ctx, session, step, batch, progress, sha256, label)
+            _gate(ctx, session, step, batch, label)
+    except BaseException:
+        with contextlib.suppress(BgError):
+            stop_started(ctx, session, progress)
+        raise
 
 
-def require_release(ctx: Context, version: str) -> None:
-    rel = ctx.paths.release(version)
-
+def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
+           progress: Progress, sha256: str, label: str) -> None:
     def one(host: Host) -> None:
-        if not host.run(f"test -d {q(rel)}").ok:
-            raise BgError(
-                f"{host.name}: release {version} is no longer on the host (pruned?)",
-                hint=f"deploy it again: bg deploy {ctx.config.app.name}-{version}.tar.gz",
-            )
-
-    ctx.each(one, "release check")
-
-
-# ----------------------------------------------------------------------------- slots
-
-
-def start_slot(ctx: Context, slot: str, version: str, before: dict[str, str] | None = None
-               ) -> None:
-    """Stop whatever runs in ``slot``, point it at ``version``, start it.
-
-    ``before`` holds per-host scripts to run first in the same round trip (extraction).
-    """
-    paths, runner = ctx.paths, ctx.runner
-    port = ctx.config.slots[slot]
-    link = paths.slot(slot)
-    script = "\n".join([
-        runner.stop_script(slot),
-        f"""set -e
-ln -sfn {q("../releases/" + version)} {q(link + ".tmp")}
-mv -Tf {q(link + ".tmp")} {q(link)}
-if command -v ss >/dev/null 2>&1 && [ -n "$(ss -Hltn 'sport = :{port}')" ]; then
-  echo "port {port} is still in use by a process bg did not start:"
-  ss -Hltnp 'sport = :{port}' || true
-  exit {PORT_BUSY_EXIT}
-fi""",
-        runner.start_script(slot, port, version),
-    ])
-
-    def one(host: Host) -> None:
-        first = (before or {}).get(host.name, "")
-        result = host.run(f"(\n{first}\n) || exit $?\n{script}" if first else script)
-        if result.exit_code == SHA_MISMATCH_EXIT:
+        slot = step.slots[host.name]
+        script = _start_script(ctx, slot, step.version)
+        if host.name in step.extract:
+            script = lines(subshell(extract_script(ctx.paths, step.version, sha256),
+                                    or_exit=None) + " || exit $?", script)
+        progress.started[host.name] = slot
+        result = session.run(host, script)
+        if result.exit_code == ScriptExit.SHA_MISMATCH:
             raise ArtifactError(f"{host.name}: the uploaded artifact's sha256 does not match")
-        if result.exit_code == PORT_BUSY_EXIT:
+        if result.exit_code == ScriptExit.EXTRACT_FAILED:
+            raise ArtifactError(f"{host.name}: extracting {step.version} failed (disk full?)",
+                                detail=result.output)
+        if result.exit_code == ScriptExit.PORT_BUSY:
+            port = ctx.config.slots[slot]
             raise CommandError(
                 f"{host.name}: port {port} of slot {slot} is taken by another process",
                 detail=result.output,
                 hint="stop that process, or change [slots] in bluegreen.toml",
             )
-        check(result, f"starting {slot} ({version})", host)
+        check(result, f"starting {slot} ({step.version})", host)
 
-    title = f"start {version} in {slot} on port {port}"
-    with ctx.step(("extract, " if any((before or {}).values()) else "") + title):
-        ctx.each(one, "start")
-
-
-def stop_slot(ctx: Context, slot: str, hosts: list[Host] | None = None) -> None:
-    script = ctx.runner.stop_script(slot)
-
-    def one(host: Host) -> None:
-        check(host.run(script), f"stopping {slot}", host)
-
-    ctx.each(one, "stop", hosts)
+    extract = "extract, " if any(h in step.extract for h in batch) else ""
+    with ctx.step(f"{extract}start {step.version}{label}"):
+        ctx.each(one, "start", session.hosts(tuple(batch)))
+    session.record("start", "ok", batch, version=step.version)
 
 
-def slot_alive(ctx: Context, host: Host, slot: str) -> bool:
-    return host.run(ctx.runner.alive_script(slot)).ok
-
-
-def health_gate(ctx: Context, slot: str, version: str) -> None:
-    """Every host's slot healthy, or every host's new slot stopped and an error raised."""
-    port = ctx.config.slots[slot]
+def _gate(ctx: Context, session: Session, step: Boot, batch: list[str], label: str) -> None:
     cfg = ctx.config.health
 
     def one(host: Host) -> int:
-        report = wait_healthy(
-            host.http_transport(), port, cfg, alive=lambda: slot_alive(ctx, host, slot)
-        )
+        slot = step.slots[host.name]
+        port = ctx.config.slots[slot]
+        alive = ctx.runner.alive_script(slot)
+        report = wait_healthy(host.http_transport(), port, cfg,
+                              alive=lambda: host.run(alive).ok)
         if report.healthy:
             extra = ctx.runner.check_script(slot)
             if extra is None:
@@ -183,41 +155,52 @@ def health_gate(ctx: Context, slot: str, version: str) -> None:
             why = "its process exited" if report.died else f"last answer: {report.last}"
         tail = host.run(ctx.runner.log_script(slot, 20)).stdout.rstrip()
         raise HealthCheckError(
-            f"{host.name}: {slot} ({version}) never became healthy on port {port}"
+            f"{host.name}: {slot} ({step.version}) never became healthy on port {port}"
             f" after {report.elapsed:.1f}s and {report.attempts} attempts; {why}",
             detail=f"last lines of {slot}'s log:\n{tail}" if tail else "",
             hint="traffic was not switched; the previous release keeps serving",
         )
 
-    with ctx.step(f"health {slot} GET {cfg.path} (expect {cfg.expect})") as note:
+    with ctx.step(f"health GET {cfg.path} (expect {cfg.expect}){label}") as note:
         try:
-            attempts = ctx.each(one, "health check")
-        except HostFailures:
-            # None of the new slots may linger half-deployed, healthy or not.
-            with contextlib.suppress(BgError):
-                stop_slot(ctx, slot)
+            attempts = ctx.each(one, "health check", session.hosts(tuple(batch)))
+        except HealthCheckError:
+            session.record("health", "failed", batch, version=step.version)
             raise
         note.append(f"{max(attempts.values())} attempts")
+    session.record("health", "ok", batch, version=step.version)
+
+
+def stop_started(ctx: Context, session: Session, progress: Progress) -> None:
+    """Stop every slot this operation started and did not switch to."""
+    if not progress.started:
+        return
+    started, progress.started = dict(progress.started), {}
+
+    def one(host: Host) -> None:
+        check(session.run(host, ctx.runner.stop_script(started[host.name])),
+              f"stopping {started[host.name]}", host)
+
+    with ctx.step("stop the new slots (not switched)"):
+        ctx.each(one, "stop", session.hosts(tuple(started)))
+    session.record("stop", "ok", tuple(started), reason="not switched")
 
 
 # ----------------------------------------------------------------------------- switch
 
 
-@dataclass
-class SwitchResult:
-    old_workers: dict[str, list[int]]
-
-
-def switch_traffic(ctx: Context, session: Session, slot: str, version: str) -> SwitchResult:
-    """Two-phase nginx switch of every host to ``slot``; all or nothing."""
+def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
+           failpoint: FailpointFn) -> None:
+    """Two-phase nginx switch of every host of the step; all or nothing."""
     config = ctx.config
-    content = nginx.render_upstream(config, slot=slot, version=version)
-    prepare = nginx.prepare_script(config, content)
     prepared: list[Host] = []
     reloaded: list[Host] = []
 
     def do_prepare(host: Host) -> None:
-        result = host.run(prepare)
+        slot, version = step.slots[host.name], step.versions[host.name]
+        content = nginx.render_upstream(config, slot=slot, version=version)
+        result = session.run(host, nginx.prepare_script(config, content))
+        prepared.append(host)
         if result.exit_code == nginx.TEST_FAILED_EXIT:
             raise SwitchError(
                 f"{host.name}: nginx rejected the new upstream ({config.nginx.test_command});"
@@ -225,37 +208,39 @@ def switch_traffic(ctx: Context, session: Session, slot: str, version: str) -> S
                 detail=result.output,
             )
         check(result, "staging the nginx upstream", host)
-        prepared.append(host)
 
-    def abort(hosts: list[Host], reload_too: list[Host]) -> str:
-        """Put every prepared host back; returns what could not be restored (or "")."""
+    def abort(reload_too: list[Host]) -> str:
         undo = nginx.abort_script(config)
 
         def one(host: Host) -> None:
-            script = undo + ("\n" + config.nginx.reload_command if host in reload_too else "")
-            check(host.run(script), "restoring the previous nginx upstream", host)
+            script = lines(undo, config.nginx.reload_command if host in reload_too else "")
+            check(session.run(host, script), "restoring the previous nginx upstream", host)
 
         try:
-            ctx.each(one, "restore", hosts)
+            ctx.each(one, "restore", list(prepared))
         except HostFailures as exc:
             return f"\nNOT RESTORED, check by hand: {exc.message}"
         return ""
 
-    with ctx.step(f"nginx test (stage upstream -> {slot})"):
+    session.record("switch", "intent", step.hosts, slots=dict(step.slots))
+    with ctx.step(f"nginx test (stage upstream -> {_slots(step.slots)})"):
         try:
-            ctx.each(do_prepare, "nginx test")
-        except BgError as exc:
-            exc.detail += abort(prepared, [])
-            session.record("switch", "aborted", slot=slot, version=version, reason="nginx -t")
+            ctx.each(do_prepare, "nginx test", session.hosts(step.hosts))
+            failpoint("staged")
+        except BaseException as exc:
+            if isinstance(exc, BgError):
+                exc.detail += abort([])
+            else:
+                abort([])
+            session.record("switch", "aborted", step.hosts, reason="nginx test")
             raise
 
-    old_workers: dict[str, list[int]] = {}
-
     def do_commit(host: Host) -> None:
-        result = host.run(nginx.reload_script(config))
+        slot = step.slots[host.name]
+        result = session.run(host, nginx.reload_script(config))
         reloaded.append(host)
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
-        old_workers[host.name] = nginx.parse_old_workers(result.stdout)
+        progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         conf = nginx.confirm(host.http_transport(), config.nginx.probe_url, slot)
         if not conf.ok:
             raise SwitchError(
@@ -264,77 +249,88 @@ def switch_traffic(ctx: Context, session: Session, slot: str, version: str) -> S
                 detail=conf.detail,
             )
 
-    with ctx.step(f"switch nginx -> {slot} (reload, confirm via {config.nginx.probe_url})"):
+    with ctx.step(f"switch nginx -> {_slots(step.slots)} (reload, confirm)"):
         try:
-            ctx.each(do_commit, "switch")
-        except BgError as exc:
-            exc.detail += abort(prepared, reloaded)
-            session.record("switch", "restored", slot=slot, version=version)
-            if isinstance(exc, SwitchError):
-                raise
-            raise SwitchError(exc.message, detail=exc.detail) from exc
-    return SwitchResult(old_workers)
+            ctx.each(do_commit, "switch", session.hosts(step.hosts))
+            failpoint("reloaded")
+        except BaseException as exc:
+            restored = abort(reloaded)
+            session.record("switch", "restored", step.hosts)
+            if isinstance(exc, BgError):
+                exc.detail += restored
+                if not isinstance(exc, SwitchError):
+                    raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
+            raise
+    progress.switched = True
+    session.record("switch", "ok", step.hosts, slots=dict(step.slots))
 
 
-def prune_script(ctx: Context, keep_versions: set[str]) -> str:
-    keep = ctx.config.app.keep_releases
-    protected = " ".join(sorted(keep_versions))
-    return f"""(
-cd {q(ctx.paths.releases)} 2>/dev/null || exit 0
-n=0
-for r in $(ls -1t); do
-  n=$((n+1))
-  [ $n -le {keep} ] && continue
-  case " {protected} " in *" $r "*) continue;; esac
-  rm -rf -- "$r" && echo "pruned: $r"
-done
-)"""
+def _slots(slots: Mapping[str, str]) -> str:
+    return "/".join(sorted(set(slots.values())))
 
 
-def finalize(
-    ctx: Context,
-    session: Session,
-    slot: str,
-    version: str,
-    *,
-    retire: str | None,
-    old_workers: dict[str, list[int]],
-    prune: bool,
-) -> None:
-    """One round trip per host: record the new state, wait for nginx's old workers, stop
-    the old slot (``retire``), prune releases. The state is written first: whatever
-    happens after, the host says what is live."""
+# ----------------------------------------------------------------------------- finish
+
+
+def finish(ctx: Context, session: Session, step: Finish, progress: Progress) -> list[str]:
+    """One round trip per host: record the new state (and drop the switch's backup file),
+    wait for nginx's old workers, stop the old slot, prune. Returns notes."""
     timeout = ctx.config.switch.drain_timeout
     keep = {v for s in session.states.values() for v in s.versions.values() if v}
-    keep.add(version)
-    stop = ctx.runner.stop_script(retire) if retire else ""
+    keep.update(step.versions.values())
 
     def one(host: Host) -> str:
-        new = session.states[host.name].switched(slot, version)
-        script = "\n".join([
-            write_state_script(ctx.paths, new) + " || exit 90",
-            "if (",
-            nginx.drain_script(old_workers.get(host.name, []), timeout),
-            "); then echo drained; else echo drain-timeout; fi",
-            f"(\n{stop}\n) || exit 91" if stop else "",
-            prune_script(ctx, keep) if prune else "",
-        ])
-        result = host.run(script)
-        if result.exit_code == 90:
+        new = session.states[host.name].switched(step.slots[host.name],
+                                                 step.versions[host.name])
+        retire = step.retire.get(host.name)
+        script = lines(
+            subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
+            nginx.discard_backup_script(ctx.config),
+            "if " + subshell(nginx.drain_script(progress.old_workers.get(host.name, []),
+                                                timeout))
+            + "; then echo drained; else echo drain-timeout; fi",
+            subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
+            if retire else "",
+            prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",
+        )
+        result = session.run(host, script)
+        if result.exit_code == ScriptExit.STATE_WRITE:
             check(result, "recording the state", host)
         check(result, f"stopping {retire}" if retire else "draining nginx", host)
+        session.states[host.name] = new
         return result.stdout
 
     parts = ["record state", "drain nginx workers"]
-    if retire:
-        parts.append(f"retire {retire}")
-    if prune:
+    if step.retire:
+        parts.append("retire " + _slots(step.retire))
+    if step.prune:
         parts.append("prune")
+    notes: list[str] = []
     with ctx.step(", ".join(parts)) as note:
-        outputs = ctx.each(one, "finish")
+        outputs = ctx.each(one, "finish", session.hosts(step.hosts))
         if any("drain-timeout" in out for out in outputs.values()):
             note.append(f"drain timed out after {timeout:g}s on some hosts")
-        pruned = sorted({line.split(": ", 1)[1] for out in outputs.values()
-                         for line in out.splitlines() if line.startswith("pruned: ")})
+            notes.append(f"nginx's old workers outlived drain_timeout ({timeout:g}s)")
+        pruned = sorted({v for out in outputs.values() for v in parse_pruned(out)})
         if pruned:
             note.append("pruned " + ", ".join(pruned))
+    session.record("finish", "ok", step.hosts, retired=dict(step.retire) or None)
+    return notes
+
+
+class FailpointFn:
+    """Stop at a named step boundary when ``BG_FAILPOINT`` names it (tests only)."""
+
+    def __init__(self, spec: str) -> None:
+        name, _, how = spec.partition(":")
+        self.name, self.how = name, how or "kill"
+
+    def __call__(self, boundary: str) -> None:
+        if boundary != self.name:
+            return
+        if self.how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise BgError(f"failpoint {boundary} reached")

@@ -1,0 +1,101 @@
+"""What a host really has, read in one round trip: recorded state, the live nginx upstream
+file (and a backup left by an interrupted switch), what each slot points at and whether
+its process runs, and whether a release is already there.
+
+Operations reconcile the recorded state with this before acting (``ops/reconcile.py``),
+so a crash between "nginx switched" and "state recorded" can never make bg take the slot
+nginx serves for the idle one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from bluegreen.config import SLOTS
+from bluegreen.layout import Layout
+from bluegreen.releases import probe_script
+from bluegreen.shell import q
+
+_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release")
+
+
+@dataclass(frozen=True)
+class Observation:
+    state_raw: str = ""
+    upstream: str | None = None  # the live upstream file, None when absent
+    backup: str | None = None  # left by a switch that never finished, None when absent
+    links: Mapping[str, str | None] = field(default_factory=dict)  # slot -> release dir name
+    alive: Mapping[str, bool] = field(default_factory=dict)
+    release_sha: str = ""
+
+
+def new_marker() -> str:
+    """A section marker no file on the host can contain by accident."""
+    return "@@bg-" + secrets.token_hex(8)
+
+
+def observe_script(
+    paths: Layout,
+    marker: str,
+    *,
+    upstream_file: str | None,
+    backup_file: str | None,
+    alive_scripts: Mapping[str, str],
+    version: str | None = None,
+) -> str:
+    """Read-only: prints each section after ``<marker> <name>``."""
+    def head(name: str) -> str:
+        return f"echo {q(marker + ' ' + name)}"
+
+    # `cat FILE && echo`: the echo ends the file's last line, so the next marker always
+    # starts a line of its own; an absent file prints nothing at all.
+    parts = [head("state"), f"cat {q(paths.state)} 2>/dev/null && echo"]
+    if upstream_file:
+        parts += [head("upstream"), f"cat {q(upstream_file)} 2>/dev/null && echo"]
+    if backup_file:
+        parts += [head("backup"), f"cat {q(backup_file)} 2>/dev/null && echo"]
+    parts.append(head("links"))
+    for slot in SLOTS:
+        parts.append(f"printf '%s %s\\n' {slot} \"$(readlink {q(paths.slot(slot))} 2>/dev/null)\"")
+    parts.append(head("alive"))
+    for slot, script in alive_scripts.items():
+        parts.append(f"( {script}\n) >/dev/null 2>&1 && echo {slot}")
+    if version is not None:
+        parts += [head("release"), probe_script(paths, version)]
+    parts.append("true")
+    return "\n".join(parts)
+
+
+def parse_observation(stdout: str, marker: str) -> Observation:
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.split("\n"):
+        if line.startswith(marker + " ") and line[len(marker) + 1:] in _SECTIONS:
+            current = sections.setdefault(line[len(marker) + 1:], [])
+            continue
+        if current is not None:
+            current.append(line)
+
+    def text(name: str) -> str | None:
+        if name not in sections:
+            return None
+        if not sections[name]:
+            return None
+        return "\n".join(sections[name])
+
+    links: dict[str, str | None] = {}
+    for line in sections.get("links", []):
+        slot, _, target = line.partition(" ")
+        if slot in SLOTS:
+            links[slot] = target.rstrip("/").rsplit("/", 1)[-1] or None
+    alive = {slot: slot in sections.get("alive", []) for slot in SLOTS}
+    return Observation(
+        state_raw=text("state") or "",
+        upstream=text("upstream"),
+        backup=text("backup"),
+        links=links,
+        alive=alive,
+        release_sha="".join(sections.get("release", [])).strip(),
+    )

@@ -1,0 +1,196 @@
+"""The one executor: runs a :class:`~bluegreen.ops.plan.Plan`'s steps in order.
+
+On any failure or interruption before traffic moved, every slot the operation started is
+stopped again (nginx untouched); a switch that fails restores every host it touched; an
+``after_switch`` hook that fails switches back when ``rollback_on_failure`` is set. The
+``on_failure`` hooks run last. ``BG_FAILPOINT=<boundary>[:kill|term|error]`` stops the
+operation at a named step boundary, so tests can reach every one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from types import FrameType
+
+from bluegreen.artifact import Artifact
+from bluegreen.config import warnings
+from bluegreen.errors import BgError, HookError, Interrupted
+from bluegreen.nginx import discard_backup_script
+from bluegreen.ops import steps
+from bluegreen.ops.core import Context, HostOutcome, OperationResult
+from bluegreen.ops.hooks import run_hook
+from bluegreen.ops.plan import Action, Boot, Finish, Hook, Plan, Switch, Upload
+from bluegreen.ops.session import Session
+
+BOUNDARIES = ("locked", "uploaded", "healthy", "staged", "reloaded", "switched", "finished")
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C while an operation runs: undo, release, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
+            ) -> OperationResult:
+    started = time.monotonic()
+    failpoint = steps.FailpointFn(os.environ.get("BG_FAILPOINT", ""))
+    progress = steps.Progress()
+    notes: list[str] = list(plan.notes)
+    session.record("plan", "intent", version=plan.version,
+                   actions={h.host: h.action.value for h in plan.hosts})
+    try:
+        failpoint("locked")
+        for step in plan.steps:
+            if isinstance(step, Upload):
+                assert art is not None
+                steps.upload(ctx, session, step, art)
+                failpoint("uploaded")
+            elif isinstance(step, Boot):
+                steps.boot(ctx, session, step, progress, art.sha256 if art else "")
+                failpoint("healthy")
+            elif isinstance(step, Hook):
+                notes += _hook(ctx, session, plan, step, progress)
+            elif isinstance(step, Switch):
+                steps.switch(ctx, session, step, progress, failpoint)
+                progress.started.clear()  # live now: never stopped by an undo
+                failpoint("switched")
+            elif isinstance(step, Finish):
+                notes += steps.finish(ctx, session, step, progress)
+                failpoint("finished")
+    except BaseException as exc:
+        error = _undo(ctx, session, plan, progress, exc)
+        if error is exc:
+            raise
+        raise error from exc
+    session.record("done", "ok", version=plan.version)
+    return _result(ctx, plan, started, notes)
+
+
+def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
+          progress: steps.Progress) -> list[str]:
+    try:
+        run_hook(ctx, plan, step, session)
+    except HookError as exc:
+        session.record("hook", "failed", step.hosts, point=step.point, command=step.command)
+        if step.point in ("before_start", "before_switch"):
+            exc.hint = exc.hint or "nothing was switched; the previous release keeps serving"
+            raise
+        if ctx.config.hooks.rollback_on_failure and step.point == "after_switch":
+            _switch_back(ctx, session, plan, progress)
+            exc.message += "; rolled back (rollback_on_failure)"
+            raise
+        ctx.reporter.info(f"warning: {exc.message}")
+        return [f"hook {step.point} failed: {exc.message}"]
+    session.record("hook", "ok", step.hosts, point=step.point, command=step.command)
+    return []
+
+
+def _switch_back(ctx: Context, session: Session, plan: Plan,
+                 progress: steps.Progress) -> None:
+    """After a failed after_switch hook: traffic back to the old slots (still running: the
+    old slot is retired only after the hooks), then the new slots stopped."""
+    back = {h.host: h.old_slot for h in plan.acting if h.old_slot}
+    versions = {h.host: h.old_version or "" for h in plan.acting if h.old_slot}
+    if back:
+        steps.switch(ctx, session, Switch(slots=back, versions=versions), progress,
+                     steps.FailpointFn(""))
+    progress.started = {h.host: h.slot for h in plan.acting}
+    steps.stop_started(ctx, session, progress)
+    undo = discard_backup_script(ctx.config)
+    ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(tuple(back)))
+
+
+def _undo(ctx: Context, session: Session, plan: Plan, progress: steps.Progress,
+          exc: BaseException) -> BaseException:
+    """Take back what the failed operation started; returns the error to raise."""
+    error: BaseException = exc
+    if isinstance(exc, KeyboardInterrupt):
+        error = Interrupted("interrupted: stopped what was started and not switched;"
+                            " traffic stays where it was" if not progress.switched else
+                            "interrupted after the switch: traffic is on the new release")
+    session.record("failed", "error", message=str(getattr(error, "message", error)))
+    if isinstance(error, BgError):
+        try:
+            with _no_interrupt():
+                steps.stop_started(ctx, session, progress)
+        except BgError as more:
+            error.attach(more)
+        for cmd in ctx.config.hooks.on_failure:
+            try:
+                run_hook(ctx, plan, Hook("on_failure", cmd, tuple(h.host for h in plan.hosts)),
+                         session)
+            except BgError as more:
+                error.attach(more)
+    return error
+
+
+@contextlib.contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """A second Ctrl-C must not cut the undo short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _result(ctx: Context, plan: Plan, started: float, notes: list[str]) -> OperationResult:
+    verb = {"deploy": "deployed", "rollback": "rolled back to", "switch": "switched to"}
+    acting = plan.acting
+    first = acting[0] if acting else plan.hosts[0]
+    n = len(plan.hosts)
+    unchanged = n - len(acting)
+    extra = f" ({unchanged} already there)" if unchanged and acting else ""
+    previous = (f" (previous: {first.old_version} on {first.old_slot})"
+                if first.old_slot and first.old_slot != first.slot else "")
+    seconds = time.monotonic() - started
+    summary = (
+        f"{verb[plan.operation]} {ctx.config.app.name} {plan.version} on {first.slot}"
+        f" on {n} host{'s' if n != 1 else ''}{extra} in {seconds:.2f}s{previous}"
+        if acting else
+        f"{ctx.config.app.name} {plan.version} is already live on every host: nothing to do"
+    )
+    outcome = {h.host: ("unchanged" if h.action is Action.NOTHING else
+                        f"{h.action.value}: {h.old_slot or '-'} -> {h.slot}") for h in plan.hosts}
+    return OperationResult(
+        operation=plan.operation,
+        app=ctx.config.app.name,
+        target=ctx.target.name,
+        version=plan.version,
+        slot=first.slot,
+        previous_slot=first.old_slot,
+        previous_version=first.old_version,
+        hosts=tuple(HostOutcome(h.name, outcome.get(h.name, "unchanged"), h.commands_run)
+                    for h in ctx.hosts),
+        steps=tuple(ctx.steps),
+        seconds=seconds,
+        summary=summary,
+        warnings=tuple(warnings(ctx.config)) + tuple(notes),
+    )
+
+
+def counted(ctx: Context, result: OperationResult) -> OperationResult:
+    """The result with each host's round trips counted after the lock was released."""
+    return replace(result, hosts=tuple(
+        replace(o, commands=h.commands_run) for o, h in zip(result.hosts, ctx.hosts, strict=True)))

@@ -1,0 +1,186 @@
+"""The lock on every host (all or none), what each host really has, and its journal.
+
+Entering a :class:`Session` takes the lock and observes each host in one round trip,
+takes over a lock whose holder provably died, undoes a switch an earlier operation left
+half done, and reconciles the recorded state with what nginx really serves. Journal
+entries ride in front of the next script each host runs (:meth:`Session.run`), so they
+reach the host before the next step starts without costing a round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bluegreen import nginx
+from bluegreen import state as st
+from bluegreen.errors import BgError, StateError
+from bluegreen.host import CommandResult, Host, check
+from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
+from bluegreen.ops.core import Context
+from bluegreen.ops.reconcile import reconcile
+from bluegreen.releases import layout_script
+from bluegreen.shell import lines
+
+
+def observation_script(ctx: Context, marker: str, version: str | None) -> str:
+    files = nginx.files(ctx.config)
+    return observe_script(
+        ctx.paths, marker,
+        upstream_file=files.live, backup_file=files.backup,
+        alive_scripts={slot: ctx.runner.alive_script(slot) for slot in ctx.config.slots},
+        version=version,
+    )
+
+
+def observe(ctx: Context, version: str | None = None) -> dict[str, tuple[st.HostState,
+                                                                        Observation]]:
+    """Read-only: each host's recorded state and observation (for dry runs and status)."""
+    def one(host: Host) -> tuple[st.HostState, Observation]:
+        marker = new_marker()
+        result = check(host.run(observation_script(ctx, marker, version)), "reading state", host)
+        obs = parse_observation(result.stdout, marker)
+        return _parse_state(host, ctx, obs.state_raw), obs
+
+    return ctx.each(one, "reading state")
+
+
+def _parse_state(host: Host, ctx: Context, raw: str) -> st.HostState:
+    return st.parse_state(host, ctx.paths, raw)
+
+
+class Session:
+    """Lock, observe and reconcile every host on entry; release (with the journal) on exit."""
+
+    def __init__(self, ctx: Context, command: str, *, version: str | None = None) -> None:
+        self.ctx = ctx
+        self.command = command
+        self.version = version
+        self.op = command.split()[0]
+        self.states: dict[str, st.HostState] = {}
+        self.observed: dict[str, Observation] = {}
+        self.notes: dict[str, tuple[str, ...]] = {}
+        self.journals: dict[str, st.Journal] = {}
+        self._locked: list[Host] = []
+
+    # -------------------------------------------------------------------- enter / exit
+
+    def __enter__(self) -> Session:
+        self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in self.ctx.hosts}
+        try:
+            with self.ctx.step("lock and read state") as note:
+                self.ctx.each(self._lock_one, "taking the lock")
+                recovered = self._recover()
+                if recovered:
+                    note.append(f"recovered {recovered} host(s)")
+        except BaseException as exc:
+            self._release(exc)
+            raise
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self._release(exc)
+
+    def _lock_one(self, host: Host) -> None:
+        paths, holder = self.ctx.paths, st.holder_info(self.command)
+        marker = new_marker()
+        tail = lines(layout_script(paths), observation_script(self.ctx, marker, self.version))
+        result = host.run(lines(st.lock_script(paths, holder), tail))
+        if result.exit_code == st.LOCKED_EXIT:
+            dead = st.parse_holder(result.stdout)
+            if not st.holder_is_gone(dead):
+                st.raise_held(host, paths, result.stdout)
+            # Same controller, process gone: provably dead. Take over, atomically.
+            result = host.run(lines(st.takeover_script(paths, dead, holder), tail))
+            if result.exit_code == st.LOCKED_EXIT:
+                st.raise_held(host, paths, result.stdout)
+            self._locked.append(host)
+            check(result, "taking over a dead operation's lock", host)
+            self.journals[host.name].record(
+                "lock", "taken over", dead_holder=st.describe_holder(dead),
+                interrupted=str(dead.get("command", "?")))
+        else:
+            self._locked.append(host)  # from here on, every exit path releases it
+            check(result, "taking the lock", host)
+        obs = parse_observation(result.stdout, marker)
+        self.observed[host.name] = obs
+        recorded = _parse_state(host, self.ctx, obs.state_raw)
+        rec = reconcile(self.ctx.config, recorded, obs)
+        self.states[host.name] = rec.state
+        self.notes[host.name] = rec.notes
+        for n in rec.notes:
+            self.journals[host.name].record("reconcile", "corrected", note=n)
+
+    def _recover(self) -> int:
+        """Undo switches an interrupted operation left staged or half done."""
+        hosts = [h for h in self.ctx.hosts
+                 if self.observed.get(h.name) and self.observed[h.name].backup is not None]
+        if not hosts:
+            return 0
+        script = lines(nginx.abort_script(self.ctx.config), self.ctx.config.nginx.reload_command)
+
+        def one(host: Host) -> None:
+            check(self.run(host, script), "restoring the upstream of an interrupted switch",
+                  host)
+            self.journals[host.name].record("recover", "ok", undone="interrupted switch")
+
+        self.ctx.each(one, "recovery", hosts)
+        for host in hosts:
+            self.ctx.reporter.info(f"{host.name}: undid an interrupted switch"
+                                   " (restored the previous nginx upstream)")
+        return len(hosts)
+
+    def _release(self, exc: BaseException | None) -> None:
+        """Release every lock taken, flushing the journal; a failure here is attached to
+        the operation's own error, never put in its place."""
+        locked, self._locked = self._locked, []
+        if not locked:
+            return
+        paths = self.ctx.paths
+
+        def release(host: Host) -> None:
+            journal = self.journals.get(host.name)
+            script = lines(journal.script() if journal else "", st.release_script(paths))
+            check(host.run(script), "releasing the lock", host)
+
+        try:
+            self.ctx.each(release, "releasing the lock", locked)
+        except BgError as failure:
+            if isinstance(exc, BgError):
+                exc.attach(failure)
+            elif exc is None:
+                raise
+
+    # -------------------------------------------------------------------- during
+
+    def run(self, host: Host, script: str, *, timeout: float | None = None) -> CommandResult:
+        """Run ``script`` on ``host`` with the journal's pending entries in front."""
+        journal = self.journals.get(host.name)
+        head = journal.script() if journal else ""
+        return host.run(lines(head, script) if head else script, timeout=timeout)
+
+    def record(self, step: str, outcome: str, hosts: Any = None, **detail: Any) -> None:
+        names = set(hosts) if hosts is not None else None
+        for name, journal in self.journals.items():
+            if names is None or name in names:
+                journal.record(step, outcome, **detail)
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.ctx.hosts if h.name == name)
+
+    def hosts(self, names: Mapping[str, object] | tuple[str, ...]) -> list[Host]:
+        wanted = set(names)
+        return [h for h in self.ctx.hosts if h.name in wanted]
+
+    def common_live(self) -> tuple[str | None, st.HostState]:
+        """The live slot all hosts agree on (for operations that need one, e.g. migrate)."""
+        lives = {name: (s.live, s.live_version) for name, s in self.states.items()}
+        if len(set(lives.values())) > 1:
+            listing = ", ".join(f"{n}: {slot} ({v})" for n, (slot, v) in lives.items())
+            raise StateError(
+                f"hosts disagree about what is live ({listing})",
+                hint="converge them with `bg deploy VERSION`, or act on some with --hosts",
+            )
+        first = next(iter(self.states.values()))
+        return first.live, first
+

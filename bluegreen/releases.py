@@ -1,0 +1,110 @@
+"""Script builders for releases on a host: layout, upload target, extraction, pruning.
+
+Builders only build; ``ops/`` decides when they run. Every version that reaches a script
+is checked with :func:`bluegreen.shell.safe_token` first, including versions read back
+from a host (state.json, directory listings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bluegreen.layout import Layout
+from bluegreen.shell import ScriptExit, lines, q, safe_token
+
+SHA_FILE = ".bg-sha256"
+
+
+def layout_script(paths: Layout) -> str:
+    """Create the host layout (idempotent); ``shared`` holds secrets, so it is 0700."""
+    dirs = " ".join(q(d) for d in paths.directories)
+    return f"umask 022; mkdir -p {dirs} && chmod 700 {q(paths.shared)}"
+
+
+def sha_path(paths: Layout, version: str) -> str:
+    return f"{paths.release(safe_token(version, 'version'))}/{SHA_FILE}"
+
+
+def probe_script(paths: Layout, version: str) -> str:
+    """Print the recorded sha256 of ``releases/<version>`` (nothing when absent)."""
+    return f"cat {q(sha_path(paths, version))} 2>/dev/null || true"
+
+
+def upload_path(paths: Layout, version: str) -> str:
+    return f"{paths.uploads}/{safe_token(version, 'version')}.tar.gz"
+
+
+def extract_script(paths: Layout, version: str, sha256: str) -> str:
+    """Verify the uploaded tarball, extract it beside its final place, rename it in.
+
+    Extraction goes to a temporary directory that is renamed only when tar succeeded,
+    so a full disk or corrupt data never leaves a half release under its real name.
+    """
+    version = safe_token(version, "version")
+    rel = paths.release(version)
+    upload = upload_path(paths, version)
+    tmp = f"{paths.releases}/.tmp-{version}"
+    return f"""set -e
+if ! echo {q(sha256 + "  " + upload)} | sha256sum -c --status; then
+  rm -f {q(upload)}; echo "checksum mismatch after upload"; exit {ScriptExit.SHA_MISMATCH}
+fi
+rm -rf {q(tmp)} {q(rel)}
+mkdir -p {q(tmp)}
+if ! tar -xzf {q(upload)} -C {q(tmp)} --no-same-owner --no-same-permissions 2>&1; then
+  rm -rf {q(tmp)}; rm -f {q(upload)}
+  echo "extracting release {version} failed"; exit {ScriptExit.EXTRACT_FAILED}
+fi
+chmod -R go-w {q(tmp)}
+printf '%s\\n' {q(sha256)} > {q(tmp + "/" + SHA_FILE)}
+mv {q(tmp)} {q(rel)}
+rm -f {q(upload)}
+"""
+
+
+def require_script(paths: Layout, version: str) -> str:
+    """Exit non-zero (with a message) when ``releases/<version>`` is not on the host."""
+    rel = paths.release(safe_token(version, "version"))
+    return f"test -d {q(rel)} || {{ echo 'release {version} is not on the host'; exit 1; }}"
+
+
+def prune_script(paths: Layout, keep: int, protected: Iterable[str]) -> str:
+    """Remove releases beyond the newest ``keep``, never one in ``protected``."""
+    guard = " ".join(q(safe_token(v, "version")) for v in sorted(set(protected)))
+    return lines(
+        "(",
+        f"cd {q(paths.releases)} 2>/dev/null || exit 0",
+        "n=0",
+        "for r in $(ls -1t); do",
+        "  n=$((n+1))",
+        f"  [ $n -le {int(keep)} ] && continue",
+        f"  for p in {guard or '.'}; do [ \"$r\" = \"$p\" ] && continue 2; done",
+        '  rm -rf -- "$r" && echo "pruned: $r"',
+        "done",
+        ")",
+    )
+
+
+def parse_pruned(stdout: str) -> list[str]:
+    return [line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("pruned: ")]
+
+
+def setup_script(paths: Layout, *, upstream_file: str, initial_upstream: str,
+                 initial_state: str, runner_setup: str) -> str:
+    """Create the layout, and the upstream file and state when absent; prints what it made."""
+    live = q(upstream_file)
+    return lines(
+        "set -e",
+        layout_script(paths),
+        'created=""',
+        f"if [ ! -f {live} ]; then",
+        f"  mkdir -p {q(upstream_file.rsplit('/', 1)[0] or '/')}",
+        f"  printf '%s' {q(initial_upstream)} > {live}",
+        '  created="$created upstream"',
+        "fi",
+        f"if [ ! -f {q(paths.state)} ]; then",
+        f"  printf '%s' {q(initial_state)} > {q(paths.state)}",
+        '  created="$created state"',
+        "fi",
+        runner_setup,
+        'echo "created:$created"',
+    )
