@@ -14,6 +14,7 @@ from bluegreen.ops.plan import (
     Finish,
     Hook,
     HostFacts,
+    Plan,
     Switch,
     Upload,
     plan_deploy,
