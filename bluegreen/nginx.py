@@ -28,6 +28,7 @@ from bluegreen.config import Config
 from bluegreen.errors import ConfigError
 from bluegreen.host import q
 from bluegreen.resources import resource_dir
+from bluegreen.shell import ScriptExit
 from bluegreen.state import now_iso
 
 SLOT_HEADER = "X-BG-Slot"
@@ -105,7 +106,10 @@ fi
 def abort_script(config: Config) -> str:
     """Put the previous upstream file back, byte for byte."""
     f = files(config)
-    return f"if [ -f {q(f.backup)} ]; then mv -f {q(f.backup)} {q(f.live)}; fi"
+    backup, live = q(f.backup), q(f.live)
+    # An empty backup stands for "there was no upstream file before".
+    return (f"if [ -s {backup} ]; then mv -f {backup} {live};"
+            f" elif [ -f {backup} ]; then rm -f {backup} {live}; fi; rm -f {q(f.staged)}")
 
 
 def reload_script(config: Config) -> str:
@@ -194,3 +198,39 @@ def discard_backup_script(config: Config) -> str:
     """The switch is recorded: its backup file must not be mistaken for an interrupted one."""
     f = files(config)
     return f"rm -f {q(f.backup)} {q(f.staged)}"
+
+
+def stage_script(config: Config, content: str) -> str:
+    """Phase one of a switch: stage the new upstream beside the live file and test it.
+
+    The staged file is moved into place for the test only and the live file is put back
+    at once, so nothing a reload could pick up changes before phase two; on a failed test
+    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
+    """
+    f = files(config)
+    live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
+    return f"""(
+set -e
+mkdir -p {q(posixpath.dirname(f.live))}
+printf '%s' {q(content)} > {staged}
+if [ -f {live} ]; then cp -p {live} {held}; else rm -f {held}; fi
+cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}
+rc=0; out=$( ({config.nginx.test_command}) 2>&1 ) || rc=$?
+if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
+if [ $rc -ne 0 ]; then
+  rm -f {staged}
+  printf '%s\\n' "$out"
+  exit {ScriptExit.NGINX_TEST_FAILED}
+fi
+) || exit $?"""
+
+
+def commit_script(config: Config) -> str:
+    """Phase two: keep the live file as the backup (an interrupted switch is undone from
+    it), move the tested staged file in, reload (printing the old workers to drain)."""
+    f = files(config)
+    live, staged, backup = q(f.live), q(f.staged), q(f.backup)
+    return f"""if [ ! -f {staged} ]; then echo "the staged upstream file is gone"; exit 1; fi
+if [ -f {live} ]; then cp -p {live} {backup}; else : > {backup}; fi
+mv -f {staged} {live}
+{reload_script(config)}"""

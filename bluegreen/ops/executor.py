@@ -73,7 +73,8 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
                 progress.started.clear()  # live now: never stopped by an undo
                 failpoint("switched")
             elif isinstance(step, Finish):
-                notes += steps.finish(ctx, session, step, progress)
+                last = step is plan.steps[-1]
+                notes += steps.finish(ctx, session, step, progress, release=last)
                 failpoint("finished")
     except BaseException as exc:
         error = _undo(ctx, session, plan, progress, exc)

@@ -159,6 +159,16 @@ class Session:
         head = journal.script() if journal else ""
         return host.run(lines(head, script) if head else script, timeout=timeout)
 
+    def release_tail(self, host: Host) -> str:
+        """Script that flushes the journal and releases this host's lock: appended to the
+        last step's script when the operation succeeded, to save a round trip."""
+        journal = self.journals.get(host.name)
+        return lines(journal.script() if journal else "", st.release_script(self.ctx.paths))
+
+    def released(self, host: Host) -> None:
+        """The host's lock went with the last step's script."""
+        self._locked = [h for h in self._locked if h is not host]
+
     def record(self, step: str, outcome: str, hosts: Any = None, **detail: Any) -> None:
         names = set(hosts) if hosts is not None else None
         for name, journal in self.journals.items():

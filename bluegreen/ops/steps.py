@@ -41,6 +41,7 @@ class Progress:
     """What the running operation changed so far: what an undo must take back."""
 
     started: dict[str, str] = field(default_factory=dict)  # host -> slot booted, not live
+    staged: set[str] = field(default_factory=set)  # hosts whose new upstream passed the test
     switched: bool = False
     old_workers: dict[str, list[int]] = field(default_factory=dict)
 
@@ -85,7 +86,9 @@ def boot(ctx: Context, session: Session, step: Boot, progress: Progress,
          sha256: str = "") -> None:
     """Start the new slots, ``step.batch`` hosts at a time, and health-gate each batch.
 
-    A failure stops every slot this step started (healthy or not) before raising.
+    The same round trip stages and tests each host's new upstream (phase one of the
+    switch), so a template nginx rejects fails before any wait. A failure stops every
+    slot this step started (healthy or not) before raising.
     """
     names = list(step.slots)
     for host_name, slot in step.slots.items():
@@ -112,8 +115,14 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         if host.name in step.extract:
             script = lines(subshell(extract_script(ctx.paths, step.version, sha256),
                                     or_exit=None) + " || exit $?", script)
+        content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
+        script = lines(script, nginx.stage_script(ctx.config, content))
         progress.started[host.name] = slot
         result = session.run(host, script)
+        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
+            raise SwitchError(
+                f"{host.name}: nginx rejected the new upstream ({ctx.config.nginx.test_command});"
+                " nothing was switched", detail=result.output)
         if result.exit_code == ScriptExit.SHA_MISMATCH:
             raise ArtifactError(f"{host.name}: the uploaded artifact's sha256 does not match")
         if result.exit_code == ScriptExit.EXTRACT_FAILED:
@@ -127,6 +136,7 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
                 hint="stop that process, or change [slots] in bluegreen.toml",
             )
         check(result, f"starting {slot} ({step.version})", host)
+        progress.staged.add(host.name)
 
     extract = "extract, " if any(h in step.extract for h in batch) else ""
     with ctx.step(f"{extract}start {step.version}{label}"):
@@ -199,15 +209,18 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
     def do_prepare(host: Host) -> None:
         slot, version = step.slots[host.name], step.versions[host.name]
         content = nginx.render_upstream(config, slot=slot, version=version)
-        result = session.run(host, nginx.prepare_script(config, content))
         prepared.append(host)
-        if result.exit_code == nginx.TEST_FAILED_EXIT:
+        if host.name in progress.staged:
+            return  # staged and tested in the round trip that started its slot
+        result = session.run(host, nginx.stage_script(config, content))
+        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
             raise SwitchError(
                 f"{host.name}: nginx rejected the new upstream ({config.nginx.test_command});"
                 " nothing was reloaded",
                 detail=result.output,
             )
         check(result, "staging the nginx upstream", host)
+        progress.staged.add(host.name)
 
     def abort(reload_too: list[Host]) -> str:
         undo = nginx.abort_script(config)
@@ -237,8 +250,8 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
 
     def do_commit(host: Host) -> None:
         slot = step.slots[host.name]
-        result = session.run(host, nginx.reload_script(config))
         reloaded.append(host)
+        result = session.run(host, nginx.commit_script(config))
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         conf = nginx.confirm(host.http_transport(), config.nginx.probe_url, slot)
@@ -272,9 +285,11 @@ def _slots(slots: Mapping[str, str]) -> str:
 # ----------------------------------------------------------------------------- finish
 
 
-def finish(ctx: Context, session: Session, step: Finish, progress: Progress) -> list[str]:
+def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
+           release: bool = False) -> list[str]:
     """One round trip per host: record the new state (and drop the switch's backup file),
-    wait for nginx's old workers, stop the old slot, prune. Returns notes."""
+    wait for nginx's old workers, stop the old slot, prune; with ``release`` (the last
+    step), also journal the outcome and release the lock. Returns notes."""
     timeout = ctx.config.switch.drain_timeout
     keep = {v for s in session.states.values() for v in s.versions.values() if v}
     keep.update(step.versions.values())
@@ -293,11 +308,21 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress) -> 
             if retire else "",
             prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",
         )
-        result = session.run(host, script)
+        if release:
+            # Earlier entries go first; this step's outcome and the lock release run only
+            # when everything before them succeeded (each part exits on failure).
+            head = session.journals[host.name].script()
+            session.record("finish", "ok", (host.name,), retired=retire)
+            session.record("done", "ok", (host.name,), version=step.versions[host.name])
+            result = host.run(lines(head, script, session.release_tail(host)))
+        else:
+            result = session.run(host, script)
         if result.exit_code == ScriptExit.STATE_WRITE:
             check(result, "recording the state", host)
         check(result, f"stopping {retire}" if retire else "draining nginx", host)
         session.states[host.name] = new
+        if release:
+            session.released(host)
         return result.stdout
 
     parts = ["record state", "drain nginx workers"]
@@ -314,7 +339,8 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress) -> 
         pruned = sorted({v for out in outputs.values() for v in parse_pruned(out)})
         if pruned:
             note.append("pruned " + ", ".join(pruned))
-    session.record("finish", "ok", step.hosts, retired=dict(step.retire) or None)
+    if not release:
+        session.record("finish", "ok", step.hosts, retired=dict(step.retire) or None)
     return notes
 
 
