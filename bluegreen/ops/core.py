@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,8 @@ class Context:
     reporter: Reporter = field(default_factory=SilentReporter)
     retire: bool | None = None  # command-line override of [switch] retire
     steps: list[StepTiming] = field(default_factory=list)
+    # Set on Ctrl-C/SIGTERM: long waits in worker threads (health gates) stop early.
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     @functools.cached_property
     def paths(self) -> Layout:
@@ -134,13 +137,21 @@ class Context:
                 errors[hosts[0].name] = exc
         else:
             workers = max(1, min(self.target.parallel, len(hosts)))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bg-host") as pool:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bg-host")
+            try:
                 futures = {h.name: pool.submit(fn, h) for h in hosts}
                 for name, fut in futures.items():
                     try:
                         results[name] = fut.result()
                     except BgError as exc:
                         errors[name] = exc
+            except BaseException:
+                # Ctrl-C / SIGTERM lands here (main thread): ask the workers to give up
+                # their waits, drop queued hosts, and wait for the running ones to return.
+                self.cancelled.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         if errors:
             raise HostFailures.of(what, errors, [h.name for h in hosts])
         return results

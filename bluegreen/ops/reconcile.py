@@ -52,7 +52,9 @@ def reconcile(config: Config, recorded: HostState, obs: Observation) -> Reconcil
             notes.append(f"slot {slot} points at {target!r}, not a release bg made; ignored")
             continue
         if linked != versions.get(slot):
-            if versions.get(slot) is not None or slot != recorded.live:
+            # A stopped idle slot left pointing at a release that never went live (a
+            # failed or interrupted deploy) is no inconsistency: take the link quietly.
+            if obs.alive.get(slot) or slot == recorded.live:
                 notes.append(f"{slot} runs {linked} (state said {versions.get(slot) or '-'})")
             versions[slot] = linked
     state = replace(recorded, versions=versions)

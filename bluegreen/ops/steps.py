@@ -152,7 +152,7 @@ def _gate(ctx: Context, session: Session, step: Boot, batch: list[str], label: s
         port = ctx.config.slots[slot]
         alive = ctx.runner.alive_script(slot)
         report = wait_healthy(host.http_transport(), port, cfg,
-                              alive=lambda: host.run(alive).ok)
+                              alive=lambda: not ctx.cancelled.is_set() and host.run(alive).ok)
         if report.healthy:
             extra = ctx.runner.check_script(slot)
             if extra is None:
