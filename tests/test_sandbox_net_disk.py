@@ -1,0 +1,148 @@
+"""Sandbox features for the fleet and fault tests: a shared network between the hosts (for a
+load-balancer tier) and a small tmpfs in one host's mount namespace (for a full disk)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bluegreen.sandbox.hosts import Sandbox, SandboxHost
+from tests import sandbox_fixtures
+from tests.sandbox_fixtures import MakeSandbox
+
+make_sandbox = sandbox_fixtures.make_sandbox
+
+pytestmark = pytest.mark.root
+
+# Listens on argv[1]:argv[2], says "ready", then answers each connection with its hostname.
+_LISTENER = """\
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        conn.sendall(socket.gethostname().encode() + b"\\n")
+"""
+# Connects to argv[1]:argv[2] and prints what it is told, or the error.
+_CLIENT = """\
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as conn:
+        print(conn.recv(100).decode().strip())
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def connect_from(host: SandboxHost, address: str, port: int) -> str:
+    argv = host.exec_argv([sys.executable, "-I", "-c", _CLIENT, address, str(port)])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
+
+
+def mountinfo_sources() -> set[str]:
+    """The source of every mount any process on this machine sees."""
+    sources: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        for line in text.splitlines():
+            after = line.partition(" - ")[2].split()
+            if len(after) >= 2:
+                sources.add(after[1])
+    return sources
+
+
+def ssh(sandbox: Sandbox, host: SandboxHost, script: str) -> str:
+    argv = sandbox.ssh_argv(host, script)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_shared_network_joins_the_hosts_and_teardown_removes_the_bridge(
+    make_sandbox: MakeSandbox,
+) -> None:
+    sandbox = make_sandbox(3, shared_network=True)
+    a, b, c = sandbox.hosts
+    assert [h.shared_address for h in sandbox.hosts] == [
+        f"10.232.0.{h.index}" for h in sandbox.hosts
+    ]
+    bridge = sandbox.bridge
+    assert bridge is not None and Path("/sys/class/net", bridge, "bridge").is_dir()
+    ports = sorted(p.name for p in Path("/sys/class/net", bridge, "brif").iterdir())
+    assert ports == sorted(h.shared_veth for h in sandbox.hosts)
+    # Shared addresses live only inside the hosts, never on this machine.
+    here = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True)
+    assert "10.232." not in here.stdout
+    assert sandbox.describe()["bridge"] == bridge
+
+    assert b.shared_address is not None
+    listener = subprocess.Popen(
+        b.exec_argv([sys.executable, "-I", "-c", _LISTENER, b.shared_address, "4001"]),
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert listener.stdout is not None and listener.stdout.readline() == "ready\n"
+        assert connect_from(a, b.shared_address, 4001) == b.netns
+        assert connect_from(c, b.shared_address, 4001) == b.netns
+        # The own (10.231) networks stay private: a has no route to b's own address.
+        assert connect_from(a, b.address, 22) == "OSError"
+    finally:
+        listener.kill()
+        listener.wait(timeout=10)
+
+    sandbox.teardown()
+    assert not Path("/sys/class/net", bridge).exists()
+    for host in (a, b, c):
+        assert not Path("/sys/class/net", host.shared_veth).exists()
+        assert not Path("/sys/class/net", host.veth).exists()
+
+
+def test_without_shared_network_there_is_no_bridge(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(1)
+    assert sandbox.bridge is None
+    assert sandbox.hosts[0].shared_address is None
+    assert not Path("/sys/class/net", sandbox.hosts[0].shared_veth).exists()
+
+
+def test_tmpfs_fills_on_one_host_only_and_goes_with_teardown(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(2)
+    full, other = sandbox.hosts
+    full.mount_tmpfs("/srv/hello/releases", size="1m")
+    source = full.tmpfs_source
+    seen = ssh(sandbox, full, f"grep -c ' - tmpfs {source} ' /proc/self/mountinfo; "
+                              "dd if=/dev/zero of=/srv/hello/releases/big bs=64k count=64 "
+                              "2>&1; echo rc=$?; df -k /srv/hello/releases | tail -n 1")
+    count, *rest = seen.splitlines()
+    assert count == "1", seen
+    assert "No space left on device" in seen and "rc=1" in seen, seen
+    assert rest[-1].split()[1] == "1024", seen  # 1 MiB in 1K blocks
+    # The other host, and this machine, see the plain directory beneath.
+    elsewhere = ssh(sandbox, other, f"grep -c ' - tmpfs {source} ' /proc/self/mountinfo; true")
+    assert elsewhere.strip() == "0"
+    assert f" - tmpfs {source} " not in Path("/proc/self/mountinfo").read_text()
+    assert not full.srv("/srv/hello/releases/big").exists()
+    assert source in mountinfo_sources()
+
+    sandbox.teardown()
+    assert source not in mountinfo_sources()
+
+
+@pytest.mark.unit
+def test_tmpfs_refuses_bad_size_and_paths_outside_srv(tmp_path: Path) -> None:
+    host = Sandbox(tmp_path, 1)._host(7)
+    for size in ("", "0", "8m,exec", "8 m", "-1", "8t"):
+        with pytest.raises(ValueError, match="tmpfs size"):
+            host.mount_tmpfs("/srv/hello/releases", size=size)
+    for path in ("/tmp", "/srv/../etc", "srv/x"):
+        with pytest.raises(ValueError, match="not a path under /srv"):
+            host.mount_tmpfs(path)
+    assert not (tmp_path / "host7").exists()
