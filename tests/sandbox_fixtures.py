@@ -79,6 +79,23 @@ def isolated_home(
     return home
 
 
+def mountinfo_sources() -> set[str]:
+    """The source of every mount any process on this machine sees."""
+    sources: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        for line in text.splitlines():
+            after = line.partition(" - ")[2].split()
+            if len(after) >= 2:
+                sources.add(after[1])
+    return sources
+
+
 def fabric_connection(
     sandbox: Sandbox, host: SandboxHost, *, known_hosts: Path | None = None
 ) -> Connection:

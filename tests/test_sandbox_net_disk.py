@@ -11,7 +11,7 @@ import pytest
 
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost
 from tests import sandbox_fixtures
-from tests.sandbox_fixtures import MakeSandbox
+from tests.sandbox_fixtures import MakeSandbox, mountinfo_sources
 
 make_sandbox = sandbox_fixtures.make_sandbox
 
@@ -41,23 +41,6 @@ except OSError as exc:
 def connect_from(host: SandboxHost, address: str, port: int) -> str:
     argv = host.exec_argv([sys.executable, "-I", "-c", _CLIENT, address, str(port)])
     return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
-
-
-def mountinfo_sources() -> set[str]:
-    """The source of every mount any process on this machine sees."""
-    sources: set[str] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "mountinfo").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        for line in text.splitlines():
-            after = line.partition(" - ")[2].split()
-            if len(after) >= 2:
-                sources.add(after[1])
-    return sources
 
 
 def ssh(sandbox: Sandbox, host: SandboxHost, script: str) -> str:
