@@ -17,6 +17,7 @@ Needs root, iproute2, util-linux (unshare, nsenter), OpenSSH's sshd and nginx. T
 goes to the addresses of namespaces created here.
 
     python -m bluegreen.sandbox.hosts up 3 /tmp/sbx   # start; described in /tmp/sbx/sandbox.json
+    python -m bluegreen.sandbox.hosts up 3 /tmp/sbx --shared-network   # hosts joined by a bridge
     python -m bluegreen.sandbox.hosts down /tmp/sbx   # stop everything that file describes
 """
 
@@ -331,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("count", type=int)
     up.add_argument("workdir", type=Path)
     up.add_argument("--app", default="hello")
+    up.add_argument("--shared-network", action="store_true",
+                    help="also join the hosts on a bridge (10.232.0.N), e.g. for LBs")
     down = sub.add_parser("down", help="stop the hosts described in WORKDIR/sandbox.json")
     down.add_argument("workdir", type=Path)
     args = parser.parse_args(argv)
@@ -339,12 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(reason)
     try:
         if args.command == "up":
-            sandbox = Sandbox(args.workdir, args.count, app=args.app)
+            sandbox = Sandbox(
+                args.workdir, args.count, app=args.app, shared_network=args.shared_network
+            )
             sandbox.start()
             sandbox.detach()
             print(f"{args.count} hosts up in {sandbox.startup_seconds:.2f}s")
             for host in sandbox.hosts:
-                print(f"  {host.netns}  {host.spec}  /srv = {host.hostdir}")
+                shared = f"  shared {host.shared_address}" if host.shared_address else ""
+                print(f"  {host.netns}  {host.spec}{shared}  /srv = {host.hostdir}")
             print(f"ssh -F {sandbox.ssh_config} {sandbox.hosts[0].netns}")
         else:
             Sandbox.attach(args.workdir).teardown()
