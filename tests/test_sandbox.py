@@ -214,6 +214,7 @@ def test_concurrent_sandboxes_get_distinct_hosts(make_sandbox: MakeSandbox) -> N
         assert hostname.stdout.strip() == host.netns
 
 
+@pytest.mark.unit
 def test_srv_maps_inside_paths_only(tmp_path: Path) -> None:
     host = Sandbox(tmp_path, 1)._host(7)
     assert host.srv("/srv/hello/bg/state.json") == tmp_path / "host7/srv/hello/bg/state.json"
