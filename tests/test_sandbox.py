@@ -234,9 +234,9 @@ def test_command_line_up_and_down(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         attached = Sandbox.attach(workdir)
-        host, bridge = attached.hosts[0], attached.bridge
+        host, switch = attached.hosts[0], attached.switch
         assert f"shared {host.shared_address}" in up.stdout
-        assert bridge is not None and Path("/sys/class/net", bridge).exists()
+        assert switch is not None and switch in netns_names()
         assert host.netns in netns_names()
         assert probe(host, 80).startswith("502 none")
         hostname = subprocess.run(host.ssh_argv("hostname"), capture_output=True, text=True)
@@ -245,7 +245,7 @@ def test_command_line_up_and_down(tmp_path: Path) -> None:
         down = run([*cli, "down", str(workdir)])
     assert down.returncode == 0, down.stdout + down.stderr
     assert host.netns not in netns_names()
-    assert not Path("/sys/class/net", bridge).exists()
+    assert switch not in netns_names()
     again = run([*cli, "down", str(workdir)])
     assert again.returncode == 1
     assert "no sandbox is described" in again.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost
+from bluegreen.sandbox.network import switch_ports
 from tests import sandbox_fixtures
 from tests.sandbox_fixtures import MakeSandbox, mountinfo_sources
 
@@ -38,6 +39,11 @@ except OSError as exc:
 """
 
 
+def netns_names() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
 def connect_from(host: SandboxHost, address: str, port: int) -> str:
     argv = host.exec_argv([sys.executable, "-I", "-c", _CLIENT, address, str(port)])
     return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
@@ -50,7 +56,7 @@ def ssh(sandbox: Sandbox, host: SandboxHost, script: str) -> str:
     return result.stdout
 
 
-def test_shared_network_joins_the_hosts_and_teardown_removes_the_bridge(
+def test_shared_network_joins_the_hosts_and_teardown_removes_the_switch(
     make_sandbox: MakeSandbox,
 ) -> None:
     sandbox = make_sandbox(3, shared_network=True)
@@ -58,14 +64,13 @@ def test_shared_network_joins_the_hosts_and_teardown_removes_the_bridge(
     assert [h.shared_address for h in sandbox.hosts] == [
         f"10.232.0.{h.index}" for h in sandbox.hosts
     ]
-    bridge = sandbox.bridge
-    assert bridge is not None and Path("/sys/class/net", bridge, "bridge").is_dir()
-    ports = sorted(p.name for p in Path("/sys/class/net", bridge, "brif").iterdir())
-    assert ports == sorted(h.shared_veth for h in sandbox.hosts)
+    switch = sandbox.switch
+    assert switch is not None and switch in netns_names()
+    assert sorted(switch_ports(switch)) == sorted(h.shared_veth for h in sandbox.hosts)
     # Shared addresses live only inside the hosts, never on this machine.
     here = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True)
     assert "10.232." not in here.stdout
-    assert sandbox.describe()["bridge"] == bridge
+    assert sandbox.describe()["switch"] == switch
 
     assert b.shared_address is not None
     listener = subprocess.Popen(
@@ -83,17 +88,18 @@ def test_shared_network_joins_the_hosts_and_teardown_removes_the_bridge(
         listener.wait(timeout=10)
 
     sandbox.teardown()
-    assert not Path("/sys/class/net", bridge).exists()
+    assert switch not in netns_names()  # and with it the bridge and its ports
     for host in (a, b, c):
-        assert not Path("/sys/class/net", host.shared_veth).exists()
         assert not Path("/sys/class/net", host.veth).exists()
 
 
 def test_without_shared_network_there_is_no_bridge(make_sandbox: MakeSandbox) -> None:
     sandbox = make_sandbox(1)
-    assert sandbox.bridge is None
+    assert sandbox.switch is None
     assert sandbox.hosts[0].shared_address is None
-    assert not Path("/sys/class/net", sandbox.hosts[0].shared_veth).exists()
+    links = subprocess.run(sandbox.hosts[0].exec_argv(["ip", "-o", "link"]), capture_output=True,
+                           text=True, check=True).stdout
+    assert sandbox.hosts[0].shared_veth[:-1] not in links
 
 
 def test_tmpfs_fills_on_one_host_only_and_goes_with_teardown(make_sandbox: MakeSandbox) -> None:

@@ -100,7 +100,7 @@ class SandboxHost:
 
     @property
     def shared_veth(self) -> str:
-        """The outside end of the host's link to the shared bridge (inside: ``...b``)."""
+        """The host's port on the shared bridge, in the switch namespace (inside: ``...b``)."""
         return f"bgl{self.index}a"
 
     @property

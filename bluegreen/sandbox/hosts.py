@@ -139,11 +139,12 @@ class Sandbox:
         self.teardown()
 
     @property
-    def bridge(self) -> str | None:
-        """The shared network's bridge here, named after the first host (None without one)."""
+    def switch(self) -> str | None:
+        """The namespace of the shared network's bridge, named after the first host (None
+        without a shared network)."""
         if not self.shared_network or not self.hosts:
             return None
-        return network.bridge_name(self.hosts[0].index)
+        return network.switch_name(self.hosts[0].index)
 
     def ssh_argv(self, host: SandboxHost, *command: str) -> list[str]:
         """An OpenSSH command line for ``host`` (OpenSSH ignores $HOME, hence ``-F``)."""
@@ -163,8 +164,8 @@ class Sandbox:
                 keygen(self.identity_file, "bg-sandbox-client")
                 write_authorized_keys(self.authorized_keys, self.identity_file)
                 self._allocate()
-                if self.bridge is not None:
-                    network.create_bridge(self.bridge)
+                if self.switch is not None:
+                    network.create_switch(self.switch)
                 with ThreadPoolExecutor(max_workers=min(len(self.hosts), 16)) as pool:
                     key_lines = list(pool.map(self._start_host, self.hosts))
                 self.known_hosts.write_text("".join(key_lines))
@@ -175,8 +176,8 @@ class Sandbox:
             self.startup_seconds = time.monotonic() - began
 
     def teardown(self, *, term_wait: float = 3.0, kill_wait: float = 5.0) -> None:
-        """Kill everything in the hosts' networks, delete links, bridge and namespaces (with
-        them every mount made inside the hosts). Idempotent."""
+        """Kill everything in the hosts' networks, delete links and namespaces (the switch's
+        too; with the hosts' go every mount made inside them). Idempotent."""
         with self._lock:
             atexit.unregister(self.teardown)
             if not self.hosts:
@@ -193,7 +194,7 @@ class Sandbox:
                 except subprocess.TimeoutExpired:
                     problems.append(f"init {proc.pid} did not exit")
             self._inits = {}
-            problems += network.disconnect(self.hosts, self.bridge)
+            problems += network.disconnect(self.hosts, self.switch)
             for host in self.hosts:
                 if netns_exists(host.netns):
                     problems += try_run(["ip", "netns", "del", host.netns])
@@ -231,7 +232,7 @@ class Sandbox:
             "count": self.count,
             "app": self.app,
             "shared_network": self.shared_network,
-            "bridge": self.bridge,
+            "switch": self.switch,
             "identity_file": str(self.identity_file),
             "known_hosts": str(self.known_hosts),
             "ssh_config": str(self.ssh_config),
@@ -272,8 +273,8 @@ class Sandbox:
             if index > MAX_INDEX:
                 raise SandboxError(f"no free sandbox index left in 1..{MAX_INDEX}")
             name = f"{NETNS_PREFIX}{index}"
-            links = (f"bgs{index}a", f"bgl{index}a", network.bridge_name(index))
-            if name in taken or any(link_exists(link) for link in links):
+            left_behind = network.switch_name(index) in taken or link_exists(f"bgs{index}a")
+            if name in taken or left_behind:
                 continue  # claimed, or left behind by a sandbox that was killed
             proc = run(["ip", "netns", "add", name], check=False)
             if proc.returncode != 0:
@@ -303,8 +304,8 @@ class Sandbox:
                 f'map "" ${self.app}_slot {{ default "none"; }}\n'
             )
         network.connect(host)
-        if self.bridge is not None:
-            network.join_bridge(host, self.bridge)
+        if self.switch is not None:
+            network.join_switch(host, self.switch)
         proc = spawn(host, sshd_bin=self.sshd_bin)
         self._inits[host.netns] = proc
         wait_up(host, proc, self.ready_timeout)

@@ -1,12 +1,14 @@
-"""The sandbox's links: each host's own veth to this machine, and an optional shared bridge.
+"""The sandbox's links: each host's own veth to this machine, and an optional shared network.
 
 Host N's own link is a veth pair ``bgsNa`` (here, 10.231.N.1/30) - ``bgsNb`` (inside,
 10.231.N.2/30): this machine reaches the host, the hosts do not reach each other. With a shared
 network, each host also gets ``bglNb`` inside (10.232.0.N/24), whose peer ``bglNa`` is a port of
-the sandbox's bridge ``bgbrM`` (M: its first host's index) here, so every host reaches every
-other host's shared address, as app hosts and load balancers on one LAN do. The bridge has no
-address here: shared addresses exist only inside the sandbox's namespaces, and two sandboxes'
-bridges never route into each other.
+the bridge ``br0`` in the sandbox's switch namespace ``bgswM`` (M: its first host's index), so
+every host reaches every other host's shared address, as app hosts and load balancers on one LAN
+do. The bridge lives in a namespace of its own, not here: this machine's firewall (say Docker's
+FORWARD policy DROP, which bridged traffic meets when br_netfilter is loaded) never sees the
+hosts' traffic, shared addresses exist only inside the sandbox's namespaces, and deleting that
+one namespace removes the bridge and all its ports.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bluegreen.sandbox.host import SandboxHost
-from bluegreen.sandbox.netns import SandboxError, link_exists, run, try_run
+from bluegreen.sandbox.netns import SandboxError, link_exists, netns_exists, run, try_run
 
 SHARED_NETWORK = "10.232.0"
-BRIDGE_PREFIX = "bgbr"
+SWITCH_PREFIX = "bgsw"
+BRIDGE = "br0"
 
 
 def own_address(index: int) -> str:
@@ -28,8 +31,9 @@ def shared_address(index: int) -> str:
     return f"{SHARED_NETWORK}.{index}"
 
 
-def bridge_name(first_index: int) -> str:
-    return f"{BRIDGE_PREFIX}{first_index}"
+def switch_name(first_index: int) -> str:
+    """The namespace holding the shared network's bridge."""
+    return f"{SWITCH_PREFIX}{first_index}"
 
 
 def connect(host: SandboxHost) -> None:
@@ -47,36 +51,41 @@ def connect(host: SandboxHost) -> None:
     run(["ip", "-n", host.netns, "-batch", "-"], stdin="\n".join(inside_cmds) + "\n")
 
 
-def create_bridge(name: str) -> None:
-    """Claim ``name``: ``ip link add`` fails if any bridge (say a stale one) already has it."""
-    proc = run(["ip", "link", "add", "name", name, "type", "bridge"], check=False)
+def create_switch(name: str) -> None:
+    """Claim the namespace ``name`` (``ip netns add`` fails if it exists, say a stale one) and
+    put an up bridge in it."""
+    proc = run(["ip", "netns", "add", name], check=False)
     if proc.returncode != 0:
-        raise SandboxError(f"cannot create the sandbox bridge {name}", detail=proc.stderr.strip())
-    run(["ip", "link", "set", name, "up"])
+        raise SandboxError(f"cannot create the sandbox switch {name}", detail=proc.stderr.strip())
+    run(["ip", "-n", name, "-batch", "-"],
+        stdin=f"link add name {BRIDGE} type bridge\nlink set {BRIDGE} up\n")
 
 
-def join_bridge(host: SandboxHost, bridge: str) -> None:
-    """A second veth pair from the host to ``bridge``, holding ``host.shared_address``."""
+def join_switch(host: SandboxHost, switch: str) -> None:
+    """A veth pair from the host to the bridge in ``switch``, holding ``host.shared_address``."""
     if host.shared_address is None:
-        raise SandboxError(f"{host.netns} has no shared address to join {bridge} with")
-    outside, inside = host.shared_veth, f"bgl{host.index}b"
-    outside_cmds = [
-        f"link add {outside} type veth peer name {inside} netns {host.netns}",
-        f"link set {outside} master {bridge}",
-        f"link set {outside} up",
-    ]
+        raise SandboxError(f"{host.netns} has no shared address to join {switch} with")
+    port, inside = host.shared_veth, f"bgl{host.index}b"
+    run(["ip", "link", "add", port, "netns", switch, "type", "veth",
+         "peer", "name", inside, "netns", host.netns])
+    run(["ip", "-n", switch, "-batch", "-"],
+        stdin=f"link set {port} master {BRIDGE}\nlink set {port} up\n")
     inside_cmds = [f"addr add {host.shared_address}/24 dev {inside}", f"link set {inside} up"]
-    run(["ip", "-batch", "-"], stdin="\n".join(outside_cmds) + "\n")
     run(["ip", "-n", host.netns, "-batch", "-"], stdin="\n".join(inside_cmds) + "\n")
 
 
-def disconnect(hosts: Sequence[SandboxHost], bridge: str | None) -> list[str]:
-    """Delete every link the sandbox made here; the problems met, as lines."""
+def switch_ports(switch: str) -> list[str]:
+    """The bridge's ports (each a host's ``bglNa``)."""
+    listed = run(["ip", "-n", switch, "-o", "link", "show", "master", BRIDGE]).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in listed.splitlines()]
+
+
+def disconnect(hosts: Sequence[SandboxHost], switch: str | None) -> list[str]:
+    """Delete every link and the switch namespace the sandbox made; the problems met."""
     problems: list[str] = []
     for host in hosts:
-        for link in (host.veth, host.shared_veth):
-            if link_exists(link):
-                problems += try_run(["ip", "link", "del", link])
-    if bridge is not None and link_exists(bridge):
-        problems += try_run(["ip", "link", "del", bridge])
+        if link_exists(host.veth):
+            problems += try_run(["ip", "link", "del", host.veth])
+    if switch is not None and netns_exists(switch):
+        problems += try_run(["ip", "netns", "del", switch])
     return problems
