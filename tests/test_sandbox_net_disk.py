@@ -3,8 +3,10 @@ load-balancer tier) and a small tmpfs in one host's mount namespace (for a full 
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,45 @@ def test_shared_network_joins_the_hosts_and_teardown_removes_the_switch(
     assert switch not in netns_names()  # and with it the bridge and its ports
     for host in (a, b, c):
         assert not Path("/sys/class/net", host.veth).exists()
+
+
+def test_lb_hosts_nginx_proxies_to_an_app_host_over_the_shared_network(
+    make_sandbox: MakeSandbox,
+) -> None:
+    sandbox = make_sandbox(2, shared_network=True)
+    lb, app = sandbox.hosts
+    assert app.shared_address is not None
+    www = app.srv("/srv/www")
+    www.mkdir()
+    (www / "who").write_text(f"{app.netns}\n")
+    serve = ["-m", "http.server", "4001", "--bind", app.shared_address, "--directory", "/srv/www"]
+    server = subprocess.Popen(
+        app.exec_argv([sys.executable, "-I", *serve]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # What bg would write on an LB: the upstream names the app host's shared address.
+        lb.srv(lb.nginx.upstream_file).write_text(
+            f"upstream hello_live {{ server {app.shared_address}:4001; }}\n"
+            'map "" $hello_slot { default "blue"; }\n'
+        )
+        subprocess.run(lb.exec_argv(lb.nginx.argv("-s", "reload")), check=True)
+        deadline = time.monotonic() + 15
+        while True:
+            conn = http.client.HTTPConnection(lb.address, 80, timeout=5)
+            try:
+                conn.request("GET", "/who")
+                reply = conn.getresponse()
+                answer = (reply.status, reply.getheader("X-BG-Slot"), reply.read().strip())
+            finally:
+                conn.close()
+            if answer[0] == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert answer == (200, "blue", app.netns.encode())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_without_shared_network_there_is_no_bridge(make_sandbox: MakeSandbox) -> None:
