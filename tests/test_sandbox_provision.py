@@ -79,7 +79,7 @@ def test_provision_runs_the_real_script_on_one_host_only(make_sandbox: MakeSandb
     assert tree_digest(*machine) == before
     assert nginx_status(done) == (502, "none")
 
-    sources = {f"{done.netns}-provision"}
+    sources = {f"{done.mount_tag}-provision"}
     assert sources <= mountinfo_sources()
     sandbox.teardown()
     assert not sources & mountinfo_sources()

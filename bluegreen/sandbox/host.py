@@ -6,6 +6,7 @@ init that runs the launch script (hostname, /srv bind mount, nginx, sshd) and th
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import sys
@@ -124,9 +125,15 @@ class SandboxHost:
         return self.confdir / "ssh_host_ed25519_key"
 
     @property
+    def mount_tag(self) -> str:
+        """Names the mounts made in this host (in /proc/*/mountinfo), unique to this sandbox:
+        a later host with the same index gets another tag."""
+        return f"{self.netns}-{hashlib.sha256(str(self.hostdir).encode()).hexdigest()[:8]}"
+
+    @property
     def tmpfs_source(self) -> str:
         """The device name of this host's tmpfs mounts, as /proc/*/mountinfo shows it."""
-        return f"{self.netns}-tmpfs"
+        return f"{self.mount_tag}-tmpfs"
 
     def srv(self, path_inside: str) -> Path:
         """Where ``/srv/...`` on the host is from here."""

@@ -109,7 +109,7 @@ def provision(
         shim = bin_dir / name
         shim.write_text(text)
         shim.chmod(0o755)
-    args = [str(base), f"{host.netns}-provision"]
+    args = [str(base), f"{host.mount_tag}-provision"]
     overlaid = [*_OVERLAID, *_OVERLAID_WHILE_PROVISIONING]
     run(host.exec_argv(["sh", "-c", _ISOLATE, "isolate", *args, *overlaid]))
     try:
