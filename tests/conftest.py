@@ -8,6 +8,17 @@ import pytest
 
 from tests.helpers import Workspace, make_workspace, need
 from tests.sandbox_fixtures import isolated_home, make_sandbox, sandbox_1  # noqa: F401
+from tests.ssh_fixtures import (  # noqa: F401  (registered once: one session-wide sshd)
+    authorized,
+    client_key,
+    closed_port,
+    fresh_sshd,
+    ssh_home,
+    ssh_host,
+    sshd,
+    unpermitted_web_port,
+    web_port,
+)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import random
 import socket
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from bluegreen.sandbox.config import (
+    DEFAULT_APP,
+    DEFAULT_HEALTH,
+    Fragment,
+    merge,
+    parse_fragment,
+    write_config,
+)
 from bluegreen.sandbox.nginx import NginxServer
 
 REQUIRE_ROOT = os.environ.get("BG_REQUIRE_ROOT_TESTS") == "1"
@@ -84,8 +91,12 @@ class Workspace:
         return Path(self.nginx.upstream_file).read_bytes()
 
 
-def make_workspace(tmp: Path, *, extra: str = "", app_section: str = "",
-                   health: str = "") -> Workspace:
+def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "",
+                   health: Fragment = "") -> Workspace:
+    """bg's config and a private nginx in ``tmp``. ``app_section`` and ``health`` replace the
+    default keys of ``[app]`` (beyond name, root, ...) and ``[health]``; ``extra`` adds or
+    overrides tables. Each may be a mapping or a TOML fragment; the file is written by
+    ``bluegreen.tomlwriter``, so paths are escaped."""
     listen = free_port()
     blue, green = free_port(), free_port()
     while green == blue:
@@ -93,32 +104,26 @@ def make_workspace(tmp: Path, *, extra: str = "", app_section: str = "",
     nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello")
     nginx.render()
     root = tmp / "srv" / "hello"
-    config = tmp / "bluegreen.toml"
-    app_section = app_section or 'runner = "command"\ncommand = "bin/server"'
-    health = health or "interval = 0.1\ntimeout = 1.0\ndeadline = 15.0"
-    config.write_text(textwrap.dedent(f"""\
-        [app]
-        name = "hello"
-        root = "{root}"
-        keep_releases = 3
-        stop_timeout = 10
-        """) + app_section + textwrap.dedent(f"""
-
-        [slots]
-        blue = {blue}
-        green = {green}
-
-        [health]
-        """) + health + textwrap.dedent(f"""
-
-        [nginx]
-        upstream_file = "{nginx.upstream_file}"
-        test_command = "{nginx.test_command}"
-        reload_command = "{nginx.reload_command}"
-        probe_url = "http://127.0.0.1:{listen}/"
-        pid_file = "{nginx.pid_file}"
-
-        [switch]
-        drain_timeout = 10
-        """) + extra)
+    document: dict[str, Any] = {
+        "app": {
+            "name": "hello",
+            "root": root,
+            "keep_releases": 3,
+            "stop_timeout": 10,
+            **parse_fragment(app_section or DEFAULT_APP, "app_section"),
+        },
+        "slots": {"blue": blue, "green": green},
+        "health": parse_fragment(health or DEFAULT_HEALTH, "health"),
+        "nginx": {
+            "upstream_file": nginx.upstream_file,
+            "test_command": nginx.test_command,
+            "reload_command": nginx.reload_command,
+            "probe_url": f"http://127.0.0.1:{listen}/",
+            "pid_file": nginx.pid_file,
+        },
+        "switch": {"drain_timeout": 10},
+    }
+    config = write_config(
+        tmp / "bluegreen.toml", merge(document, parse_fragment(extra, "extra"))
+    )
     return Workspace(tmp, config, nginx, root, {"blue": blue, "green": green}, listen)

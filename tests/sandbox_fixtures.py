@@ -33,7 +33,9 @@ def need_root() -> None:
 
 
 class MakeSandbox(Protocol):
-    def __call__(self, count: int = 1, *, app: str = "hello") -> Sandbox: ...
+    def __call__(
+        self, count: int = 1, *, app: str = "hello", shared_network: bool = False
+    ) -> Sandbox: ...
 
 
 @pytest.fixture
@@ -42,8 +44,9 @@ def make_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeSandb
     need_root()
     made: list[Sandbox] = []
 
-    def make(count: int = 1, *, app: str = "hello") -> Sandbox:
-        sandbox = Sandbox(tmp_path_factory.mktemp("sandbox"), count, app=app)
+    def make(count: int = 1, *, app: str = "hello", shared_network: bool = False) -> Sandbox:
+        workdir = tmp_path_factory.mktemp("sandbox")
+        sandbox = Sandbox(workdir, count, app=app, shared_network=shared_network)
         made.append(sandbox)
         sandbox.start()
         return sandbox
@@ -74,6 +77,23 @@ def isolated_home(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     return home
+
+
+def mountinfo_sources() -> set[str]:
+    """The source of every mount any process on this machine sees."""
+    sources: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        for line in text.splitlines():
+            after = line.partition(" - ")[2].split()
+            if len(after) >= 2:
+                sources.add(after[1])
+    return sources
 
 
 def fabric_connection(

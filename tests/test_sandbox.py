@@ -214,6 +214,7 @@ def test_concurrent_sandboxes_get_distinct_hosts(make_sandbox: MakeSandbox) -> N
         assert hostname.stdout.strip() == host.netns
 
 
+@pytest.mark.unit
 def test_srv_maps_inside_paths_only(tmp_path: Path) -> None:
     host = Sandbox(tmp_path, 1)._host(7)
     assert host.srv("/srv/hello/bg/state.json") == tmp_path / "host7/srv/hello/bg/state.json"
@@ -229,16 +230,22 @@ def test_command_line_up_and_down(tmp_path: Path) -> None:
     workdir = tmp_path / "cli"
     cli = [sys.executable, "-m", "bluegreen.sandbox.hosts"]
     run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=REPO)
-    up = run([*cli, "up", "1", str(workdir)])
+    up = run([*cli, "up", "1", str(workdir), "--shared-network"])
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        host = Sandbox.attach(workdir).hosts[0]
+        attached = Sandbox.attach(workdir)
+        host, switch = attached.hosts[0], attached.switch
+        assert f"shared {host.shared_address}" in up.stdout
+        assert switch is not None and switch in netns_names()
         assert host.netns in netns_names()
         assert probe(host, 80).startswith("502 none")
+        hostname = subprocess.run(host.ssh_argv("hostname"), capture_output=True, text=True)
+        assert hostname.stdout.strip() == host.netns, hostname.stderr
     finally:
         down = run([*cli, "down", str(workdir)])
     assert down.returncode == 0, down.stdout + down.stderr
     assert host.netns not in netns_names()
+    assert switch not in netns_names()
     again = run([*cli, "down", str(workdir)])
     assert again.returncode == 1
     assert "no sandbox is described" in again.stdout

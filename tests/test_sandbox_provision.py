@@ -1,0 +1,94 @@
+"""``provision(host)``: the repo's nginx/provision.sh on a sandbox host, over its SSH, changing
+that host only (never this machine's /etc)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bluegreen.sandbox.hosts import Sandbox, SandboxError, SandboxHost
+from bluegreen.sandbox.provision import provision
+from tests import sandbox_fixtures
+from tests.sandbox_fixtures import MakeSandbox, mountinfo_sources
+
+make_sandbox = sandbox_fixtures.make_sandbox
+
+pytestmark = pytest.mark.root
+
+
+def tree_digest(*roots: str) -> str:
+    """Names, link targets and contents under ``roots``: equal digests, unchanged trees."""
+    digest = hashlib.sha256()
+    for root in roots:
+        base = Path(root)
+        if not base.exists():
+            digest.update(f"{root} missing\n".encode())
+            continue
+        for path in sorted(base.rglob("*")):
+            digest.update(str(path).encode())
+            if path.is_symlink():
+                digest.update(str(path.readlink()).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ssh(sandbox: Sandbox, host: SandboxHost, script: str) -> subprocess.CompletedProcess[str]:
+    argv = sandbox.ssh_argv(host, script)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
+def nginx_status(host: SandboxHost) -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection(host.address, 80, timeout=5)
+    try:
+        conn.request("GET", "/")
+        reply = conn.getresponse()
+        return reply.status, reply.getheader("X-BG-Slot")
+    finally:
+        conn.close()
+
+
+def test_provision_runs_the_real_script_on_one_host_only(make_sandbox: MakeSandbox) -> None:
+    machine = ("/etc/nginx", "/etc/sudoers.d", "/tmp/bg-site.conf.j2")
+    before = tree_digest(*machine)
+    sandbox = make_sandbox(2)
+    done, other = sandbox.hosts
+
+    provision(done)
+    provision(done)  # idempotent, like the script
+
+    inside = ssh(sandbox, done, (
+        "readlink /etc/nginx/sites-enabled/hello; cat /etc/sudoers.d/bg-root; "
+        "test ! -e /etc/nginx/sites-enabled/default && echo no-default; "
+        "cat /etc/nginx/conf.d/hello-bluegreen-include.conf; nginx -q -t && echo valid"
+    ))
+    assert inside.returncode == 0, inside.stderr
+    lines = inside.stdout.splitlines()
+    assert lines[0] == "/etc/nginx/sites-available/hello"
+    assert "root ALL=(root) NOPASSWD: /usr/sbin/nginx -t" in lines[1]
+    assert lines[2:] == ["no-default", "include /srv/hello/nginx/*.conf;", "valid"]
+    upstream = done.srv("/srv/hello/nginx/hello.bluegreen.conf").read_text()
+    assert "upstream hello_live { server 127.0.0.1:4001; }" in upstream
+    # The other host and this machine are untouched; the host's own nginx still serves.
+    elsewhere = ssh(sandbox, other, "ls /etc/nginx/sites-enabled/hello /srv/hello 2>&1; true")
+    assert elsewhere.stdout.count("No such file") == 2, elsewhere.stdout
+    assert tree_digest(*machine) == before
+    assert nginx_status(done) == (502, "none")
+
+    sources = {f"{done.mount_tag}-provision"}
+    assert sources <= mountinfo_sources()
+    sandbox.teardown()
+    assert not sources & mountinfo_sources()
+    assert tree_digest(*machine) == before
+
+
+def test_provision_failure_names_the_host_and_step(make_sandbox: MakeSandbox) -> None:
+    sandbox = make_sandbox(1)
+    host = sandbox.hosts[0]
+    with pytest.raises(SandboxError, match=f"{host.netns}: provisioning failed") as info:
+        provision(host, app="hello", user="no-such-user-bg")
+    assert "no-such-user-bg" in info.value.detail
