@@ -36,7 +36,7 @@ def start_bg(ws: Workspace, *args: str, failpoint: str = "") -> subprocess.Popen
 
 
 def serving(ws: Workspace) -> str:
-    return ws.get().headers.get("X-App-Version", "")
+    return str(ws.get().headers.get("X-App-Version", ""))
 
 
 def assert_consistent(ws: Workspace, version: str) -> None:
@@ -53,7 +53,7 @@ def assert_consistent(ws: Workspace, version: str) -> None:
 def killed_then_repaired(ws: Workspace, clients: Clients, args: tuple[str, ...],
                          failpoint: str, repair_version: str, repair_art: Path) -> None:
     proc = start_bg(ws, *args, failpoint=f"{failpoint}:kill")
-    out, err = proc.communicate(timeout=90)
+    _, err = proc.communicate(timeout=90)
     assert proc.returncode == -signal.SIGKILL, (failpoint, proc.returncode, err)
     status = json.loads(ws.bg("--json", "status", check=False).stdout)
     host = status["hosts"][0]
