@@ -82,15 +82,20 @@ def test_one_host_deploy_deploy_rollback_switch(make_sandbox: MakeSandbox, tmp_p
     for f in ("bg/journal.jsonl", "bg/state.json", "logs/blue.log", "logs/green.log"):
         assert SECRET not in host.srv(f"/srv/hello/{f}").read_text()
 
-    # A second upload of the same artifact transfers nothing.
+    # The live release again: nothing to do at all.
+    same = json.loads(bg(config, "--json", "deploy", str(build_sample(art, "2.0.0"))).stdout)
+    assert [h["outcome"] for h in same["hosts"]] == ["unchanged"]
+    assert not any(s["title"].startswith(("upload", "start")) for s in same["steps"])
+    # A release still on the host (1.0.0, retired) is started again without an upload.
     uploads = host.srv("/srv/hello/bg/uploads")
-    release = host.srv("/srv/hello/releases/2.0.0")
+    release = host.srv("/srv/hello/releases/1.0.0")
     mtime = release.stat().st_mtime_ns
-    again = bg(config, "--json", "deploy", str(build_sample(art, "2.0.0")))
-    steps = {s["title"].split(" (")[0]: s for s in json.loads(again.stdout)["steps"]}
-    assert steps["upload 2.0.0"]["note"] == "uploaded to 0, already on 1"
+    again = json.loads(bg(config, "--json", "deploy", str(build_sample(art, "1.0.0"))).stdout)
+    assert [h["outcome"] for h in again["hosts"]] == ["start, gate, switch: green -> blue"]
+    assert not any(s["title"].startswith("upload") for s in again["steps"])
     assert release.stat().st_mtime_ns == mtime
     assert list(uploads.iterdir()) == []
+    assert through_nginx(host) == ("hello 1.0.0 slot=blue", "blue")
 
 
 def test_three_hosts_all_or_nothing(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
@@ -119,7 +124,7 @@ def test_three_hosts_all_or_nothing(make_sandbox: MakeSandbox, tmp_path: Path) -
     flag.unlink()
     out = bg(config, "--json", "deploy", str(build_sample(art, "2.0.0")))
     result = json.loads(out.stdout)
-    assert [h["outcome"] for h in result["hosts"]] == ["switched"] * 3
+    assert [h["outcome"] for h in result["hosts"]] == ["start, gate, switch: blue -> green"] * 3
     for h in sandbox.hosts:
         assert through_nginx(h) == ("hello 2.0.0 slot=green", "green")
 
