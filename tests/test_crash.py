@@ -138,3 +138,25 @@ def test_interrupt_stops_what_it_started_and_releases(
     assert not pid_file.exists(), "the started slot was left running"
     history = json.loads(ws.bg("--json", "history", "-n", "50").stdout)["local"]
     assert any(e["step"] == "failed" for e in history)
+
+
+def test_new_slot_dying_right_after_the_switch_goes_back(
+        two_releases: tuple[Workspace, dict[str, Path]]) -> None:
+    ws, arts = two_releases
+    pid_file = ws.root / "run" / "blue.pid"  # 3.0.0 goes to blue (green is live)
+    with Clients(ws.listen_port, gets=3, posts=2) as clients:
+        proc = start_bg(ws, "deploy", str(arts["3.0.0"]),
+                        failpoint=f"switched:exec:kill -9 $(cat {pid_file})")
+        _, err = proc.communicate(timeout=90)
+        ended = time.monotonic()
+        time.sleep(0.5)
+    assert proc.returncode == 3, err
+    assert "stopped answering right after the switch" in err
+    assert_consistent(ws, "2.0.0")
+    # Requests fail only while the dead slot is live: a short window, then never again.
+    times = [float(f.split(" at ")[1].split("s:")[0]) for f in clients.failures]
+    if times:
+        assert max(times) - min(times) < 1.5, (min(times), max(times), len(times))
+    after = [f for f in clients.failures if float(f.split(" at ")[1].split("s:")[0])
+             > ended - clients._started]
+    assert after == [], after[:5]

@@ -20,7 +20,7 @@ from types import FrameType
 
 from bluegreen.artifact import Artifact
 from bluegreen.config import warnings
-from bluegreen.errors import BgError, HookError, Interrupted
+from bluegreen.errors import BgError, HealthCheckError, HookError, Interrupted
 from bluegreen.nginx import discard_backup_script
 from bluegreen.ops import steps
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
@@ -72,6 +72,12 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
                 steps.switch(ctx, session, step, progress, failpoint)
                 progress.started.clear()  # live now: never stopped by an undo
                 failpoint("switched")
+                try:
+                    steps.verify_switched(ctx, session, step)
+                except HealthCheckError:
+                    session.record("verify", "failed", step.hosts)
+                    _switch_back(ctx, session, plan, progress)
+                    raise
             elif isinstance(step, Finish):
                 last = step is plan.steps[-1]
                 notes += steps.finish(ctx, session, step, progress, release=last)
@@ -111,7 +117,7 @@ def _switch_back(ctx: Context, session: Session, plan: Plan,
     back = {h.host: h.old_slot for h in plan.acting if h.old_slot}
     versions = {h.host: h.old_version or "" for h in plan.acting if h.old_slot}
     if back:
-        steps.switch(ctx, session, Switch(slots=back, versions=versions), progress,
+        steps.switch(ctx, session, Switch(slots=back, versions=versions), steps.Progress(),
                      steps.FailpointFn(""))
     progress.started = {h.host: h.slot for h in plan.acting}
     steps.stop_started(ctx, session, progress)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bluegreen import nginx
 from bluegreen.artifact import Artifact
@@ -282,6 +283,26 @@ def _slots(slots: Mapping[str, str]) -> str:
     return "/".join(sorted(set(slots.values())))
 
 
+def verify_switched(ctx: Context, session: Session, step: Switch) -> None:
+    """Right after the switch, before anything is retired: every new live slot still
+    answers its health check (HTTP through the host's transport, no round trip)."""
+    cfg = ctx.config.health
+    # Short: while a dead slot is live every request fails, so decide fast.
+    quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 0.5), successes=1,
+                    interval=min(cfg.interval, 0.05), timeout=min(cfg.timeout, 0.5))
+
+    def one(host: Host) -> None:
+        slot = step.slots[host.name]
+        report = wait_healthy(host.http_transport(), ctx.config.slots[slot], quick)
+        if not report.healthy:
+            raise HealthCheckError(
+                f"{host.name}: {slot} ({step.versions[host.name]}) stopped answering right"
+                f" after the switch ({report.last})",
+                hint="traffic went back to the previous slot, which was still running")
+
+    ctx.each(one, "check after the switch", session.hosts(step.hosts))
+
+
 # ----------------------------------------------------------------------------- finish
 
 
@@ -345,7 +366,9 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
 
 
 class FailpointFn:
-    """Stop at a named step boundary when ``BG_FAILPOINT`` names it (tests only)."""
+    """Stop at a named step boundary when ``BG_FAILPOINT`` names it (tests only):
+    ``<boundary>[:kill|term|error|exec:CMD]`` — SIGKILL or SIGTERM this process, raise, or
+    run CMD on the controller (e.g. to kill the new slot right after the switch)."""
 
     def __init__(self, spec: str) -> None:
         name, _, how = spec.partition(":")
@@ -353,6 +376,10 @@ class FailpointFn:
 
     def __call__(self, boundary: str) -> None:
         if boundary != self.name:
+            return
+        if self.how.startswith("exec:"):
+            subprocess.run(["/bin/sh", "-c", self.how[len("exec:"):]], check=False,
+                           timeout=60)
             return
         if self.how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
