@@ -18,7 +18,7 @@ from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
 from bluegreen.shell import q
 
-_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release")
+_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Observation:
     links: Mapping[str, str | None] = field(default_factory=dict)  # slot -> release dir name
     alive: Mapping[str, bool] = field(default_factory=dict)
     release_sha: str = ""
+    env_sha: str = ""  # sha256 of shared/env ("" when absent): re-upload only on change
 
 
 def new_marker() -> str:
@@ -64,6 +65,7 @@ def observe_script(
         parts.append(f"( {script}\n) >/dev/null 2>&1 && echo {slot}")
     if version is not None:
         parts += [head("release"), probe_script(paths, version)]
+    parts += [head("env"), f"sha256sum {q(paths.env_file)} 2>/dev/null | cut -c1-64"]
     parts.append("true")
     return "\n".join(parts)
 
@@ -98,4 +100,5 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         links=links,
         alive=alive,
         release_sha="".join(sections.get("release", [])).strip(),
+        env_sha="".join(sections.get("env", [])).strip(),
     )

@@ -54,8 +54,12 @@ class Upload:
     env_hosts: tuple[str, ...]
 
     def describe(self, config: Config) -> str:
-        env = "; env file to shared/env (0600)" if config.app.env_file else ""
-        return f"upload release {self.version} to {_names(self.hosts)}{env}"
+        env = (f"env file to shared/env (0600) on {_names(self.env_hosts)}, where it changed"
+               if self.env_hosts else "")
+        if not self.hosts:
+            return env
+        return f"upload release {self.version} to {_names(self.hosts)}" + (f"; {env}" if env
+                                                                            else "")
 
 
 @dataclass(frozen=True)
@@ -299,8 +303,9 @@ def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan
     booting = [h for h in acting if h.action in (Action.START, Action.SHIP)]
     shipping = tuple(h.host for h in acting if h.action is Action.SHIP)
     steps: list[Step] = []
-    if shipping:
-        env = shipping if config.app.env_file else ()
+    env = tuple(h.host for h in booting) if config.app.env_file else ()
+    if shipping or env:
+        # The env file is loaded at start: every host that boots gets it (when changed).
         steps.append(Upload(version, shipping, env))
     names = tuple(h.host for h in booting)
     for cmd in config.hooks.before_start if booting else ():

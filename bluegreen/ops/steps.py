@@ -8,6 +8,7 @@ undoes what earlier steps did. Shell comes from the engine's builders only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -50,12 +51,16 @@ class Progress:
 # ----------------------------------------------------------------------------- upload
 
 
-def upload(ctx: Context, session: Session, step: Upload, art: Artifact) -> None:
+def upload(ctx: Context, session: Session, step: Upload, art: Artifact | None) -> None:
     env = ctx.config.app.env_file
     if env is not None and step.env_hosts:
         data = env.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        stale = tuple(h for h in step.env_hosts if session.observed[h].env_sha != digest)
         ctx.each(lambda h: h.write_atomic(ctx.paths.env_file, data, mode=0o600),
-                 "env upload", session.hosts(step.env_hosts))
+                 "env upload", session.hosts(stale))
+    if not step.hosts or art is None:
+        return
     target = upload_target(ctx.paths, art.version)
     with ctx.step(f"upload {art.version} ({art.size / 1024:.0f} KiB,"
                   f" sha256 {art.sha256[:12]})") as note:
