@@ -18,7 +18,7 @@ from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
 from bluegreen.shell import q
 
-_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env")
+_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Observation:
     alive: Mapping[str, bool] = field(default_factory=dict)
     release_sha: str = ""
     env_sha: str = ""  # sha256 of shared/env ("" when absent): re-upload only on change
+    lock: str | None = None  # the lock holder's JSON, None when unlocked
 
 
 def new_marker() -> str:
@@ -66,6 +67,7 @@ def observe_script(
     if version is not None:
         parts += [head("release"), probe_script(paths, version)]
     parts += [head("env"), f"sha256sum {q(paths.env_file)} 2>/dev/null | cut -c1-64"]
+    parts += [head("lock"), f"cat {q(paths.lock + '/holder.json')} 2>/dev/null && echo"]
     parts.append("true")
     return "\n".join(parts)
 
@@ -101,4 +103,5 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         alive=alive,
         release_sha="".join(sections.get("release", [])).strip(),
         env_sha="".join(sections.get("env", [])).strip(),
+        lock=text("lock"),
     )

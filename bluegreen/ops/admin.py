@@ -149,7 +149,8 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
         problems.append(f"live slot {state.live} is not running")
     if state.live and serving != state.live:
         problems.append(f"nginx answers from slot {serving!r}, expected {state.live}")
-    lock = st.read_lock(host, ctx.paths)
+    lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
+                                          {"command": "?", "note": "unreadable holder.json"})
     interrupted = None
     if lock is not None and st.holder_is_gone(lock):
         interrupted = str(lock.get("command", "?"))
