@@ -234,3 +234,9 @@ def commit_script(config: Config) -> str:
 if [ -f {live} ]; then cp -p {live} {backup}; else : > {backup}; fi
 mv -f {staged} {live}
 {reload_script(config)}"""
+
+
+def discard_staged_script(config: Config) -> str:
+    """Drop a staged upstream that will not be committed (a failed or interrupted start)."""
+    f = files(config)
+    return f"rm -f {q(f.staged)} {q(f.staged + '.held')}"

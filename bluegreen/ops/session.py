@@ -84,7 +84,9 @@ class Session:
     def _lock_one(self, host: Host) -> None:
         paths, holder = self.ctx.paths, st.holder_info(self.command)
         marker = new_marker()
-        tail = lines(layout_script(paths), observation_script(self.ctx, marker, self.version))
+        # Holding the lock, nothing staged by an earlier operation can still be committed.
+        tail = lines(layout_script(paths), nginx.discard_staged_script(self.ctx.config),
+                     observation_script(self.ctx, marker, self.version))
         result = host.run(lines(st.lock_script(paths, holder), tail))
         if result.exit_code == st.LOCKED_EXIT:
             dead = st.parse_holder(result.stdout)

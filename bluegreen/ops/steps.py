@@ -193,8 +193,10 @@ def stop_started(ctx: Context, session: Session, progress: Progress) -> None:
         return
     started, progress.started = dict(progress.started), {}
 
+    discard = nginx.discard_staged_script(ctx.config)
+
     def one(host: Host) -> None:
-        check(session.run(host, ctx.runner.stop_script(started[host.name])),
+        check(session.run(host, lines(discard, ctx.runner.stop_script(started[host.name]))),
               f"stopping {started[host.name]}", host)
 
     with ctx.step("stop the new slots (not switched)"):
