@@ -1,0 +1,266 @@
+"""Errors across the parallel boundary, and values that reach shell (unit tier)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from bluegreen import runners
+from bluegreen.errors import (
+    BgError,
+    CommandError,
+    ExitCode,
+    HealthCheckError,
+    HostFailures,
+    LockHeldError,
+    StaleLockError,
+    SwitchError,
+)
+from bluegreen.host import Host
+from bluegreen.layout import Layout
+from bluegreen.releases import prune_script
+from bluegreen.shell import q
+from tests.fakes import fleet, make_config
+
+pytestmark = pytest.mark.unit
+
+CFG3 = make_config(hosts=("a", "b", "c"))
+
+
+def fail_on(names: set[str], exc: BgError) -> object:
+    def fn(host: Host) -> str:
+        if host.name in names:
+            raise exc
+        return f"ok {host.name}"
+    return fn
+
+
+# ----------------------------------------------------------------------------- Context.each
+
+
+def test_each_one_host_returns_its_result() -> None:
+    ctx, _ = fleet(make_config(), ("a",))
+    assert ctx.each(lambda h: h.name.upper(), "noop") == {"a": "A"}
+
+
+def test_each_many_hosts_returns_every_result() -> None:
+    ctx, _ = fleet(CFG3, ("a", "b", "c"))
+    assert ctx.each(lambda h: h.name * 2, "noop") == {"a": "aa", "b": "bb", "c": "cc"}
+
+
+def test_fault_health_error_keeps_meaning_across_hosts() -> None:
+    """Old code: Context.each wrapped every failure in a bare HostFailures, even for one
+    host, so `except HealthCheckError` (ops/deploy.py) never fired."""
+    for names in (("a",), ("a", "b")):
+        ctx, _ = fleet(make_config(hosts=names), names)
+        err = HealthCheckError("slot never became healthy", hint="traffic was not switched")
+        try:
+            ctx.each(fail_on(set(names), err), "health check")  # type: ignore[arg-type]
+        except HealthCheckError as exc:
+            assert isinstance(exc, HostFailures)
+            assert exc.exit_code == ExitCode.HEALTH
+            assert exc.phase == "health check"
+            assert set(exc.outcomes) == set(names)
+        else:
+            pytest.fail("HealthCheckError not raised")
+
+
+def test_each_collects_every_host_error_before_raising_once() -> None:
+    ctx, _ = fleet(CFG3, ("a", "b", "c"))
+    ran: list[str] = []
+    b_done = threading.Event()
+
+    def fn(host: Host) -> None:
+        if host.name == "a":
+            raise HealthCheckError("a: unhealthy")  # fails first...
+        if host.name == "b":
+            b_done.wait(2)
+        ran.append(host.name)  # ...yet every other host still runs to its end
+        if host.name == "c":
+            b_done.set()
+            raise HealthCheckError("c: unhealthy")
+
+    with pytest.raises(HealthCheckError) as info:
+        ctx.each(fn, "health check")
+    exc = info.value
+    assert isinstance(exc, HostFailures)
+    assert sorted(ran) == ["b", "c"]
+    assert set(exc.errors) == {"a", "c"}
+    assert exc.outcomes == {"a": "failed: a: unhealthy", "b": "health check: ok",
+                            "c": "failed: c: unhealthy"}
+    assert exc.message.startswith("health check failed on 2 of 3 hosts")
+    assert exc.to_json()["hosts"] == exc.outcomes
+    assert exc.to_json()["phase"] == "health check"
+
+
+def test_each_mixed_errors_fall_back_to_their_common_class() -> None:
+    ctx, _ = fleet(CFG3, ("a", "b", "c"))
+
+    def fn(host: Host) -> None:
+        if host.name == "a":
+            raise HealthCheckError("a: unhealthy")
+        if host.name == "b":
+            raise CommandError("b: start failed")
+
+    with pytest.raises(HostFailures) as info:
+        ctx.each(fn, "start")
+    assert not isinstance(info.value, (HealthCheckError, CommandError))
+    assert info.value.exit_code == ExitCode.FAILED
+
+
+def test_each_subclass_errors_keep_the_shared_parent() -> None:
+    ctx, _ = fleet(CFG3, ("a", "b", "c"))
+
+    def fn(host: Host) -> None:
+        if host.name == "a":
+            raise LockHeldError("a: held")
+        if host.name == "b":
+            raise StaleLockError("b: stale")
+
+    with pytest.raises(LockHeldError) as info:
+        ctx.each(fn, "taking the lock")
+    assert not isinstance(info.value, StaleLockError)
+    assert info.value.exit_code == ExitCode.LOCKED
+
+
+@pytest.mark.parametrize("names", [("a",), ("a", "b", "c")])
+def test_each_lets_a_bug_propagate_unwrapped(names: tuple[str, ...]) -> None:
+    ctx, _ = fleet(make_config(hosts=names), names)
+
+    def fn(host: Host) -> None:
+        if host.name == "a":
+            raise KeyError("a bug, not a host failure")
+
+    with pytest.raises(KeyError):
+        ctx.each(fn, "anything")
+
+
+def test_failures_class_is_shared_and_catchable_by_both_names() -> None:
+    one = HostFailures.of("switch", {"a": SwitchError("x")}, ["a"])
+    two = HostFailures.of("switch", {"b": SwitchError("y")}, ["a", "b"])
+    assert type(one) is type(two)
+    assert isinstance(one, SwitchError) and isinstance(one, HostFailures)
+    assert one.exit_code == ExitCode.SWITCH
+    assert one.message == "x"  # one host: its own message, not a fleet summary
+
+
+def test_attach_keeps_the_error_and_lists_the_secondary() -> None:
+    err = HealthCheckError("unhealthy")
+    err.attach(CommandError("a: releasing the lock failed (exit 1)"))
+    assert err.exit_code == ExitCode.HEALTH
+    assert err.to_json()["also"] == ["a: releasing the lock failed (exit 1)"]
+
+
+# ----------------------------------------------------------------------------- shell values
+
+HOSTILE = "1.0'; touch /tmp/bg-pwned; echo '"
+
+
+def test_fault_prune_rejects_versions_read_from_a_host() -> None:
+    """Old code: prune interpolated the versions read from state.json into the script."""
+    with pytest.raises(ValueError, match="not a plain token"):
+        prune_script(Layout("/srv/hello"), 3, ["1.0.0", HOSTILE])
+    script = prune_script(Layout("/srv/hello"), 3, ["1.0.0", "2.0.0+b1"])
+    assert "for p in 1.0.0 2.0.0+b1; do" in script
+
+
+def _outside_single_quotes(script: str) -> str:
+    """What a POSIX shell would expand in ``script``: the text outside single quotes and
+    comments. Double-quoted text counts (``$(...)`` runs there), and inside ``$(...)``
+    quoting starts afresh, as in the shell."""
+    out: list[str] = []
+
+    def plain(i: int, in_subst: bool) -> int:
+        depth = 0
+        while i < len(script):
+            c = script[i]
+            if c == "'":
+                i = script.index("'", i + 1) + 1
+            elif c == "\\":
+                out.append(script[i:i + 2])
+                i += 2
+            elif c == '"':
+                out.append(c)
+                i = double(i + 1)
+            elif script.startswith("$(", i):
+                out.append("$(")
+                i = plain(i + 2, True)
+            elif c == "#" and (i == 0 or script[i - 1] in " \t\n;("):
+                nl = script.find("\n", i)
+                i = len(script) if nl < 0 else nl
+            else:
+                if in_subst and c == "(":
+                    depth += 1
+                if in_subst and c == ")":
+                    if depth == 0:
+                        out.append(c)
+                        return i + 1
+                    depth -= 1
+                out.append(c)
+                i += 1
+        return i
+
+    def double(i: int) -> int:
+        while script[i] != '"':
+            if script[i] == "\\":
+                out.append(script[i:i + 2])
+                i += 2
+            elif script.startswith("$(", i):
+                out.append("$(")
+                i = plain(i + 2, True)
+            else:
+                out.append(script[i])
+                i += 1
+        out.append('"')
+        return i + 1
+
+    plain(0, False)
+    return "".join(out)
+
+
+def _runner_scripts(runner: runners.Runner, slot: str) -> dict[str, str]:
+    scripts = {
+        "start": runner.start_script(slot, 4001, "1.0.0"),
+        "stop": runner.stop_script(slot),
+        "alive": runner.alive_script(slot),
+        "eval": runner.eval_script(slot, "true"),
+        "log": runner.log_script(slot, 20),
+    }
+    check = runner.check_script(slot)
+    if check is not None:
+        scripts["check"] = check
+    return scripts
+
+
+_RUNNERS_FIXED = hasattr(runners, "__path__")  # the runners package quotes every value
+
+
+@pytest.mark.xfail(not _RUNNERS_FIXED, strict=True,
+                   reason="fixed on branch `runners` (runners package); main's runners.py"
+                   " still writes {slot} unquoted")
+@pytest.mark.parametrize("kind", ["command", "elixir", "systemd"])
+def test_fault_runner_scripts_quote_the_slot(kind: str, tmp_path: Path) -> None:
+    """Old code: `{slot}` was placed unquoted in the runners' scripts."""
+    extra = {"release_name": "hello"} if kind != "command" else {}
+    cfg = make_config(tmp_path, app={"runner": kind, **extra})
+    runner = runners.runner_for(cfg)
+    slot = "blue$(touch /tmp/bg-pwned)"
+    try:
+        scripts = _runner_scripts(runner, slot)
+    except (ValueError, BgError):
+        return  # refusing a slot that is not a plain token is as good as quoting it
+    for what, script in scripts.items():
+        exposed = _outside_single_quotes(script)
+        assert "$(touch" not in exposed, f"{kind} {what} script runs the slot: {script}"
+    assert "touch /tmp/bg-pwned" in scripts["start"]  # the slot is there, quoted
+
+
+def test_outside_single_quotes_sees_nested_quoting() -> None:
+    inner = f"echo {q('a $(x) b')}"
+    assert "$(x)" not in _outside_single_quotes(f"sh -c {q(inner)}")
+    assert "$(x)" in _outside_single_quotes('echo "$(x)" # don\'t')
+    assert "$(x)" not in _outside_single_quotes('a "$(cat \'$(x)\')" b')
+    assert re.search(r"\$\(x\)", _outside_single_quotes("echo $(x)"))
