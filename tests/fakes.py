@@ -184,6 +184,11 @@ class FakeHost:
     def render(self, slot: str) -> str:
         return nginx.render_upstream(self.config, slot=slot, version="x")
 
+    @property
+    def upstream_slot(self) -> str | None:
+        """The slot the live upstream file sends traffic to."""
+        return served_slot(self.config, self.model.upstream)
+
     def sent(self, pattern: str) -> list[str]:
         """The scripts received that match ``pattern`` (a regex)."""
         return [s for s in self.scripts if re.search(pattern, s)]
