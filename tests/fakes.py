@@ -99,7 +99,8 @@ class FakeHost:
         self.paths = Layout(config.app.root)
         self.files_of = nginx.files(config)
         self.rules: list[Rule] = []
-        self.scripts: list[str] = []
+        self.scripts: list[str] = []  # as received
+        self.bodies: list[str] = []  # the same without the journal entries in front
         self.files: dict[str, bytes] = {}
         self.modes: dict[str, int] = {}
         self.health: dict[str, HealthAnswer] = {}  # slot -> status or handler (override)
@@ -136,9 +137,12 @@ class FakeHost:
             self.scripts.append(script)
             if self.trace is not None:
                 self.trace.append((self._name, script))
-            self._journal(script)  # written ahead: it runs first, whatever follows fails
+            # Written ahead: the journal runs first, whatever follows fails. Rules and
+            # sent() look at the rest, so a journaled hook command matches only its hook.
+            body = self._journal(script)
+            self.bodies.append(body)
             for rule in self.rules:
-                if rule.matches(script):
+                if rule.matches(body):
                     rule.hits += 1
                     answer = rule.answer
                     if callable(answer):
@@ -190,8 +194,12 @@ class FakeHost:
         return served_slot(self.config, self.model.upstream)
 
     def sent(self, pattern: str) -> list[str]:
-        """The scripts received that match ``pattern`` (a regex)."""
-        return [s for s in self.scripts if re.search(pattern, s)]
+        """The scripts received (journal entries in front left out) that match ``pattern``,
+        a regex; :meth:`sent_text` for a literal."""
+        return [s for s in self.bodies if re.search(pattern, s, re.M)]
+
+    def sent_text(self, text: str) -> list[str]:
+        return [s for s in self.bodies if text in s]
 
     def journal_steps(self) -> list[tuple[str, str]]:
         return [(e["step"], e["outcome"]) for e in self.model.journal]
@@ -293,13 +301,15 @@ class FakeHost:
                 parts.append(m.releases[release.group(1)] + "\n")
         return "".join(parts)
 
-    def _journal(self, script: str) -> None:
-        """Journal entries ride in front of a script (``Journal.script``)."""
-        target = f">> {shlex.quote(self.paths.journal)}"
+    def _journal(self, script: str) -> str:
+        """Append the journal entries riding in front of ``script`` (``Journal.script``);
+        returns the rest of the script."""
+        target = f">> {shlex.quote(self.paths.journal)} 2>/dev/null || true"
         if not script.startswith("printf '%s' ") or target not in script:
-            return
+            return script
         text = _printf_arg_text(script, target)
         self.model.journal.extend(json.loads(line) for line in text.splitlines() if line)
+        return script[script.index(target) + len(target):].lstrip("\n")
 
     def _http(self, request: httpx.Request) -> httpx.Response:
         url = urlsplit(str(request.url))
