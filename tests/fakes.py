@@ -46,7 +46,8 @@ from bluegreen.ops.reconcile import served_slot
 from bluegreen.runners import runner_for
 from bluegreen.shell import ScriptExit
 
-Answer = CommandResult | tuple[int, str] | Callable[["FakeHost", str], "CommandResult | tuple[int, str]"]
+Reply = CommandResult | tuple[int, str]  # a tuple is (exit code, stdout)
+Answer = Reply | Callable[["FakeHost", str], Reply]
 Match = str | re.Pattern[str] | Callable[[str], bool]
 HealthAnswer = int | Callable[[httpx.Request], httpx.Response]
 

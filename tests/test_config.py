@@ -11,6 +11,8 @@ import pytest
 from bluegreen import config
 from bluegreen.errors import ConfigError, ExitCode
 
+pytestmark = pytest.mark.unit
+
 BASE = """
 [app]
 name = "hello"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.unit
 CFG3 = make_config(hosts=("a", "b", "c"))
 
 
-def fail_on(names: set[str], exc: BgError) -> object:
+def fail_on(names: set[str], exc: BgError) -> Callable[[Host], str]:
     def fn(host: Host) -> str:
         if host.name in names:
             raise exc
@@ -58,7 +59,7 @@ def test_fault_health_error_keeps_meaning_across_hosts() -> None:
         ctx, _ = fleet(make_config(hosts=names), names)
         err = HealthCheckError("slot never became healthy", hint="traffic was not switched")
         try:
-            ctx.each(fail_on(set(names), err), "health check")  # type: ignore[arg-type]
+            ctx.each(fail_on(set(names), err), "health check")
         except HealthCheckError as exc:
             assert isinstance(exc, HostFailures)
             assert exc.exit_code == ExitCode.HEALTH

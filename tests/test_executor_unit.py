@@ -144,7 +144,7 @@ def test_commit_failure_on_one_host_restores_and_reloads_the_other(tmp_path: Pat
 def test_fault_switch_error_keeps_per_host_outcomes(tmp_path: Path) -> None:
     """Old code: `isinstance(exc, SwitchError)` in ops/steps.py was never true, so the
     per-host outcomes of a failed switch were lost."""
-    ctx, (a, b) = two_hosts()
+    ctx, (_, b) = two_hosts()
     b.on(RELOAD, (1, "nginx: [error] reload failed"))
     with pytest.raises(SwitchError) as info:
         deploy(ctx, tmp_path)
@@ -184,7 +184,7 @@ def test_finish_records_the_state_first(tmp_path: Path) -> None:
 
 
 def test_finish_state_write_failure_says_recording_the_state(tmp_path: Path) -> None:
-    ctx, (a, b) = two_hosts()
+    ctx, (_, b) = two_hosts()
     b.on(FINISH, (90, ""))
     with pytest.raises(CommandError) as info:
         deploy(ctx, tmp_path)
@@ -192,7 +192,7 @@ def test_finish_state_write_failure_says_recording_the_state(tmp_path: Path) -> 
 
 
 def test_finish_retire_failure_names_the_slot(tmp_path: Path) -> None:
-    ctx, (a, b) = two_hosts()
+    ctx, (_, b) = two_hosts()
     b.on(FINISH, (91, "kill: permission denied"))
     with pytest.raises(CommandError) as info:
         deploy(ctx, tmp_path)
