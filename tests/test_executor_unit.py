@@ -12,6 +12,7 @@ import pytest
 
 from bluegreen import nginx
 from bluegreen.errors import (
+    BgError,
     CommandError,
     ExitCode,
     HealthCheckError,
@@ -386,3 +387,44 @@ def test_hostile_version_in_state_is_refused_before_anything_changes(tmp_path: P
     assert "b:" in info.value.message
     assert_untouched([a])
     assert not a.sent(PREPARE) and not b.sent(PREPARE)
+
+
+# ----------------------------------------------------------------------------- failpoints
+
+
+@pytest.mark.parametrize("boundary", ["locked", "uploaded", "healthy", "staged", "reloaded"])
+def test_failpoint_before_the_switch_completes_leaves_traffic_alone(
+        boundary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BG_FAILPOINT", f"{boundary}:error")
+    ctx, hosts = two_hosts()
+    with pytest.raises(BgError, match=f"failpoint {boundary} reached"):
+        deploy(ctx, tmp_path)
+    assert_untouched(hosts)
+    for h in hosts:
+        assert journal_outcomes(h, "failed") == ["error"]
+
+
+def test_sigterm_at_a_step_boundary_is_an_interrupt(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BG_FAILPOINT", "staged:term")
+    ctx, hosts = two_hosts()
+    with pytest.raises(Interrupted):
+        deploy(ctx, tmp_path)
+    assert_untouched(hosts)
+
+
+# ----------------------------------------------------------------------------- other operations
+
+
+def test_rollback_to_a_warm_slot_only_switches() -> None:
+    cfg = make_config(hosts=TWO)
+    ctx, hosts = fleet(cfg, TWO, state=deployed("2.0.0", "green", idle="1.0.0"),
+                       alive=("blue", "green"))
+    result = ops.rollback(ctx)
+    assert isinstance(result, OperationResult)
+    assert result.summary.startswith("rolled back to hello 1.0.0 on blue on 2 hosts")
+    for h in hosts:
+        assert not h.sent("setsid")  # warm: nothing started
+        assert h.model.serving == "blue" and h.model.alive == {"blue"}
+        assert h.model.state is not None and h.model.state.live_version == "1.0.0"
+        assert h.model.state.previous == "2.0.0"
