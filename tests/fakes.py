@@ -77,7 +77,8 @@ class Model:
 
     state: st.HostState | None = None  # None: no state.json
     upstream: str | None = None
-    backup: str | None = None
+    backup: str | None = None  # "" stands for "there was no upstream file before"
+    staged: str | None = None  # tested, waiting for the commit
     links: dict[str, str] = field(default_factory=dict)  # slot -> release (version)
     alive: set[str] = field(default_factory=set)
     releases: dict[str, str] = field(default_factory=dict)  # version -> recorded sha256
@@ -148,8 +149,8 @@ class FakeHost:
                     answer = rule.answer
                     if callable(answer):
                         answer = answer(self, script)
-                    return _result(script, answer)
-            return self.emulate(script)
+                    return self._tail(_result(script, answer), body)
+            return self._tail(self.emulate(script), body)
 
     def put(self, local: Path, remote: str, *, mode: int = 0o644) -> None:
         with self._mutex:
@@ -230,21 +231,12 @@ class FakeHost:
             m.claims.add(key)
             m.lock = _printf_arg(script, "> " + shlex.quote(paths.lock) + "/holder.json.tmp")
 
-        if nginx.abort_script(config) in script and m.backup is not None:
-            m.upstream, m.backup = m.backup, None
-        if files.staged in script and "cp -p" in script:  # prepare: stage, keep, swap, test
-            m.backup = m.upstream
-            m.upstream = _printf_arg_text(script, "> " + shlex.quote(files.staged))
-            if self.nginx_test_exit != 0:
-                m.upstream, m.backup = m.backup, None
-                out.append("nginx: [emerg] fake test failure\n")
-                return done(nginx.TEST_FAILED_EXIT)
-        if "old-workers:" in script:
-            out.append("old-workers: " + " ".join(map(str, self.old_workers)) + "\n")
-        if config.nginx.reload_command in script and (
-                "old-workers:" in script or nginx.abort_script(config) in script):
-            m.reloads += 1
-            m.serving = served_slot(config, m.upstream)
+        if nginx.abort_script(config) in script:  # undo a switch from its backup
+            if m.backup:
+                m.upstream = m.backup
+            elif m.backup == "":  # there was no upstream file before
+                m.upstream = None
+            m.backup = m.staged = None
 
         for slot in SLOTS:
             pid = shlex.quote(paths.pid(slot))
@@ -259,12 +251,31 @@ class FakeHost:
             if script.endswith(self._runner.alive_script(slot)):  # a liveness check alone
                 return done(0 if slot in m.alive else 1)
 
+        if shlex.quote(files.staged + ".held") in script:  # stage and test (phase one)
+            m.staged = _printf_arg_text(script, "> " + shlex.quote(files.staged))
+            if self.nginx_test_exit != 0:
+                m.staged = None
+                out.append("nginx: [emerg] fake test failure\n")
+                return done(ScriptExit.NGINX_TEST_FAILED)
+        if "the staged upstream file is gone" in script:  # commit (phase two)
+            if m.staged is None:
+                out.append("the staged upstream file is gone\n")
+                return done(1)
+            m.backup = m.upstream if m.upstream is not None else ""
+            m.upstream, m.staged = m.staged, None
+        if "old-workers:" in script:
+            out.append("old-workers: " + " ".join(map(str, self.old_workers)) + "\n")
+        if config.nginx.reload_command in script and (
+                "old-workers:" in script or nginx.abort_script(config) in script):
+            m.reloads += 1
+            m.serving = served_slot(config, m.upstream)
+
         state_tmp = "> " + shlex.quote(paths.state + ".tmp")
         if state_tmp in script:
             m.state = st.HostState.from_json(_printf_arg_text(script, state_tmp).encode(),
                                              where="fake")
         if nginx.discard_backup_script(config) in script:
-            m.backup = None
+            m.backup = m.staged = None
         if "then echo drained; else echo drain-timeout; fi" in script:
             out.append("drained\n")
 
@@ -302,11 +313,18 @@ class FakeHost:
                 parts.append(m.releases[release.group(1)] + "\n")
         return "".join(parts)
 
-    def _journal(self, script: str) -> str:
+    def _tail(self, result: CommandResult, body: str) -> CommandResult:
+        """Journal entries later in a script (with the lock release, at the end of the
+        last step) reach the host only when the script got that far: when it succeeded."""
+        if result.ok:
+            self._journal(body, anywhere=True)
+        return result
+
+    def _journal(self, script: str, *, anywhere: bool = False) -> str:
         """Append the journal entries riding in front of ``script`` (``Journal.script``);
         returns the rest of the script."""
         target = f">> {shlex.quote(self.paths.journal)} 2>/dev/null || true"
-        if not script.startswith("printf '%s' ") or target not in script:
+        if target not in script or not (anywhere or script.startswith("printf '%s' ")):
             return script
         text = _printf_arg_text(script, target)
         self.model.journal.extend(json.loads(line) for line in text.splitlines() if line)
