@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bluegreen import nginx
+from bluegreen.artifact import sha256_file
 from bluegreen.errors import (
     BgError,
     CommandError,
@@ -452,3 +453,28 @@ def test_switch_only_nginx_test_failure_restores_every_host_and_reloads_none() -
         assert h.model.serving == "green" and h.upstream_slot == "green"
         assert h.model.alive == {"blue", "green"} and h.model.lock is None
         assert journal_outcomes(h, "switch") == ["intent", "aborted"]
+
+
+def test_a_release_already_on_the_host_is_started_not_shipped(tmp_path: Path) -> None:
+    ctx, (a, b) = two_hosts()
+    art = make_artifact(tmp_path)
+    a.model.releases["2.0.0"] = sha256_file(art)
+    result = ops.deploy(ctx, art)
+    assert isinstance(result, OperationResult)
+    assert a.files == {} and b.files  # only b needed the upload
+    assert [o.outcome for o in result.hosts] == ["start, gate, switch: blue -> green",
+                                                 "ship, start, gate, switch: blue -> green"]
+    assert a.model.serving == b.model.serving == "green"
+
+
+def test_deploying_what_is_live_and_healthy_does_nothing(tmp_path: Path) -> None:
+    ctx, hosts = two_hosts()
+    art = make_artifact(tmp_path, "1.0.0")
+    for h in hosts:
+        h.model.releases["1.0.0"] = sha256_file(art)  # the very build that is live
+    result = ops.deploy(ctx, art)
+    assert isinstance(result, OperationResult)
+    assert result.summary == "hello 1.0.0 is already live on every host: nothing to do"
+    for h in hosts:
+        assert h.model.reloads == 0 and not h.sent("setsid") and h.files == {}
+        assert h.model.lock is None
