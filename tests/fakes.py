@@ -1,9 +1,11 @@
 """A fake :class:`~bluegreen.host.Host` for the unit tier: a seam bg owns, faked.
 
-:class:`FakeHost` records every script it is sent and answers it
+:class:`FakeHost` records every script it is sent (``scripts``; ``bodies`` and
+:meth:`FakeHost.sent` leave out the journal entries riding in front) and answers it
 
-1. from the test's own rules (:meth:`FakeHost.on`: a regex or predicate on the script and a
-   :class:`CommandResult`, an ``(exit, stdout)`` pair or a callable), first match wins, else
+1. from the test's own rules (:meth:`FakeHost.on`: a regex or predicate on the script's body
+   and a :class:`CommandResult`, an ``(exit, stdout)`` pair or a callable, which may call
+   :meth:`FakeHost.emulate` and edit its answer), newest first, else
 2. by emulating, in a small model of one host, the scripts bg's builders produce: the lock
    (``mkdir``, takeover, release), the one-round-trip observation (its section marker is
    parsed from the script, as a real shell would echo it), the write-ahead journal, the
