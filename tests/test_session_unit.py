@@ -22,6 +22,7 @@ from bluegreen.errors import (
     StaleLockError,
 )
 from bluegreen.observe import Observation
+from bluegreen.ops.admin import status
 from bluegreen.ops.reconcile import reconcile
 from bluegreen.ops.session import Session
 from tests.fakes import FakeHost, Recorder, deployed, fleet, journal_outcomes, make_config
@@ -246,3 +247,20 @@ def test_hosts_disagreeing_on_live_is_a_state_error() -> None:
         session.common_live()
     assert "hosts disagree about what is live" in info.value.message
     assert a.model.lock is None and b.model.lock is None
+
+
+def test_status_reports_what_nginx_serves_and_an_interrupted_operation() -> None:
+    cfg = make_config(hosts=("a", "b"))
+    ctx, (a, b) = fleet(cfg, ("a", "b"), state=deployed("2.0.0", "blue", idle="1.0.0"),
+                        alive=("blue", "green"))
+    a.model.upstream, a.model.serving = a.render("green"), "green"  # killed before recording
+    lock_with(b, holder(controller=socket.gethostname(), pid=dead_pid(), command="switch"))
+    report = status(ctx)
+    ha, hb = report["hosts"]
+    assert ha["live"] == "green" and ha["nginx"]["serving"] == "green"
+    assert any("taking green as live" in p for p in ha["problems"])
+    assert hb["interrupted"] == "switch"
+    assert any("interrupted operation: `switch`" in p for p in hb["problems"])
+    assert report["diverged"] and not report["ok"]
+    assert all(len(h.scripts) == 1 for h in (a, b))  # one read-only round trip each
+    assert b.model.lock is not None  # status never takes over or clears a lock
