@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,6 +138,25 @@ def test_each_lets_a_bug_propagate_unwrapped(names: tuple[str, ...]) -> None:
 
     with pytest.raises(KeyError):
         ctx.each(fn, "anything")
+
+
+def test_each_interrupted_signals_the_running_hosts_and_waits_for_them() -> None:
+    ctx, _ = fleet(CFG3, ("a", "b", "c"))
+    done: list[str] = []
+
+    def fn(host: Host) -> None:
+        if host.name == "a":
+            raise KeyboardInterrupt  # reaches the main thread through a's future
+        if ctx.cancelled.wait(5):  # a health wait, cut short
+            time.sleep(0.05)
+            done.append(host.name)
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ctx.each(fn, "health check")
+    assert ctx.cancelled.is_set()
+    assert "b" in done  # each returned only after the running workers gave up their waits
+    assert time.monotonic() - started < 4
 
 
 def test_failures_class_is_shared_and_catchable_by_both_names() -> None:
