@@ -389,7 +389,9 @@ def make_config(tmp: Path | None = None, *, hosts: Sequence[str] = ("a",),
         "app": {"name": "hello", "root": "/srv/hello", "command": "bin/server",
                 "stop_timeout": 1},
         "nginx": {"upstream_file": "/etc/nginx/conf.d/hello.bluegreen.conf"},
-        "health": {"interval": 0.01, "timeout": 0.5, "deadline": 0.3},
+        # A healthy fake slot passes on the first attempt, which is made whatever the
+        # deadline, so a short deadline only shortens the tests of failing gates.
+        "health": {"interval": 0.01, "timeout": 0.5, "deadline": 0.15},
         "switch": {"drain_timeout": 1},
         "targets": {"prod": {"hosts": list(hosts)}},
     }

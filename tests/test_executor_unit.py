@@ -278,9 +278,10 @@ def test_failing_before_switch_hook_aborts_with_nothing_switched(tmp_path: Path)
 
 @pytest.mark.xfail(strict=True, reason="BUG: executor._switch_back reuses the operation's"
                    " Progress, whose `staged` still lists every host from the boot, so"
-                   " steps.switch skips staging the old upstream and the commit fails with"
-                   " 'the staged upstream file is gone': a SwitchError replaces the HookError"
-                   " and traffic stays on the new slot")
+                   " steps.switch skips staging the old upstream and every commit fails with"
+                   " 'the staged upstream file is gone': a SwitchError (exit 6) replaces the"
+                   " HookError, the new slots are left running (traffic is back on the old"
+                   " slot only through the abort's restore of the backup file)")
 def test_failing_after_switch_hook_switches_back_with_rollback_on_failure(
         tmp_path: Path) -> None:
     ctx, (a, b) = two_hosts(hooks={"after_switch": ["./bin/smoke"],
