@@ -24,6 +24,7 @@ Nothing here needs root, nginx, sshd or Elixir.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -313,6 +314,15 @@ class FakeHost:
             parts.append(f"{marker} release\n")
             if release and release.group(1) in m.releases:
                 parts.append(m.releases[release.group(1)] + "\n")
+        if f"{marker} env" in script:
+            parts.append(f"{marker} env\n")
+            env = self.files.get(self.paths.env_file)
+            if env is not None:
+                parts.append(hashlib.sha256(env).hexdigest() + "\n")
+        if f"{marker} lock" in script:
+            parts.append(f"{marker} lock\n")
+            if m.lock is not None:
+                parts.append(json.dumps(m.lock) + "\n\n")  # holder.json's line, then `echo`
         return "".join(parts)
 
     def _tail(self, result: CommandResult, body: str) -> CommandResult:
