@@ -254,7 +254,9 @@ class FakeHost:
             if script.endswith(self._runner.alive_script(slot)):  # a liveness check alone
                 return done(0 if slot in m.alive else 1)
 
-        if shlex.quote(files.staged + ".held") in script:  # stage and test (phase one)
+        if nginx.discard_staged_script(config) in script:
+            m.staged = None
+        if f"{shlex.quote(files.live)}.bg-tmp" in script:  # stage and test (phase one)
             m.staged = _printf_arg_text(script, "> " + shlex.quote(files.staged))
             if self.nginx_test_exit != 0:
                 m.staged = None

@@ -35,7 +35,7 @@ from tests.fakes import FakeHost, deployed, fleet, journal_outcomes, make_artifa
 pytestmark = pytest.mark.unit
 
 TWO = ("a", "b")
-STAGE = r"\.bg-new\.held"  # phase one: stage and test (in the round trip that starts the slot)
+STAGE = r"\.conf\.bg-tmp"  # phase one: stage and test (in the round trip that starts the slot)
 COMMIT = r"the staged upstream file is gone"  # phase two: swap in the staged file, reload
 RELOAD = r"old-workers:"  # only the commit's reload lists nginx's old workers
 FINISH = r"then echo drained; else echo drain-timeout; fi"
@@ -58,6 +58,7 @@ def assert_untouched(hosts: list[FakeHost]) -> None:
     """Traffic where it was, the new slot stopped, the lock released."""
     for h in hosts:
         assert h.upstream_slot == "blue" and h.model.backup is None, h.name
+        assert h.model.staged is None, h.name  # a staged upstream never outlives its operation
         assert h.model.serving == "blue", h.name
         assert h.model.alive == {"blue"}, h.name
         assert h.model.state is not None and h.model.state.live == "blue", h.name
@@ -99,7 +100,7 @@ def test_switch_stages_every_host_before_committing_any(tmp_path: Path) -> None:
     trace: list[tuple[str, str]] = []
     ctx, _ = two_hosts(trace)
     deploy(ctx, tmp_path)
-    stages = [i for i, (_, s) in enumerate(trace) if ".bg-new.held" in s]
+    stages = [i for i, (_, s) in enumerate(trace) if ".conf.bg-tmp" in s]
     commits = [i for i, (_, s) in enumerate(trace) if "the staged upstream file is gone" in s]
     assert len(stages) == 2 and len(commits) == 2
     assert max(stages) < min(commits)
