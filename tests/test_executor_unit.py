@@ -141,10 +141,6 @@ def test_commit_failure_on_one_host_restores_and_reloads_the_other(tmp_path: Pat
     assert journal_outcomes(a, "switch") == ["intent", "restored"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ops/steps.py switch() re-raises a commit failure"
-                   " that is not a SwitchError (e.g. a failed reload: CommandError) as a new"
-                   " plain SwitchError, dropping the HostFailures with phase and per-host"
-                   " outcomes")
 def test_fault_switch_error_keeps_per_host_outcomes(tmp_path: Path) -> None:
     """Old code: `isinstance(exc, SwitchError)` in ops/steps.py was never true, so the
     per-host outcomes of a failed switch were lost."""

@@ -256,7 +256,7 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
             session.record("switch", "aborted", step.hosts, reason="nginx test")
             raise
 
-    def do_commit(host: Host) -> None:
+    def commit_one(host: Host) -> None:
         slot = step.slots[host.name]
         reloaded.append(host)
         result = session.run(host, nginx.commit_script(config))
@@ -270,6 +270,16 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
                 detail=conf.detail,
             )
 
+    def do_commit(host: Host) -> None:
+        # Any failure here (a reload that fails, a dropped connection) means this host's
+        # switch failed: one kind of error per host keeps every host's outcome together.
+        try:
+            commit_one(host)
+        except SwitchError:
+            raise
+        except BgError as exc:
+            raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
+
     with ctx.step(f"switch nginx -> {_slots(step.slots)} (reload, confirm)"):
         try:
             ctx.each(do_commit, "switch", session.hosts(step.hosts))
@@ -279,8 +289,6 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
             session.record("switch", "restored", step.hosts)
             if isinstance(exc, BgError):
                 exc.detail += restored
-                if not isinstance(exc, SwitchError):
-                    raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
             raise
     progress.switched = True
     session.record("switch", "ok", step.hosts, slots=dict(step.slots))
