@@ -1,0 +1,373 @@
+"""The rehearsal: deploy A, deploy B, a release refused, rollback, switch, under load.
+
+bg runs as ``sys.executable -m bluegreen`` subprocesses, exactly as a user runs it, so the
+rehearsal tests the CLI, its exit codes and its output. Everything started here (load
+clients, bg, the environment, the app's slots, the temporary directory) is stopped and
+removed on every exit, Ctrl-C and SIGTERM included, unless ``keep``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bluegreen.errors import ExitCode
+from bluegreen.loadclient import Connection, Load, window
+from bluegreen.rehearse import apps, report
+from bluegreen.rehearse.envs import Environment, Prepared, RehearsalError
+
+BG_TIMEOUT = 300.0
+WARM_UP = 0.5  # load before the first measured step, so the clients are already going
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    args: tuple[str, ...]
+    expect: int
+    refused: bool = False  # runs with the refused-release config
+    under_load: bool = True
+
+
+@dataclass
+class Options:
+    app: str = "sample"  # sample or elixir (ignored with artifacts)
+    artifacts: list[Path] = field(default_factory=list)
+    config: Path | None = None
+    json: bool = False
+    keep: bool = False
+    workdir: Path | None = None
+    out: Path = Path(".")
+    plot: bool = True
+
+
+def steps_for(plan: apps.AppPlan) -> list[Step]:
+    def deploy(release: apps.Release) -> tuple[str, ...]:
+        extra = ("--version", release.version) if release.version else ()
+        return ("deploy", str(release.artifact), *extra)
+
+    def label(release: apps.Release) -> str:
+        return apps.version_of(release, plan.name) or release.artifact.name
+
+    return [
+        # Nothing is live before the first deploy, so the load starts once A serves.
+        Step(f"deploy A ({label(plan.a)})", deploy(plan.a), ExitCode.OK, under_load=False),
+        Step(f"deploy B ({label(plan.b)})", deploy(plan.b), ExitCode.OK),
+        Step(f"refused ({label(plan.refused)})", deploy(plan.refused), ExitCode.HEALTH,
+             refused=True),
+        Step("rollback", ("rollback",), ExitCode.OK),
+        Step("switch", ("switch",), ExitCode.OK),
+    ]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: clean up, then exit 130."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def raise_it(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_it)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Rehearsal:
+    def __init__(self, env: Environment, reason: str, opts: Options) -> None:
+        self.env = env
+        self.reason = reason
+        self.opts = opts
+        self.say: Callable[[str], None] = lambda text: print(
+            text, file=sys.stderr if opts.json else sys.stdout, flush=True)
+        self.workdir = opts.workdir
+        self.own_workdir = opts.workdir is None
+        self.prepared: Prepared | None = None
+        self.child: subprocess.Popen[str] | None = None
+        self.load: Load | None = None
+        self.results: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> int:
+        began = time.monotonic()
+        self.say(f"environment: {self.env.name} ({self.reason})")
+        with _sigterm_as_interrupt():
+            try:
+                return self._run(began)
+            except KeyboardInterrupt:
+                self.say("interrupted: stopping everything the rehearsal started")
+                return int(ExitCode.INTERRUPTED)
+            finally:
+                self.cleanup()
+
+    def _run(self, began: float) -> int:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="bg-rehearse-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        plan = self._plan()
+        self.say(f"app: {plan.title}")
+        for note in plan.notes:
+            self.say(f"  {note}")
+        self.prepared = env = self.env.start(plan.name, self.workdir)
+        for note in env.notes:
+            self.say(f"  {note}")
+        config = self.workdir / "bluegreen.toml"
+        config.write_text(apps.redirect(plan, env))
+        refused = self.workdir / "bluegreen-refused.toml"
+        refused.write_text(apps.redirect(plan, env, refused=True))
+        first = ("--accept-new-host-keys",) if env.first_contact else ()
+        code, _, out = self._bg(config, (*first, "setup"))
+        if code != 0:
+            raise RehearsalError(f"bg setup failed (exit {code})", detail=out)
+        steps = steps_for(plan)
+        load = Load(endpoints=env.endpoints, limit=BG_TIMEOUT * len(steps))
+        for i, step in enumerate(steps, 1):
+            if step.under_load and self.load is None:
+                self.load = load
+                load.start()
+                time.sleep(WARM_UP)
+            self.say(f"[{i}/{len(steps)}] bg {' '.join(_short(a) for a in step.args)}")
+            started = time.monotonic()
+            code, seconds, out = self._bg(refused if step.refused else config, step.args)
+            ended = time.monotonic()
+            serving = self._serving()
+            row = {"name": step.name, "exit": code, "expected": int(step.expect),
+                   "seconds": round(seconds, 2), "start": started, "end": ended,
+                   "serving": serving, "message": _last_line(out)}
+            self.results.append(row)
+            verdict = "as expected" if code == step.expect else f"EXPECTED {int(step.expect)}"
+            self.say(f"      exit {code} ({verdict}) in {seconds:.2f}s; serving {serving}")
+            if code != step.expect and row["message"]:
+                self.say(f"      bg said: {row['message']}")
+        time.sleep(WARM_UP)
+        load.stop()
+        final = self._final_status()
+        data = self._report(load, began, final, apps.version_of(plan.b, plan.name))
+        self._emit(data, load)
+        return 0 if data["ok"] else 1
+
+    def _plan(self) -> apps.AppPlan:
+        assert self.workdir is not None
+        if self.opts.artifacts:
+            return apps.user(self.opts.artifacts, self.opts.config)
+        if self.opts.app == "elixir":
+            return apps.elixir(self.workdir)
+        if self.opts.app != "sample":
+            raise RehearsalError(f"--app must be sample or elixir, not {self.opts.app!r}")
+        return apps.sample(self.workdir)
+
+    # ------------------------------------------------------------------ bg
+    def _bg(self, config: Path, args: tuple[str, ...]) -> tuple[int, float, str]:
+        """``bg -c CONFIG ARGS``: exit code, seconds, and its output (also in bg.log)."""
+        assert self.workdir is not None and self.prepared is not None
+        here = str(Path(__file__).resolve().parent.parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (here, os.environ.get("PYTHONPATH", "")) if p)}
+        if self.prepared.home is not None:
+            env["HOME"] = str(self.prepared.home)  # a private ~/.ssh: the user's cannot interfere
+        argv = [sys.executable, "-m", "bluegreen", "-c", str(config), *args]
+        started = time.monotonic()
+        self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, env=env,
+                                      cwd=self.workdir)
+        try:
+            out, _ = self.child.communicate(timeout=BG_TIMEOUT)
+            code = self.child.returncode
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            out, _ = self.child.communicate()
+            code = 124
+        self.child = None
+        seconds = time.monotonic() - started
+        with (self.workdir / "bg.log").open("a") as log:
+            log.write(f"$ bg {' '.join(args)}  -> exit {code} in {seconds:.2f}s\n{out}\n")
+        return code, seconds, out
+
+    def _serving(self) -> str:
+        """What nginx answers on / now, on every endpoint (first line of the body)."""
+        assert self.prepared is not None
+        seen = []
+        for host, port in self.prepared.endpoints:
+            try:
+                conn = Connection(host, port, 5.0)
+                try:
+                    status, body, _ = conn.exchange(
+                        f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode(),
+                        "GET")
+                finally:
+                    conn.close()
+                text = body.decode(errors="replace").strip().splitlines()
+                seen.append(text[0][:48] if status == 200 and text else f"HTTP {status}")
+            except OSError as exc:
+                seen.append(type(exc).__name__)
+        return " | ".join(dict.fromkeys(seen))
+
+    def _final_status(self) -> dict[str, Any]:
+        """`bg status` after the sequence: B must be live again everywhere."""
+        assert self.workdir is not None
+        code, _, out = self._bg(self.workdir / "bluegreen.toml", ("--json", "status"))
+        try:
+            data: dict[str, Any] = json.loads(out[out.index("{"):])
+        except ValueError:
+            return {"ok": False, "exit": code}
+        return data
+
+    # ------------------------------------------------------------------ report
+    def _report(self, load: Load, began: float, final: dict[str, Any],
+                expected_live: str | None) -> dict[str, Any]:
+        assert self.prepared is not None
+        steps = []
+        for row in self.results:
+            w = window(load.records, row["start"], row["end"]) if load.origin else None
+            failed = {f"{mix}: {kind}": n for mix, kinds in (w.failed if w else {}).items()
+                      for kind, n in kinds.items()}
+            steps.append({k: v for k, v in row.items() if k not in ("start", "end")}
+                         | {"requests": w.total if w else 0, "failed": w.total_failed if w
+                            else 0, "failed_by_kind": failed,
+                            # seconds since the load started (negative: before it)
+                            "started_at": round(row["start"] - load.origin, 2)
+                            if load.origin else None})
+        everything = window(load.records, 0.0, float("inf"))
+        for row in steps:
+            if row["exit"] != row["expected"]:
+                self.problems.append(f"{row['name']}: exit {row['exit']}, expected"
+                                     f" {row['expected']}")
+        if everything.total_failed:
+            self.problems.append(f"{everything.total_failed} requests failed")
+        if load.alive():
+            self.problems.append("a load client did not stop")
+        live = {h.get("version") for h in final.get("hosts", [])}
+        if final.get("hosts") is None or not final.get("ok") or (
+                expected_live and live != {expected_live}):
+            self.problems.append(f"after the rehearsal bg status says live {sorted(map(str, live))}"
+                                 f" (ok={final.get('ok')}), expected {expected_live}")
+        return {
+            "ok": not self.problems,
+            "environment": self.prepared.name,
+            "hosts": self.prepared.hosts,
+            "reason": self.reason,
+            "steps": steps,
+            "totals": {
+                "requests": everything.total,
+                "failed": everything.total_failed,
+                "by_client": {mix: {"requests": everything.requests.get(mix, 0),
+                                    "failed": sum(everything.failed.get(mix, {}).values())}
+                              for mix in load.clients},
+                "stale_keepalive_retries": load.total("stale_retries"),
+                "stale_keepalive_reconnects": load.total("stale_reconnects"),
+            },
+            "seconds": round(time.monotonic() - began, 2),
+            "problems": self.problems,
+        }
+
+    def _emit(self, data: dict[str, Any], load: Load) -> None:
+        out = self.opts.out
+        data["plot"] = None
+        if self.opts.plot:
+            png = out / "bg-rehearsal.png"
+            why = report.plot(png, load, data)
+            if why is None:
+                data["plot"] = str(png)
+            else:
+                self.say(f"no plot: {why}")
+        table = report.table(data)
+        if self.opts.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print("\n" + table)
+        with contextlib.suppress(OSError):
+            (out / "bg-rehearsal.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ cleanup
+    def cleanup(self) -> None:
+        """Stop what was started, in reverse order; every part runs even if one fails."""
+        problems: list[str] = []
+        child = self.child
+        if child is not None and child.poll() is None:
+            # bg handles SIGINT: it releases its lock and exits 130.
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if self.load is not None:
+            self.load.stop()
+        if self.opts.keep:
+            self.say(f"kept: everything in {self.workdir}")
+            return
+        if self.workdir is not None:
+            problems += kill_under(self.workdir / "srv")  # the local slots
+        try:
+            self.env.stop(keep=False)
+        except Exception as exc:  # the remaining cleanup must still run
+            problems.append(f"{self.env.name}: {exc}")
+        if self.workdir is not None:
+            problems += kill_under(self.workdir)
+            if self.own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        for problem in problems:
+            self.say(f"cleanup: {problem}")
+
+
+def kill_under(path: Path, wait: float = 5.0) -> list[str]:
+    """SIGTERM, then SIGKILL, every process of ours that runs from under ``path``."""
+    def pids() -> list[int]:
+        found = []
+        prefix = str(path.resolve()) + "/"
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+                links = []
+                for link in ("cwd", "exe"):
+                    with contextlib.suppress(OSError):
+                        links.append(os.readlink(f"/proc/{entry}/{link}") + "/")
+                if prefix in cmd or any(lk.startswith(prefix) for lk in links):
+                    found.append(int(entry))
+        return found
+
+    deadline = time.monotonic() + wait
+    sig = signal.SIGTERM
+    while (left := pids()):
+        if time.monotonic() > deadline:
+            if sig == signal.SIGKILL:
+                return [f"processes under {path} survived SIGKILL: {left}"]
+            sig, deadline = signal.SIGKILL, time.monotonic() + wait
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        time.sleep(0.1)
+    return []
+
+
+def _short(arg: str) -> str:
+    return Path(arg).name if "/" in arg else arg
+
+
+def _last_line(out: str) -> str:
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error")]
+    return (errors or lines or [""])[-1][:200]
