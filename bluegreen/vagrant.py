@@ -10,11 +10,15 @@ file, and the first `bg --accept-new-host-keys` records the VM's key.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bluegreen.errors import ConfigError
+from bluegreen.tomlwriter import dumps
+
+_LINE = re.compile(r"(\S+?)(?:\s*=\s*|\s+)(.*)")
 
 
 @dataclass(frozen=True)
@@ -31,17 +35,25 @@ class VagrantHost:
 
 
 def parse_ssh_config(text: str) -> list[VagrantHost]:
-    """Every `Host` block of `vagrant ssh-config` output (one per machine)."""
+    """Every `Host` block of `vagrant ssh-config` output (one per machine).
+
+    Keys are case-insensitive and separated from their value by spaces, tabs or ``=``; a
+    value may be quoted; the first value of a key counts, as in ssh.
+    """
     blocks: list[dict[str, str]] = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        key, _, value = line.partition(" ")
-        key, value = key.lower(), value.strip().strip('"')
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        key, value = m.group(1).lower(), m.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
         if key == "host":
             blocks.append({"host": value})
-        elif blocks and key not in blocks[-1]:  # ssh takes the first value of a key
+        elif blocks and key not in blocks[-1]:
             blocks[-1][key] = value
     hosts = []
     for b in blocks:
@@ -52,6 +64,9 @@ def parse_ssh_config(text: str) -> list[VagrantHost]:
             port = int(b["port"])
         except ValueError as exc:
             raise ConfigError(f"vagrant ssh-config: bad Port {b['port']!r}") from exc
+        if not 1 <= port <= 65535 or not b["hostname"] or re.search(r"\s", b["hostname"]):
+            raise ConfigError(f"vagrant ssh-config: host {b['host']!r} has a bad address"
+                              f" {b['hostname']!r}:{b['port']}")
         hosts.append(VagrantHost(b["host"], b["hostname"], port, b["user"],
                                  b.get("identityfile", "")))
     if not hosts:
@@ -61,13 +76,11 @@ def parse_ssh_config(text: str) -> list[VagrantHost]:
 
 def target_toml(hosts: list[VagrantHost], *, name: str = "vagrant",
                 known_hosts: str = ".vagrant/known_hosts") -> str:
-    identity = hosts[0].identity_file
-    specs = ", ".join(f'"{h.spec}"' for h in hosts)
-    lines = [f"[targets.{name}]", f"hosts = [{specs}]"]
-    if identity:
-        lines.append(f'identity_file = "{identity}"')
-    lines.append(f'known_hosts = "{known_hosts}"')
-    return "\n".join(lines) + "\n"
+    target: dict[str, object] = {"hosts": [h.spec for h in hosts]}
+    if hosts[0].identity_file:
+        target["identity_file"] = hosts[0].identity_file
+    target["known_hosts"] = known_hosts
+    return dumps({"targets": {name: target}})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,25 @@
 #!/bin/sh
-# Provision a Debian host the way bg expects (used by the Vagrantfile):
+# Provision a Debian host the way bg expects: the Vagrant VM (from the Vagrantfile) and, with
+# this same script, the sandbox host that stands in for the VM in the tests.
 # nginx with a site in front of <app>_live, /srv/<app> owned by the deploy user, and
 # passwordless `nginx -t` / `nginx -s reload` for that user.
-#   provision.sh APP DEPLOY_USER
+#   provision.sh APP DEPLOY_USER [SITE_TEMPLATE]   (default template: /tmp/bg-site.conf.j2)
 set -eu
 APP=${1:?app name}
 USER_NAME=${2:?deploy user}
+TEMPLATE=${3:-/tmp/bg-site.conf.j2}
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq nginx-light procps iproute2 >/dev/null
-install -d -o "$USER_NAME" -g "$USER_NAME" "/srv/$APP" "/srv/$APP/nginx"
+# Packages only when something is missing: provisioning again needs no network.
+need_packages=no
+for tool in nginx ps ip; do
+  command -v "$tool" >/dev/null 2>&1 || need_packages=yes
+done
+if [ "$USER_NAME" != root ] && ! command -v sudo >/dev/null 2>&1; then need_packages=yes; fi
+if [ "$need_packages" = yes ]; then
+  apt-get update -qq
+  apt-get install -y -qq nginx-light procps iproute2 sudo >/dev/null
+fi
+install -d -o "$USER_NAME" -g "$(id -gn "$USER_NAME")" "/srv/$APP" "/srv/$APP/nginx"
 
 UPSTREAM="/srv/$APP/nginx/$APP.bluegreen.conf"
 if [ ! -f "$UPSTREAM" ]; then
@@ -20,13 +30,21 @@ if [ ! -f "$UPSTREAM" ]; then
 fi
 # The site, from the same template the sandbox uses (nginx/site.conf.j2), without Jinja.
 SITE="/etc/nginx/sites-available/$APP"
-sed -e "s/{{ app }}/$APP/g" -e "s/{{ listen }}/80 default_server/g" -e '/^#/d' /tmp/bg-site.conf.j2 > "$SITE"
+sed -e "s/{{ app }}/$APP/g" -e "s/{{ listen }}/80 default_server/g" -e '/^#/d' "$TEMPLATE" > "$SITE"
 printf 'include /srv/%s/nginx/*.conf;\n' "$APP" > "/etc/nginx/conf.d/$APP-bluegreen-include.conf"
 ln -sf "$SITE" "/etc/nginx/sites-enabled/$APP"
 rm -f /etc/nginx/sites-enabled/default
-cat > "/etc/sudoers.d/bg-$USER_NAME" <<SUDO
+if [ "$USER_NAME" != root ]; then
+  cat > "/etc/sudoers.d/bg-$USER_NAME" <<SUDO
 $USER_NAME ALL=(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -q -t, /usr/sbin/nginx -s reload
 SUDO
-chmod 440 "/etc/sudoers.d/bg-$USER_NAME"
+  chmod 440 "/etc/sudoers.d/bg-$USER_NAME"
+fi
 nginx -t
-systemctl reload nginx || systemctl restart nginx
+if [ -d /run/systemd/system ]; then
+  systemctl reload nginx || systemctl restart nginx
+elif [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  nginx -s reload
+else
+  nginx  # a host without systemd (the sandbox stand-in): start the master
+fi

@@ -18,7 +18,7 @@ from bluegreen.tomlwriter import dumps
 
 # A path no app serves: the refused release of the user's app is B health-gated on it.
 REFUSED_HEALTH_PATH = "/bg-rehearsal/refused-on-purpose"
-REFUSED_DEADLINE = 5.0  # seconds the health gate waits for the release that must be refused
+REFUSED_DEADLINE = 3.0  # seconds the health gate waits for the release that must be refused
 
 
 @dataclass(frozen=True)
