@@ -18,6 +18,7 @@ from bluegreen.tomlwriter import dumps
 
 # A path no app serves: the refused release of the user's app is B health-gated on it.
 REFUSED_HEALTH_PATH = "/bg-rehearsal/refused-on-purpose"
+REFUSED_EXPECT = 599
 REFUSED_DEADLINE = 3.0  # seconds the health gate waits for the release that must be refused
 
 
@@ -86,6 +87,11 @@ def elixir(workdir: Path) -> AppPlan:
 
 def user(artifacts: list[Path], config_path: Path | None) -> AppPlan:
     """The user's releases and config; relative files in it are made absolute."""
+    if len(artifacts) > 2:
+        raise RehearsalError(f"give one or two release tarballs, not {len(artifacts)}")
+    for art in artifacts:
+        if not art.is_file():
+            raise RehearsalError(f"no such release tarball: {art}")
     path = (config_path or Path.cwd() / CONFIG_NAME).absolute()
     try:
         raw = tomllib.loads(path.read_text())
@@ -94,11 +100,6 @@ def user(artifacts: list[Path], config_path: Path | None) -> AppPlan:
                              hint="pass -c/--config PATH, or run `bg init` first") from exc
     except tomllib.TOMLDecodeError as exc:
         raise RehearsalError(f"{path}: not valid TOML: {exc}") from exc
-    if len(artifacts) > 2:
-        raise RehearsalError(f"give one or two release tarballs, not {len(artifacts)}")
-    for art in artifacts:
-        if not art.is_file():
-            raise RehearsalError(f"no such release tarball: {art}")
     app = raw.get("app", {})
     for section, key in (("app", "env_file"), ("nginx", "template")):
         value = raw.get(section, {}).get(key)
@@ -150,6 +151,8 @@ def redirect(plan: AppPlan, env: Prepared, *, refused: bool = False) -> str:
         health = dict(raw.get("health", {}))
         if plan.refused_health_path:
             health["path"] = plan.refused_health_path
+            # No app answers 599, so even one that answers 200 on any path is refused.
+            health["expect"] = REFUSED_EXPECT
         # The refusal is the point, not the wait: it is refused by the deadline either way.
         health["deadline"] = min(float(health.get("deadline", 60.0)), REFUSED_DEADLINE)
         raw["health"] = health
