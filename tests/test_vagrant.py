@@ -1,10 +1,15 @@
 """The Vagrant path, without booting a VM: the Vagrantfile validates, its provisioning
-renders the same site as the sandbox, and `vagrant ssh-config` output becomes a target."""
+renders the same site as the sandbox, `vagrant ssh-config` output (several shapes) becomes a
+target, and `bg rehearse --vagrant` runs end to end against a stand-in `vagrant` whose "VM" is a
+sandbox host provisioned by the VM's own script (tests/fixtures/vagrant_standin.py)."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jinja2
@@ -14,9 +19,11 @@ from bluegreen import config
 from bluegreen.errors import ConfigError
 from bluegreen.vagrant import parse_ssh_config, target_toml
 from tests.helpers import need
+from tests.sandbox_fixtures import need_root
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).parent / "fixtures" / "vagrant-ssh-config.txt"
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE = FIXTURES / "vagrant-ssh-config.txt"
 
 
 def test_vagrantfile_validates() -> None:
@@ -32,7 +39,7 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     script = (ROOT / "nginx" / "provision.sh").read_text()
     sed_line = next(line for line in script.splitlines() if line.startswith("sed "))
     template = ROOT / "nginx" / "site.conf.j2"
-    cmd = sed_line.replace("$APP", "hello").replace("/tmp/bg-site.conf.j2", str(template))
+    cmd = sed_line.replace("$APP", "hello").replace('"$TEMPLATE"', str(template))
     cmd = cmd.split(" > ")[0].rstrip("\\ ")
     rendered = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
     jinja = jinja2.Template(template.read_text(), keep_trailing_newline=True).render(
@@ -64,3 +71,100 @@ def test_ssh_config_garbage() -> None:
         parse_ssh_config("")
     with pytest.raises(ConfigError, match="has no port"):
         parse_ssh_config("Host x\n  HostName 127.0.0.1\n  User v\n")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("fixture", "expected"), [
+    ("vagrant-ssh-config.txt", [("default", "vagrant@127.0.0.1:2222",
+                                 "/home/dev/app/.vagrant/machines/default/virtualbox/private_key")]),
+    ("vagrant-ssh-config-libvirt.txt", [
+        ("default", "vagrant@192.168.121.57:22",
+         "/home/dev/My Projects/shop/.vagrant/machines/default/libvirt/private_key")]),
+    ("vagrant-ssh-config-multi.txt", [
+        ("web", "vagrant@127.0.0.1:2222",
+         "/home/dev/shop/.vagrant/machines/web/virtualbox/private_key"),
+        ("db", "vagrant@127.0.0.1:2200",
+         "/home/dev/shop/.vagrant/machines/db/virtualbox/private_key")]),
+    ("vagrant-ssh-config-crlf-tabs.txt", [
+        ("default", "vagrant@127.0.0.1:2222",
+         "C:/Users/dev/shop/.vagrant/machines/default/hyperv/private_key")]),
+])
+def test_ssh_config_shapes(fixture: str, expected: list[tuple[str, str, str]],
+                           tmp_path: Path) -> None:
+    """virtualbox, libvirt (a quoted key path with a space), two machines (the first
+    IdentityFile counts, as in ssh), CRLF with tabs and `=`."""
+    hosts = parse_ssh_config((FIXTURES / fixture).read_text())
+    assert [(h.name, h.spec, h.identity_file) for h in hosts] == expected
+    path = tmp_path / "bluegreen.toml"
+    path.write_text('[app]\nname = "hello"\nroot = "/srv/hello"\ncommand = "bin/server"\n'
+                    '[nginx]\nupstream_file = "/srv/hello/n.conf"\n' + target_toml(hosts))
+    target = config.load(path).target("vagrant")  # the path with a space survives the TOML
+    assert target.identity_file is not None and str(target.identity_file) == expected[0][2]
+
+
+def _standin(tmp_path: Path) -> dict[str, str]:
+    """PATH with the stand-in `vagrant` first, and its state directory."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "vagrant"
+    script = FIXTURES / "vagrant_standin.py"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
+    wrapper.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
+            "BG_STANDIN_DIR": str(tmp_path / "vm"), "PYTHONPATH": str(ROOT)}
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("shape", ["libvirt", "tabs"])
+def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
+    need_root()
+    before = _netns()
+    env = _standin(tmp_path) | {"BG_STANDIN_SHAPE": shape}
+    workdir = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json",
+         "--workdir", str(workdir)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert data["ok"] and data["environment"] == "vagrant" and data["hosts"] == 1
+    assert [s["exit"] for s in data["steps"]] == [0, 0, 3, 0, 0]
+    assert data["totals"]["failed"] == 0 and data["totals"]["requests"] >= 300
+    calls = [line.split("  cwd=")[0] for line in
+             (tmp_path / "vm" / "calls.log").read_text().splitlines()]
+    assert calls == ["status --machine-readable", "up", "ssh-config", "destroy -f"]
+    # The "VM" was provisioned by the VM's script, and the system nginx it set up served.
+    provision = (tmp_path / "vm" / "provision.log").read_text()
+    assert "test is successful" in provision
+    # First contact recorded the VM's key; bg then verified it on every command (strict).
+    host_key = next((tmp_path / "vm" / "sandbox").glob("host*/sshd/ssh_host_ed25519_key.pub"))
+    key_material = host_key.read_text().split()[1]
+    assert key_material in (workdir / "known_hosts").read_text()
+    rehearsal_config = (workdir / "bluegreen.toml").read_text()
+    assert "accept-new" not in rehearsal_config
+    # It destroyed the VM it started: nothing of it is left.
+    assert _netns() <= before
+    assert not (tmp_path / "vm" / "running").exists()
+
+
+def test_a_running_vm_is_used_and_left_running(tmp_path: Path) -> None:
+    need_root()
+    env = _standin(tmp_path)
+    up = subprocess.run(["vagrant", "up"], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json"],
+            cwd=tmp_path, env=env | {"TMPDIR": str(tmp_path)}, capture_output=True, text=True,
+            timeout=240, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "already running; left running" in proc.stderr
+        assert (tmp_path / "vm" / "running").exists()
+        calls = (tmp_path / "vm" / "calls.log").read_text()
+        assert "destroy" not in calls
+    finally:
+        subprocess.run(["vagrant", "destroy", "-f"], env=env, capture_output=True, timeout=60)
