@@ -26,243 +26,56 @@ against all three at once and the baselines see exactly the same load:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing as mp
-import select
 import signal
-import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:  # `python bench/load.py` from a checkout
+    sys.path.insert(0, ROOT)
+
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 HARD_LIMIT = 1800.0  # no load loop runs longer than this, whatever the arguments
 
 
-# ----------------------------------------------------------------------------- outcomes
-# A record's outcome: an HTTP status (>= 100), BAD_ANSWER (a 2xx with the wrong body) or a
-# connection error class (< 0).
-BAD_ANSWER = 1
-REFUSED, RESET, EOF, TIMEOUT, STALE, PROTOCOL, OTHER = -1, -2, -3, -4, -5, -6, -7
-ERROR_NAMES = {
-    REFUSED: "refused",
-    RESET: "reset",
-    EOF: "closed before answer",
-    TIMEOUT: "timeout",
-    STALE: "stale keep-alive",
-    PROTOCOL: "bad HTTP",
-    OTHER: "other socket error",
-    BAD_ANSWER: "bad answer",
-}
-
-
-def outcome_name(code: int) -> str:
-    return ERROR_NAMES.get(code, f"HTTP {code}")
-
-
-@dataclass(frozen=True)
-class Mix:
-    name: str
-    keepalive: bool
-    method: str
-    body: int  # bytes of request body
-
-    def request(self, port: int) -> bytes:
-        head = [f"{self.method} / HTTP/1.1", f"Host: {HOST}:{port}", "User-Agent: bg-bench"]
-        if not self.keepalive:
-            head.append("Connection: close")
-        payload = b""
-        if self.body:
-            payload = (b"0123456789abcdef" * (self.body // 16 + 1))[: self.body]
-            head += ["Content-Type: application/octet-stream", f"Content-Length: {self.body}"]
-        return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
-
-
-MIXES = (
-    Mix("close", keepalive=False, method="GET", body=0),
-    Mix("keepalive", keepalive=True, method="GET", body=0),
-    Mix("post", keepalive=False, method="POST", body=4096),
+# The client itself (raw HTTP/1.1, outcomes, the three mixes, one client's loop) is the
+# project's one load client, shared with `bg rehearse`, `bg demo` and the tests.
+from bluegreen.loadclient import (  # noqa: E402
+    BAD_ANSWER,
+    EOF,
+    ERROR_NAMES,
+    MIX_TITLES,
+    MIXES,
+    OTHER,
+    PROTOCOL,
+    REFUSED,
+    RESET,
+    STALE,
+    TIMEOUT,
+    ClientStats,
+    Connection,
+    HttpFailure,
+    Mix,
+    classify,
+    client_loop,
+    outcome_name,
 )
-MIX_TITLES = {
-    "close": "new connection per request",
-    "keepalive": "keep-alive connections",
-    "post": "POST 4 KiB, new connection",
-}
 
-
-# ----------------------------------------------------------------------------- HTTP client
-class HttpFailure(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(outcome_name(code))
-        self.code = code
-
-
-class Connection:
-    """One raw HTTP/1.1 connection: enough protocol for nginx's answers, nothing more."""
-
-    def __init__(self, port: int, timeout: float) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
-        self.received = 0  # bytes of the current answer so far
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def closed_by_peer(self) -> bool:
-        """Readable while idle means EOF or a reset is waiting: the server closed it."""
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise HttpFailure(EOF)
-        self.received += len(chunk)
-        self.buf += chunk
-
-    def _line(self) -> bytes:
-        while (i := self.buf.find(b"\r\n")) < 0:
-            if len(self.buf) > 65536:
-                raise HttpFailure(PROTOCOL)
-            self._fill()
-        line = bytes(self.buf[:i])
-        del self.buf[: i + 2]
-        return line
-
-    def _exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def exchange(self, request: bytes, method: str) -> tuple[int, bytes, bool]:
-        """Send one request; return (status, body, server will close)."""
-        self.received = 0
-        self.buf.clear()
-        self.sock.sendall(request)
-        status_line = self._line()
-        parts = status_line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise HttpFailure(PROTOCOL)
-        status = int(parts[1])
-        headers: dict[bytes, bytes] = {}
-        while line := self._line():
-            key, _, value = line.partition(b":")
-            headers[key.strip().lower()] = value.strip()
-        close = headers.get(b"connection", b"").lower() == b"close" or parts[0] == b"HTTP/1.0"
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            return status, b"", close
-        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            body = bytearray()
-            while True:
-                size = int(self._line().split(b";")[0], 16)
-                if size == 0:
-                    while self._line():
-                        pass
-                    break
-                body += self._exact(size)
-                self._line()
-            return status, bytes(body), close
-        if b"content-length" in headers:
-            return status, self._exact(int(headers[b"content-length"])), close
-        while True:  # until EOF
-            try:
-                self._fill()
-            except HttpFailure:
-                return status, bytes(self.buf), True
-
-
-def classify(exc: BaseException, reused: bool, received: int) -> int:
-    if isinstance(exc, HttpFailure):
-        code = exc.code
-    elif isinstance(exc, ConnectionRefusedError):
-        code = REFUSED
-    elif isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
-        code = RESET
-    elif isinstance(exc, TimeoutError | socket.timeout):
-        code = TIMEOUT
-    elif isinstance(exc, ValueError):
-        code = PROTOCOL
-    else:
-        code = OTHER
-    if reused and received == 0 and code in (RESET, EOF):
-        return STALE
-    return code
-
-
-@dataclass
-class ClientStats:
-    stale_reconnects: int = 0  # keep-alive connections found closed before reuse
-    connections: int = 0
-
-
-def client_loop(
-    mix: Mix,
-    port: int,
-    *,
-    rate: float,
-    stop: Callable[[], bool],
-    deadline: float,
-    max_requests: int,
-    timeout: float,
-    out: list[tuple[float, float, int]],
-    stats: ClientStats,
-) -> None:
-    """One client: requests paced at ``rate``/s (0: unpaced) until stopped; bounded."""
-    request = mix.request(port)
-    expect = f"{mix.body}".encode() if mix.body else b""
-    interval = 1.0 / rate if rate > 0 else 0.0
-    conn: Connection | None = None
-    next_at = time.monotonic()
-    try:
-        for _ in range(max_requests):
-            now = time.monotonic()
-            if stop() or now >= deadline:
-                break
-            if interval:
-                if next_at > now:
-                    time.sleep(next_at - now)
-                next_at = max(next_at + interval, time.monotonic() - interval)
-            reused = False
-            if conn is not None and conn.closed_by_peer():
-                stats.stale_reconnects += 1
-                conn.close()
-                conn = None
-            t0 = time.monotonic()
-            try:
-                if conn is None:
-                    conn = Connection(port, timeout)
-                    stats.connections += 1
-                else:
-                    reused = True
-                status, body, close = conn.exchange(request, mix.method)
-                code = status
-                if 200 <= status < 300 and expect and expect not in body:
-                    code = BAD_ANSWER
-                if close or not mix.keepalive:
-                    conn.close()
-                    conn = None
-            except (OSError, HttpFailure, ValueError) as exc:
-                code = classify(exc, reused, conn.received if conn is not None else 0)
-                if conn is not None:
-                    conn.close()
-                    conn = None
-            out.append((t0, time.monotonic() - t0, code))
-    finally:
-        if conn is not None:
-            conn.close()
+__all__ = [
+    "BAD_ANSWER", "EOF", "ERROR_NAMES", "HARD_LIMIT", "HOST", "MIXES", "MIX_TITLES", "OTHER",
+    "PROTOCOL", "REFUSED", "RESET", "STALE", "TIMEOUT", "ClientStats", "Connection",
+    "HttpFailure", "LoadGenerator", "Mix", "classify", "client_loop", "http_status",
+    "outcome_name", "wait_http",
+]
 
 
 def _generator_main(mix: Mix, port: int, conns: int, rate: float, limit: float,
@@ -275,7 +88,7 @@ def _generator_main(mix: Mix, port: int, conns: int, rate: float, limit: float,
     threads = [
         threading.Thread(
             target=client_loop,
-            args=(mix, port),
+            args=(mix, HOST, port),
             kwargs={
                 "rate": rate,
                 "stop": stop_event.is_set,
@@ -358,7 +171,7 @@ class LoadGenerator:
 # ----------------------------------------------------------------------------- probes
 def http_status(port: int, path: str = "/health", timeout: float = 1.0) -> int | None:
     try:
-        conn = Connection(port, timeout)
+        conn = Connection(HOST, port, timeout)
     except OSError:
         return None
     try:

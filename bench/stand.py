@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 from bluegreen.sandbox.nginx import NGINX_BIN, NginxServer
 from bluegreen.sandbox.sample import build_sample
+from bluegreen.tomlwriter import dumps
 
 from loadgen import HOST, wait_http
 
@@ -77,7 +77,7 @@ class AppKind:
 
     name: str
     build: Callable[[Path, str], Path]
-    config: Callable[[Path], str]  # the [app] section's runner lines, given the workdir
+    config: Callable[[Path], dict[str, str]]  # the [app] section's runner keys, given the workdir
     spawn: Callable[[Path, int, Path], subprocess.Popen[bytes]]  # release dir, port, log
     stop: Callable[[subprocess.Popen[bytes], Path], None]
     health_deadline: float = 15.0
@@ -109,7 +109,7 @@ def sample_app() -> AppKind:
     return AppKind(
         name="sample",
         build=lambda out, version: build_sample(out, version, app=APP),
-        config=lambda _wd: 'runner = "command"\ncommand = "bin/server"',
+        config=lambda _wd: {"runner": "command", "command": "bin/server"},
         spawn=lambda rel, port, log: _spawn(
             [str(rel / "bin" / "server")], rel,
             {**os.environ, "PORT": str(port), "BG_SLOT": "single"}, log),
@@ -118,13 +118,11 @@ def sample_app() -> AppKind:
 
 
 def elixir_app() -> AppKind:
-    """A real ``mix release`` (tests/elixir_release.py builds it, offline and cached)."""
-    try:
-        from tests.elixir_release import build_release, elixir_available
-    except ImportError as exc:  # pragma: no cover - depends on the checkout
-        raise SystemExit(f"--app elixir needs tests/elixir_release.py: {exc}") from exc
-    if not elixir_available():
-        raise SystemExit("--app elixir needs elixir and mix (apt-get install elixir)")
+    """A real ``mix release`` (bluegreen.rehearse.elixir builds it, offline and cached)."""
+    from bluegreen.rehearse import elixir
+
+    if (why := elixir.available()) is not None:
+        raise SystemExit(why)
     cookie = "benchcookie" + os.urandom(8).hex()
 
     def env(rel: Path, port: int) -> dict[str, str]:
@@ -134,8 +132,8 @@ def elixir_app() -> AppKind:
 
     return AppKind(
         name="elixir",
-        build=lambda out, version: build_release(version, out_dir=out),
-        config=lambda _wd: 'runner = "elixir"\nrelease_name = "hello"',
+        build=lambda out, version: elixir.build_release(version, out),
+        config=lambda _wd: {"runner": "elixir", "release_name": "hello"},
         spawn=lambda rel, port, log: _spawn(
             [str(rel / "bin" / APP), "start"], rel, env(rel, port), log),
         stop=lambda proc, _rel: _sigterm_and_wait(proc, 30.0),
@@ -164,33 +162,19 @@ class Stand:
         self._built: dict[str, Path] = {}
 
     def write_config(self) -> None:
-        self.config.write_text(textwrap.dedent(f"""\
-            [app]
-            name = "{APP}"
-            root = "{self.root}"
-            keep_releases = 4
-            stop_timeout = 15
-            """) + self.app.config(self.workdir) + textwrap.dedent(f"""
-
-            [slots]
-            blue = {self.blue}
-            green = {self.green}
-
-            [health]
-            interval = 0.05
-            timeout = 1.0
-            deadline = {self.app.health_deadline}
-
-            [nginx]
-            upstream_file = "{self.nginx.upstream_file}"
-            test_command = "{self.nginx.test_command}"
-            reload_command = "{self.nginx.reload_command}"
-            probe_url = "http://{HOST}:{self.listen}/"
-            pid_file = "{self.nginx.pid_file}"
-
-            [switch]
-            drain_timeout = 10
-            """))
+        app = {"name": APP, "root": str(self.root), "keep_releases": 4, "stop_timeout": 15,
+               **self.app.config(self.workdir)}
+        self.config.write_text(dumps({
+            "app": app,
+            "slots": {"blue": self.blue, "green": self.green},
+            "health": {"interval": 0.05, "timeout": 1.0, "deadline": self.app.health_deadline},
+            "nginx": {"upstream_file": self.nginx.upstream_file,
+                      "test_command": self.nginx.test_command,
+                      "reload_command": self.nginx.reload_command,
+                      "probe_url": f"http://{HOST}:{self.listen}/",
+                      "pid_file": self.nginx.pid_file},
+            "switch": {"drain_timeout": 10},
+        }))
 
     def artifact(self, version: str) -> Path:
         if version not in self._built:
