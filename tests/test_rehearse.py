@@ -242,3 +242,139 @@ def test_sigint_in_the_middle_leaves_nothing_behind(tmp_path: Path, where: str) 
     assert _processes_mentioning(workdirs[0]) == []
     assert _mounts_mentioning(workdirs[0]) == []
     assert _netns() <= before, "a namespace is still there"
+
+
+# ----------------------------------------------------------------------------- unit tier
+@pytest.mark.unit
+def test_windows_and_buckets_count_failures_by_kind() -> None:
+    from bluegreen.loadclient import RESET, STALE, buckets, window
+
+    records = {"close": [(10.0, 0.01, 200), (10.3, 0.01, 502), (11.2, 0.01, RESET)],
+               "keepalive": [(10.1, 0.01, 200), (10.6, 0.01, STALE)]}
+    w = window(records, 10.0, 11.0)
+    assert w.requests == {"close": 2, "keepalive": 2}
+    assert w.failed == {"close": {"HTTP 502": 1}, "keepalive": {"stale keep-alive": 1}}
+    assert (w.total, w.total_failed) == (4, 2)
+    xs, reqs, fails = buckets(records, 10.0, 11.5, width=0.5)
+    assert xs == [0.0, 0.5, 1.0, 1.5] and reqs == [3, 1, 1, 0] and fails == [1, 1, 1, 0]
+
+
+def _half_keepalive_server() -> tuple[int, Any]:
+    """Answers the first request of each connection (keep-alive), then reads the second and
+    closes without answering: the race a reload causes on a reused connection."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            for n in range(2):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                if n == 0:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                                 b"X-App-Version: 9.9.9\r\n\r\nok\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return port, server
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("retry", [True, False])
+def test_keepalive_client_retries_a_stale_get_once_and_counts_it(retry: bool) -> None:
+    from bluegreen.loadclient import MIX_BY_NAME, STALE, ClientStats, Record, client_loop
+
+    port, server = _half_keepalive_server()
+    out: list[Record] = []
+    stats = ClientStats()
+    try:
+        client_loop(MIX_BY_NAME["keepalive"], "127.0.0.1", port, rate=0, stop=lambda: False,
+                    deadline=time.monotonic() + 10, max_requests=4, timeout=2.0, out=out,
+                    stats=stats, retry_stale=retry)
+    finally:
+        server.close()
+    codes = [code for _, _, code in out]
+    assert len(codes) == 4
+    if retry:
+        assert codes == [200] * 4 and stats.stale_retries >= 1
+    else:
+        assert STALE in codes and stats.stale_retries == 0
+    assert stats.versions == {"9.9.9"}
+
+
+@pytest.mark.unit
+def test_the_users_config_is_redirected_into_the_rehearsal(tmp_path: Path) -> None:
+    import tomllib
+
+    from bluegreen import config as configuration
+    from bluegreen.rehearse import apps
+    from bluegreen.rehearse.envs import Prepared
+
+    user_config, arts = _user_project(tmp_path)
+    plan = apps.user(arts, user_config)
+    env = Prepared(name="local", hosts=1, root=str(tmp_path / "srv" / "shop"),
+                   nginx={"upstream_file": "/x/shop.conf", "test_command": "nginx -t -p /x",
+                          "reload_command": "nginx -s reload -p /x", "pid_file": "/x/pid",
+                          "probe_url": "http://127.0.0.1:18001/"},
+                   endpoints=[("127.0.0.1", 18001)], slots={"blue": 11001, "green": 11002})
+    normal = tomllib.loads(apps.redirect(plan, env))
+    refused = tomllib.loads(apps.redirect(plan, env, refused=True))
+    # Redirected: root, ports, nginx, targets (production is never named in the rehearsal).
+    assert normal["app"]["root"] == env.root and normal["slots"] == env.slots
+    assert normal["nginx"]["upstream_file"] == "/x/shop.conf" and "targets" not in normal
+    # Kept: runner, command, health, hooks; the env file, made absolute.
+    assert normal["app"]["runner"] == "command" and normal["app"]["command"] == "bin/server"
+    assert normal["app"]["env_file"] == str(tmp_path / "prod.env")
+    assert normal["health"]["path"] == "/health" and normal["hooks"] == {"after_deploy": ["true"]}
+    # The refused release: a health path and status nothing answers, and a short deadline.
+    assert refused["health"]["path"] == apps.REFUSED_HEALTH_PATH
+    assert refused["health"]["expect"] == 599 and refused["health"]["deadline"] == 3.0
+    for text in (apps.redirect(plan, env), apps.redirect(plan, env, refused=True)):
+        path = tmp_path / "check.toml"
+        path.write_text(text)
+        configuration.load(path)  # bg itself accepts both
+    assert [apps.version_of(r, "shop") for r in (plan.a, plan.b, plan.refused)] == [
+        "4.1.0", "4.2.0", "4.2.0-refused"]
+
+
+@pytest.mark.unit
+def test_vagrant_http_endpoint() -> None:
+    from bluegreen.rehearse.vagrantenv import FORWARDED_HTTP_PORT, http_endpoint
+    from bluegreen.vagrant import VagrantHost
+
+    assert http_endpoint(VagrantHost("default", "127.0.0.1", 2222, "vagrant", "")) == (
+        "127.0.0.1", FORWARDED_HTTP_PORT)
+    assert http_endpoint(VagrantHost("default", "192.168.121.5", 22, "vagrant", "")) == (
+        "192.168.121.5", 80)
+
+
+@pytest.mark.unit
+def test_the_table_says_fail_and_why() -> None:
+    from bluegreen.rehearse.report import table
+
+    step = {"name": "refused (3.0.0)", "exit": 0, "expected": 3, "seconds": 1.0,
+            "requests": 10, "failed": 2, "failed_by_kind": {"close: HTTP 502": 2},
+            "serving": "hello 3.0.0", "started_at": 1.0}
+    data = {"ok": False, "environment": "local", "hosts": 1, "steps": [step], "seconds": 5.0,
+            "totals": {"requests": 10, "failed": 2, "by_client": {"close": {"requests": 10,
+                                                                           "failed": 2}},
+                       "stale_keepalive_retries": 0, "stale_keepalive_reconnects": 0},
+            "problems": ["refused (3.0.0): exit 0, expected 3", "2 requests failed"]}
+    text = table(data)
+    assert "rehearsal on local (1 host): FAIL" in text
+    assert "0 (!=3)" in text and "close: HTTP 502" in text
+    assert "problem: 2 requests failed" in text and "safe to deploy" not in text

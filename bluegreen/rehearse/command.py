@@ -43,7 +43,7 @@ def rehearse(
     """Rehearse a deploy end to end under load: deploy A, deploy B, a release refused by the
     health gate, rollback, switch; then a report of what every step cost in requests."""
     from bluegreen.errors import BgError, ExitCode
-    from bluegreen.rehearse.envs import choose
+    from bluegreen.rehearse.choose import choose
     from bluegreen.rehearse.run import Options, Rehearsal
 
     if app not in ("sample", "elixir"):
