@@ -26,6 +26,8 @@ def table(data: dict[str, Any]) -> str:
                      f"  {s['serving']}")
         for kind, n in s["failed_by_kind"].items():
             lines.append(f"{'':<30} {'':>9} {'':>8} {'':>9} {n:>7}  {kind}")
+    for name in data.get("skipped", []):
+        lines.append(f"{name[:30]:<30} {'-':>9} {'-':>8} {'-':>9} {'-':>7}  (not run)")
     t = data["totals"]
     lines.append("-" * len(cols))
     lines.append(f"{'total (all load)':<30} {'':>9} {data['seconds']:>8.2f} {t['requests']:>9}"

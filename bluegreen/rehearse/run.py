@@ -106,6 +106,7 @@ class Rehearsal:
         self.load: Load | None = None
         self.results: list[dict[str, Any]] = []
         self.problems: list[str] = []
+        self.skipped: list[str] = []
 
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
@@ -157,8 +158,14 @@ class Rehearsal:
             self.results.append(row)
             verdict = "as expected" if code == step.expect else f"EXPECTED {int(step.expect)}"
             self.say(f"      exit {code} ({verdict}) in {seconds:.2f}s; serving {serving}")
-            if code != step.expect and row["message"]:
-                self.say(f"      bg said: {row['message']}")
+            if code != step.expect:
+                if row["message"]:
+                    self.say(f"      bg said: {row['message']}")
+                # What follows depends on this step: going on would only pile up noise.
+                self.skipped = [later.name for later in steps[i:]]
+                if self.skipped:
+                    self.say(f"      stopping here; not run: {', '.join(self.skipped)}")
+                break
         time.sleep(WARM_UP)
         load.stop()
         final = self._final_status()
@@ -254,6 +261,8 @@ class Rehearsal:
                                      f" {row['expected']}")
         if everything.total_failed:
             self.problems.append(f"{everything.total_failed} requests failed")
+        if self.skipped:
+            self.problems.append(f"not run: {', '.join(self.skipped)}")
         if load.alive():
             self.problems.append("a load client did not stop")
         live = {h.get("version") for h in final.get("hosts", [])}
@@ -267,6 +276,7 @@ class Rehearsal:
             "hosts": self.prepared.hosts,
             "reason": self.reason,
             "steps": steps,
+            "skipped": self.skipped,
             "totals": {
                 "requests": everything.total,
                 "failed": everything.total_failed,
