@@ -115,20 +115,91 @@ def test_local_rehearsal_as_an_unprivileged_user(shared_dir: Path) -> None:
     assert wall < 90, f"the local rehearsal took {wall:.0f}s"
 
 
-def _netns() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+class OwnNamespaces:
+    """Records, while a rehearsal runs, the network namespaces whose processes mention
+    ``marker`` (its temporary directory): other sandboxes on this machine come and go at the
+    same time, so "no namespace more than before" would not say whose it is."""
+
+    def __init__(self, marker: Path) -> None:
+        import threading
+
+        self.marker = str(marker)
+        self.seen: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        from bluegreen.sandbox.hosts import netns_pids
+
+        while not self._stop.wait(0.2):
+            for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+                try:
+                    inode = os.stat(f"/run/netns/{name}").st_ino
+                except OSError:
+                    continue
+                if (name, inode) in self.seen:
+                    continue
+                for pid in netns_pids([name]):
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if self.marker.encode() in cmd:
+                        self.seen.add((name, inode))
+                        break
+
+    def __enter__(self) -> OwnNamespaces:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _mine(self, name: str) -> bool | None:
+        """Whether ``name`` runs processes of the rehearsal; None when it runs none."""
+        from bluegreen.sandbox.hosts import netns_pids
+
+        pids = netns_pids([name])
+        if not pids:
+            return None
+        for pid in pids:
+            try:
+                if self.marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def left(self) -> list[str]:
+        """The recorded namespaces still there. Namespace inodes are reused at once, and other
+        sandboxes take free names at once, so one of the same name is the rehearsal's if it
+        runs the rehearsal's processes, or stays empty (a new one gets its processes within
+        a moment)."""
+        out = []
+        for name, _ in self.seen:
+            mine = self._mine(name)
+            if mine is None:
+                time.sleep(1.0)
+                mine = self._mine(name)
+                if mine is None and not os.path.exists(f"/run/netns/{name}"):
+                    continue
+            if mine is not False:
+                out.append(name)
+        return out
 
 
 def test_sandbox_rehearsal_with_two_hosts(tmp_path: Path) -> None:
     need_root()
-    before = _netns()
-    code, data, stderr = rehearse("--sandbox", "--hosts", "2", cwd=tmp_path,
-                                  env=bg_env(TMPDIR=str(tmp_path)))
+    with OwnNamespaces(tmp_path) as namespaces:
+        code, data, stderr = rehearse("--sandbox", "--hosts", "2", cwd=tmp_path,
+                                      env=bg_env(TMPDIR=str(tmp_path)))
     assert code == 0, stderr[-3000:]
     assert_clean_report(data, "sandbox", 2, stderr)
     assert "2 hosts" in stderr  # the environment said what it started
-    assert _netns() <= before, "the rehearsal left network namespaces behind"
+    assert "cleanup:" not in stderr
+    assert len(namespaces.seen) == 2, namespaces.seen
+    assert namespaces.left() == [], "the rehearsal left network namespaces behind"
 
 
 def _user_project(where: Path, app: str = "shop") -> tuple[Path, list[Path]]:
@@ -216,9 +287,9 @@ def test_sigint_in_the_middle_leaves_nothing_behind(tmp_path: Path, where: str) 
     need(os.access(NGINX_BIN, os.X_OK), "nginx is not installed")
     if where == "--sandbox":
         need_root()
-    before = _netns()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
+    namespaces = OwnNamespaces(tmp).__enter__()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bluegreen", "rehearse", where, "--hosts", "2"], cwd=tmp_path,
         env=bg_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -235,13 +306,16 @@ def test_sigint_in_the_middle_leaves_nothing_behind(tmp_path: Path, where: str) 
     assert len(workdirs) == 1, (workdirs, "".join(seen))
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=90)
+    namespaces.__exit__()
     output = "".join(seen) + rest
     assert proc.returncode == 130, output
     assert "interrupted" in output
     assert list(tmp.iterdir()) == [], "the temporary directory is still there"
     assert _processes_mentioning(workdirs[0]) == []
     assert _mounts_mentioning(workdirs[0]) == []
-    assert _netns() <= before, "a namespace is still there"
+    if where == "--sandbox":
+        assert len(namespaces.seen) == 2, namespaces.seen
+    assert namespaces.left() == [], "a namespace is still there"
 
 
 # ----------------------------------------------------------------------------- unit tier

@@ -20,6 +20,7 @@ from bluegreen.errors import ConfigError
 from bluegreen.vagrant import parse_ssh_config, target_toml
 from tests.helpers import need
 from tests.sandbox_fixtures import need_root
+from tests.test_rehearse import OwnNamespaces
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -114,21 +115,16 @@ def _standin(tmp_path: Path) -> dict[str, str]:
             "BG_STANDIN_DIR": str(tmp_path / "vm"), "PYTHONPATH": str(ROOT)}
 
 
-def _netns() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
 @pytest.mark.parametrize("shape", ["libvirt", "tabs"])
 def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
     need_root()
-    before = _netns()
     env = _standin(tmp_path) | {"BG_STANDIN_SHAPE": shape}
     workdir = tmp_path / "work"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json",
-         "--workdir", str(workdir)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
+    with OwnNamespaces(tmp_path / "vm") as namespaces:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json",
+             "--workdir", str(workdir)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     assert data["ok"] and data["environment"] == "vagrant" and data["hosts"] == 1
@@ -147,7 +143,8 @@ def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
     rehearsal_config = (workdir / "bluegreen.toml").read_text()
     assert "accept-new" not in rehearsal_config
     # It destroyed the VM it started: nothing of it is left.
-    assert _netns() <= before
+    assert len(namespaces.seen) == 1 and namespaces.left() == []
+    assert "cleanup:" not in proc.stderr
     assert not (tmp_path / "vm" / "running").exists()
 
 

@@ -114,12 +114,14 @@ class Rehearsal:
         self.say(f"environment: {self.env.name} ({self.reason})")
         with _sigterm_as_interrupt():
             try:
-                return self._run(began)
+                code = self._run(began)
             except KeyboardInterrupt:
                 self.say("interrupted: stopping everything the rehearsal started")
-                return int(ExitCode.INTERRUPTED)
+                code = int(ExitCode.INTERRUPTED)
             finally:
-                self.cleanup()
+                clean = self.cleanup()
+            # Something left running is a failure of the rehearsal, whatever else happened.
+            return code if clean or code else int(ExitCode.FAILED)
 
     def _run(self, began: float) -> int:
         if self.workdir is None:
@@ -309,8 +311,9 @@ class Rehearsal:
             (out / "bg-rehearsal.json").write_text(json.dumps(data, indent=2) + "\n")
 
     # ------------------------------------------------------------------ cleanup
-    def cleanup(self) -> None:
-        """Stop what was started, in reverse order; every part runs even if one fails."""
+    def cleanup(self) -> bool:
+        """Stop what was started, in reverse order; every part runs even if one fails.
+        True when nothing was left behind."""
         problems: list[str] = []
         child = self.child
         if child is not None and child.poll() is None:
@@ -325,19 +328,20 @@ class Rehearsal:
             self.load.stop()
         if self.opts.keep:
             self.say(f"kept: everything in {self.workdir}")
-            return
+            return True
         if self.workdir is not None:
             problems += kill_under(self.workdir / "srv")  # the local slots
         try:
             self.env.stop(keep=False)
         except Exception as exc:  # the remaining cleanup must still run
-            problems.append(f"{self.env.name}: {exc}")
+            problems.append(f"{self.env.name}: {exc} {getattr(exc, 'detail', '')}".strip())
         if self.workdir is not None:
             problems += kill_under(self.workdir)
             if self.own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
         for problem in problems:
             self.say(f"cleanup: {problem}")
+        return not problems
 
 
 def kill_under(path: Path, wait: float = 5.0) -> list[str]:
