@@ -12,11 +12,47 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bluegreen.loadclient import Load, window
+from bluegreen.loadclient import Load, ok, outcome_name, window
 from bluegreen.sandbox.sample import build_sample
 from tests.helpers import Workspace
 
 HARD_LIMIT = 60.0  # no client loop runs longer than this, whatever happens
+
+
+class Clients:
+    """New-connection GET and POST clients through nginx on 127.0.0.1 (``bluegreen.loadclient``),
+    with the counters other tests read while it runs: ``ok`` per method and ``failures`` as
+    ``"METHOD at 1.23s: why"`` (seconds since the start, ``_started``)."""
+
+    def __init__(self, port: int, gets: int = 4, posts: int = 2) -> None:
+        self.load = Load(endpoints=[("127.0.0.1", port)], clients={"close": gets, "post": posts},
+                         rate=0, limit=HARD_LIMIT, retry_stale=False)
+        self._started = 0.0
+
+    def _rows(self) -> list[tuple[str, float, int]]:
+        method = {"close": "GET", "post": "POST"}
+        return [(method[name], t0, code) for name, out in self.load._outs
+                for t0, _, code in list(out)]
+
+    @property
+    def ok(self) -> dict[str, int]:
+        counts = {"GET": 0, "POST": 0}
+        for method, _, code in self._rows():
+            counts[method] += ok(code)
+        return counts
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{method} at {t0 - self._started:.2f}s: {outcome_name(code)}"
+                for method, t0, code in sorted(self._rows(), key=lambda r: r[1]) if not ok(code)]
+
+    def __enter__(self) -> Clients:
+        self.load.start()
+        self._started = self.load.origin
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.load.stop()
 
 
 def test_no_failed_request_through_two_deploys_and_a_rollback(
