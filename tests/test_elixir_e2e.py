@@ -255,8 +255,8 @@ def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
 def test_systemd_unit(tmp_path: Path) -> None:
     """The template unit: text checked always, `systemd-analyze verify` where available."""
     from bluegreen import config
-    from bluegreen.elixir import SystemdRunner, render_unit
     from bluegreen.layout import Layout
+    from bluegreen.runners.systemd import SystemdRunner, render_unit
 
     cfg = config.parse(
         {"app": {"name": "hello", "root": "/srv/hello", "runner": "systemd"},

@@ -35,7 +35,7 @@ def setup(ctx: Context) -> OperationResult:
 
     def one(host: Host) -> None:
         if config.app.runner == "systemd":
-            from bluegreen.elixir import render_unit, unit_path
+            from bluegreen.runners.systemd import render_unit, unit_path
 
             host.write_atomic(unit_path(config.app), render_unit(config.app).encode())
         out = check(host.run(script), "setting up directories", host).stdout
@@ -73,7 +73,8 @@ def runner_setup_script(ctx: Context) -> str:
     app = ctx.config.app
     if app.runner == "command":
         return ""
-    from bluegreen.elixir import cookie_script, slot_env_file
+    from bluegreen.runners.elixir import cookie_script
+    from bluegreen.runners.systemd import slot_env_file
 
     script = "\n" + cookie_script(ctx.paths) + "\n"
     if app.runner == "systemd":

@@ -1,0 +1,101 @@
+"""What every runner is, and the shell fragments the runners' scripts share.
+
+Kept apart from ``bluegreen.runners`` (which picks a runner and so imports every runner
+module) so that the runner modules can import these without an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bluegreen.layout import Layout
+from bluegreen.shell import q
+
+# `running PID` is true for a live process that is not a zombie (a late-reaping init leaves
+# those behind, and `kill -0` counts them). `alive PID` also wants it to still lead the
+# session bg gave it, so a reused pid is not mistaken for the slot.
+SH_RUNNING = r"""
+running() {
+  [ -n "$1" ] || return 1
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  case "$st" in ""|Z*) return 1;; esac
+}
+"""
+SH_ALIVE = SH_RUNNING + r"""
+alive() {
+  running "$1" || return 1
+  [ "$(ps -o sid= -p "$1" 2>/dev/null | tr -d ' ')" = "$1" ]
+}
+"""
+
+
+class Runner(Protocol):
+    """Builds the scripts that start, stop, probe and query one slot's process.
+
+    Runners only *build* shell scripts (as Kamal's command builders do); the operations run
+    them on a host. Each script is self-contained, so one slot operation is one round trip.
+    Secrets are never in a script: the env file and the cookie are read on the host.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def start_script(self, slot: str, port: int, version: str) -> str: ...
+
+    def stop_script(self, slot: str) -> str: ...
+
+    def alive_script(self, slot: str) -> str:
+        """Exits 0 when the slot's process runs."""
+        ...
+
+    def eval_script(self, slot: str, expression: str) -> str:
+        """Run a one-off ``expression`` (e.g. migrations) against the slot's release."""
+        ...
+
+    def check_script(self, slot: str) -> str | None:
+        """A second health signal run on the host once HTTP is healthy (None: none)."""
+        ...
+
+    def log_script(self, slot: str, lines: int) -> str:
+        """The last ``lines`` lines of the slot's output."""
+        ...
+
+
+def env_prelude(paths: Layout) -> str:
+    """Load the operator's env file (sh syntax, as `source .env` would) into the environment."""
+    env = q(paths.env_file)
+    return f"if [ -f {env} ]; then set -a; . {env}; set +a; fi"
+
+
+def start_banner(paths: Layout, slot: str, port: int, version: str) -> str:
+    """One line in the slot's log that marks where this start's output begins."""
+    return (
+        "printf '=== bg: start %s in %s on port %s at %s\\n' \\\n"
+        f'  {q(version)} {q(slot)} {q(port)} "$(date -u +%FT%TZ)" >> {q(paths.log(slot))}'
+    )
+
+
+def stop_pid_script(pidfile: str, timeout: float) -> str:
+    """SIGTERM the session led by the recorded pid, wait, then SIGKILL; remove the pidfile."""
+    ticks = max(1, int(timeout * 10))
+    pf = q(pidfile)
+    return (
+        SH_ALIVE
+        + f"""
+pid=$(cat {pf} 2>/dev/null || true)
+if alive "$pid"; then
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  i=0
+  while alive "$pid" && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done
+  if alive "$pid"; then
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    echo {q(f"killed after {timeout:g}s")}
+  fi
+fi
+rm -f {pf}
+"""
+    )
+
+
+def log_tail_script(paths: Layout, slot: str, lines: int = 20) -> str:
+    return f"tail -n {int(lines)} {q(paths.log(slot))} 2>/dev/null || true"

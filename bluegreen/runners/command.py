@@ -1,0 +1,70 @@
+"""``runner = "command"``: any command, run detached in the slot's release directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bluegreen.layout import Layout
+from bluegreen.runners.base import (
+    SH_ALIVE,
+    env_prelude,
+    log_tail_script,
+    start_banner,
+    stop_pid_script,
+)
+from bluegreen.shell import q
+
+
+@dataclass(frozen=True)
+class CommandRunner:
+    """``[app] command`` run in the slot's release directory, detached, with PORT set.
+
+    The command is the operator's own shell text, so it is the one thing not quoted here.
+    """
+
+    paths: Layout
+    command: str
+    stop_timeout: float
+    name: str = "command"
+
+    def start_script(self, slot: str, port: int, version: str) -> str:
+        p = self.paths
+        pidfile = q(p.pid(slot))
+        inner = f"echo $$ > {pidfile}; exec {self.command}"
+        return f"""set -e
+mkdir -p {q(p.logs)} {q(p.run)}
+rm -f {pidfile}
+cd {q(p.slot(slot))}
+cd -P .
+{start_banner(p, slot, port, version)}
+(
+  {env_prelude(p)}
+  export PORT={q(port)} BG_SLOT={q(slot)} BG_VERSION={q(version)}
+  setsid sh -c {q(inner)} >> {q(p.log(slot))} 2>&1 < /dev/null &
+)
+i=0
+while [ ! -s {pidfile} ] && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done
+test -s {pidfile}
+"""
+
+    def stop_script(self, slot: str) -> str:
+        return stop_pid_script(self.paths.pid(slot), self.stop_timeout)
+
+    def alive_script(self, slot: str) -> str:
+        return SH_ALIVE + f'alive "$(cat {q(self.paths.pid(slot))} 2>/dev/null)"'
+
+    def check_script(self, slot: str) -> str | None:
+        return None
+
+    def log_script(self, slot: str, lines: int) -> str:
+        return log_tail_script(self.paths, slot, lines)
+
+    def eval_script(self, slot: str, expression: str) -> str:
+        p = self.paths
+        return f"""set -e
+cd {q(p.slot(slot))}
+cd -P .
+{env_prelude(p)}
+export BG_SLOT={q(slot)}
+{expression}
+"""
