@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,29 @@ class ReleaseBuildError(RuntimeError):
 def elixir_available() -> bool:
     """True when ``mix`` and ``elixir`` are on PATH (a release can be built here)."""
     return shutil.which("mix") is not None and shutil.which("elixir") is not None
+
+
+def extract(tarball: Path, dest: Path) -> None:
+    """Unpack a release tarball into ``dest``, refusing members that would land outside it.
+
+    ``extractall(filter=...)`` needs Python >= 3.11.4 (Debian 12 has 3.11.2) and the project
+    supports 3.11, so without ``tarfile.data_filter`` the same checks are done here.
+    """
+    with tarfile.open(tarball) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="tar")
+            return
+        root = dest.resolve()
+        for member in tar.getmembers():
+            target = (root / member.name).resolve()
+            if not target.is_relative_to(root) or member.isdev():
+                raise ValueError(f"{tarball}: refusing to extract {member.name!r}")
+            if member.islnk() or member.issym():
+                link = (target.parent / member.linkname) if member.issym() else (
+                    root / member.linkname)
+                if os.path.isabs(member.linkname) or not link.resolve().is_relative_to(root):
+                    raise ValueError(f"{tarball}: link {member.name!r} points outside")
+        tar.extractall(dest)  # every member was checked above
 
 
 def cache_root() -> Path:

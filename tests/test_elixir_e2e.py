@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -225,7 +226,7 @@ def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
     env = {**os.environ, "HOME": str(tmp_path)}
 
     def bg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["python", "-m", "bluegreen", "-c", str(config), *args],
+        proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
                               capture_output=True, text=True, env=env, timeout=300)
         if check:
             assert proc.returncode == 0, proc.stderr

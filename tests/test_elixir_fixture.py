@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.elixir_release import build_release, elixir_available
+from tests.elixir_release import build_release, elixir_available, extract
 from tests.helpers import need
 
 pytestmark = pytest.mark.elixir
@@ -182,8 +182,7 @@ def make_slot(tmp_path: Path) -> Iterator[SlotFactory]:
     def make(tarball: Path, node: str, port: int) -> Slot:
         root = tmp_path / node
         root.mkdir()
-        with tarfile.open(tarball) as tar:
-            tar.extractall(root, filter="tar")
+        extract(tarball, root)
         (root / "tmp").mkdir()
         slot = Slot(root=root, node=node, port=port, cookie=cookie)
         slots.append(slot)
