@@ -29,6 +29,7 @@ from bluegreen.shell import q
 # The OS processes of one release node: the VM, and the helpers the daemon mode starts.
 _BEAM = "beam.smp|beam"
 _NODE_PROCESSES = "beam.smp|beam|run_erl|erl_child_setup"
+_STARTING = "beam.smp|beam|run_erl|erlexec"
 
 
 def cookie_script(paths: Layout) -> str:
@@ -149,10 +150,12 @@ true
 """
 
     def alive_script(self, slot: str) -> str:
-        # The VM's process, not `bin/<app> pid`: that boots a second BEAM and fails while
-        # the node is still starting (before distribution is up).
+        # The node's processes, not `bin/<app> pid`: that boots a second BEAM, and fails
+        # while the node is still booting (a slow boot under load was taken for a dead
+        # node). run_erl and erlexec count: they are the node before the VM has exec'd, and
+        # run_erl exits with it.
         return SH_RUNNING + self.slot_processes(slot) + f"""
-for p in $(slot_procs {q(_BEAM)}); do running "$p" && exit 0; done
+for p in $(slot_procs {q(_STARTING)}); do running "$p" && exit 0; done
 exit 1
 """
 
