@@ -197,7 +197,7 @@ def test_failing_migration_aborts_before_switch(elixir_ws: Workspace,
     env.write_text(env.read_text() + "HELLO_MIGRATE_FAIL=1\n")
     proc = ws.bg("deploy", str(releases["2"]), check=False)
     assert proc.returncode == ExitCode.HOOK, proc.stderr
-    assert "migrate failed" in proc.stderr and "nothing was switched" in proc.stderr
+    assert "`migrate` failed" in proc.stderr and "nothing was switched" in proc.stderr
     assert ws.upstream() == upstream
     assert ws.get().text.startswith("hello v1.0.0 slot=hello_blue")
     assert beams(str(ws.root))["green"] == []
