@@ -23,9 +23,11 @@ PACKAGE = REPO / "bluegreen"
 MAX_LINES = 400
 
 # Files someone is splitting in parallel work: a guard that fails only because of these is an
-# expected failure until the split lands; anything else fails. Empty now that every split
-# has landed; name a file here (with the work that splits it) only for the time being.
-PENDING_SPLITS: frozenset[str] = frozenset()
+# expected failure until the split lands; anything else fails. Name a file here (with the work
+# that splits it) only for the time being, and drop it when that lands.
+PENDING_SPLITS: frozenset[str] = frozenset({
+    "bluegreen/ops/steps.py",  # 404 lines on main: the lead's ops/ rewrite (issue 13)
+})
 
 
 def module_files(package: Path = PACKAGE) -> dict[str, Path]:
