@@ -19,6 +19,7 @@ from __future__ import annotations
 import posixpath
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -67,15 +68,39 @@ def _template(config: Config) -> jinja2.Template:
         raise ConfigError(f"nginx template {name}: {exc}") from exc
 
 
-def render_upstream(config: Config, *, slot: str, version: str) -> str:
-    """The upstream file sending traffic to ``slot``; raises ConfigError on a broken template."""
+@dataclass(frozen=True)
+class Server:
+    """One ``server`` line of the upstream: an app host's live slot as nginx reaches it."""
+
+    address: str
+    port: int
+    host: str  # the app host it belongs to ("" for this machine's own slot)
+
+    def to_template(self) -> dict[str, str | int]:
+        # An IPv6 literal needs brackets before the port.
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return {"address": address, "port": self.port, "host": self.host}
+
+
+def render_upstream(config: Config, *, slot: str, version: str,
+                    servers: Sequence[Server] | None = None) -> str:
+    """The upstream file sending traffic to ``slot``; raises ConfigError on a broken template.
+
+    ``servers`` lists every app host's live slot when nginx runs on a load-balancer tier
+    (``slot`` is then the slot they share, or ``mixed``); without it the one server is this
+    host's own slot on 127.0.0.1, so the template has one shape for both topologies.
+    """
+    port = config.slots.get(slot, 0)
+    if servers is None:
+        servers = [Server("127.0.0.1", port, "")]
     try:
         text = _template(config).render(
             app=config.app.name,
             slot=slot,
-            port=config.slots[slot],
+            port=port,
             version=version,
             slots=dict(config.slots),
+            servers=[s.to_template() for s in servers],
             time=now_iso(),
         )
     except jinja2.TemplateError as exc:

@@ -88,23 +88,31 @@ def parse_pruned(stdout: str) -> list[str]:
     return [line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("pruned: ")]
 
 
-def setup_script(paths: Layout, *, upstream_file: str, initial_upstream: str,
+def setup_script(paths: Layout, *, upstream_file: str | None, initial_upstream: str,
                  initial_state: str, runner_setup: str) -> str:
-    """Create the layout, and the upstream file and state when absent; prints what it made."""
-    live = q(upstream_file)
+    """Create the layout, and the upstream file (None: nginx is not on this host) and state
+    when absent; prints what it made."""
     return lines(
         "set -e",
         layout_script(paths),
         'created=""',
-        f"if [ ! -f {live} ]; then",
-        f"  mkdir -p {q(upstream_file.rsplit('/', 1)[0] or '/')}",
-        f"  printf '%s' {q(initial_upstream)} > {live}",
-        '  created="$created upstream"',
-        "fi",
+        upstream_install_script(upstream_file, initial_upstream) if upstream_file else "",
         f"if [ ! -f {q(paths.state)} ]; then",
         f"  printf '%s' {q(initial_state)} > {q(paths.state)}",
         '  created="$created state"',
         "fi",
         runner_setup,
         'echo "created:$created"',
+    )
+
+
+def upstream_install_script(upstream_file: str, initial_upstream: str) -> str:
+    """Write the upstream file when absent (appends to $created)."""
+    live = q(upstream_file)
+    return lines(
+        f"if [ ! -f {live} ]; then",
+        f"  mkdir -p {q(upstream_file.rsplit('/', 1)[0] or '/')}",
+        f"  printf '%s' {q(initial_upstream)} > {live}",
+        '  created="$created upstream"',
+        "fi",
     )

@@ -14,32 +14,47 @@ from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check, q
 from bluegreen.observe import Observation
-from bluegreen.ops.core import Context, OperationResult
+from bluegreen.ops import lbtier
+from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
-from bluegreen.releases import setup_script
+from bluegreen.releases import setup_script, upstream_install_script
+from bluegreen.shell import lines
 
 
 def setup(ctx: Context) -> OperationResult:
     """Directories, env file, initial upstream and state; safe to run again."""
     started = time.monotonic()
     config, paths = ctx.config, ctx.paths
+    initial = nginx.render_upstream(config, slot="blue", version="none")
+    if ctx.lbs:  # nothing runs yet: every app host's blue slot, as one host's file says
+        port = config.slots["blue"]
+        initial = nginx.render_upstream(config, slot="blue", version="none", servers=[
+            nginx.Server(ctx.target.address_of(h), port, h) for h in ctx.target.hosts])
     script = setup_script(
         paths,
-        upstream_file=nginx.files(config).live,
-        initial_upstream=nginx.render_upstream(config, slot="blue", version="none"),
+        upstream_file=None if ctx.lbs else nginx.files(config).live,
+        initial_upstream=initial,
         initial_state=st.HostState(updated_at=st.now_iso()).to_json().decode(),
         runner_setup=runner_setup_script(ctx),
     )
+    lb_script = lines("set -e", 'created=""',
+                      upstream_install_script(nginx.files(config).live, initial),
+                      'echo "created:$created"')
     outcomes: dict[str, str] = {}
 
     def one(host: Host) -> None:
-        if config.app.runner == "systemd":
+        is_lb = host in ctx.lbs
+        if config.app.runner == "systemd" and not is_lb:
             from bluegreen.runners.systemd import render_unit, unit_path
 
             host.write_atomic(unit_path(config.app), render_unit(config.app).encode())
-        out = check(host.run(script), "setting up directories", host).stdout
+        out = check(host.run(lb_script if is_lb else script), "setting up directories",
+                    host).stdout
         made = out.split("created:", 1)[-1].split()
+        if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
+            outcomes[host.name] = "created " + ", ".join(made) if made else "already set up"
+            return
         test = host.run(config.nginx.test_command)
         if not test.ok:
             outcomes[host.name] = "nginx -t failed"
@@ -53,7 +68,7 @@ def setup(ctx: Context) -> OperationResult:
         outcomes[host.name] = note
 
     with ctx.step(f"set up {paths.root}"):
-        ctx.each(one, "setup")
+        ctx.each(one, "setup", [*ctx.hosts, *ctx.lbs])
     env = config.app.env_file
     if env is not None:
         data = env.read_bytes()
@@ -62,9 +77,13 @@ def setup(ctx: Context) -> OperationResult:
     return OperationResult(
         operation="setup", app=config.app.name, target=ctx.target.name, version=None,
         slot=None, previous_slot=None, previous_version=None,
-        hosts=ctx.outcomes(outcomes), steps=tuple(ctx.steps),
+        hosts=ctx.outcomes(outcomes) + tuple(
+            HostOutcome(lb.name, f"load balancer: {outcomes.get(lb.name, '?')}",
+                        lb.commands_run) for lb in ctx.lbs),
+        steps=tuple(ctx.steps),
         seconds=time.monotonic() - started,
-        summary=f"set up {config.app.name} in {paths.root} on {len(ctx.hosts)} host(s)",
+        summary=f"set up {config.app.name} in {paths.root} on {len(ctx.hosts)} host(s)"
+        + (f" and nginx on {len(ctx.lbs)} load balancer(s)" if ctx.lbs else ""),
     )
 
 
@@ -136,19 +155,14 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
             "live": state.live == slot,
         }
     upstream_slot = served_slot(config, obs.upstream)
-    serving = None
-    try:
-        with httpx.Client(transport=transport, timeout=2.0) as client:
-            r = client.get(config.nginx.probe_url, headers={"Connection": "close"})
-            serving = r.headers.get(nginx.SLOT_HEADER)
-    except httpx.HTTPError:
-        serving = None
+    # Behind load balancers the app host has no nginx: status() probes each LB instead.
+    serving = None if ctx.lbs else probe_slot(transport, config.nginx.probe_url)
     problems = list(rec.notes)
     if state.live and upstream_slot not in (None, state.live):
         problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
-    if state.live and serving != state.live:
+    if state.live and serving != state.live and not ctx.lbs:
         problems.append(f"nginx answers from slot {serving!r}, expected {state.live}")
     lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
                                           {"command": "?", "note": "unreadable holder.json"})
@@ -173,20 +187,51 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     }
 
 
+def probe_slot(transport: httpx.BaseTransport, url: str) -> str | None:
+    """The X-BG-Slot nginx answers ``url`` with (None: no answer)."""
+    try:
+        with httpx.Client(transport=transport, timeout=2.0) as client:
+            slot: str | None = client.get(url, headers={"Connection": "close"}).headers.get(
+                nginx.SLOT_HEADER)
+            return slot
+    except httpx.HTTPError:
+        return None
+
+
+def lb_status(ctx: Context) -> list[dict[str, Any]]:
+    """Each load balancer: the servers its upstream lists and the slot a probe shows."""
+    observed = lbtier.observe(ctx)
+
+    def one(lb: Host) -> dict[str, Any]:
+        obs = observed[lb.name]
+        listed = lbtier.parse_servers(obs.upstream)
+        serving = probe_slot(lb.http_transport(), ctx.config.nginx.probe_url)
+        problems = [] if serving is not None else ["nginx does not answer with X-BG-Slot"]
+        if obs.backup is not None:
+            problems.append("an interrupted switch left a backup upstream file")
+        return {"host": lb.name, "servers": [f"{a}:{p}" for a, p in listed.items()],
+                "serving": serving, "problems": problems}
+
+    found = ctx.each(one, "status", ctx.lbs)
+    return [found[lb.name] for lb in ctx.lbs]
+
+
 def status(ctx: Context) -> dict[str, Any]:
     observed = observe(ctx)
     hosts = ctx.each(lambda h: host_status(ctx, h, *observed[h.name]), "status")
     listed = [hosts[h.name] for h in ctx.hosts]
+    lbs = lb_status(ctx) if ctx.lbs else []
     lives = {(h["live"], h["version"]) for h in listed}
     diverged = len(lives) > 1
     return {
         "app": ctx.config.app.name,
         "target": ctx.target.name,
         "hosts": listed,
+        **({"lbs": lbs} if ctx.lbs else {}),
         "diverged": diverged,
         "divergence": ", ".join(f"{h['host']}: {h['live'] or '-'} ({h['version'] or '-'})"
                                 for h in listed) if diverged else "",
-        "ok": all(not h["problems"] for h in listed),
+        "ok": all(not h["problems"] for h in [*listed, *lbs]),
     }
 
 

@@ -17,7 +17,7 @@ from bluegreen.config import Config, TargetConfig
 from bluegreen.errors import BgError, ConfigError, HostFailures
 from bluegreen.host import Host, LocalHost
 from bluegreen.layout import Layout
-from bluegreen.runners import Runner, runner_for
+from bluegreen.runners import BIND_ALL, BIND_LOOPBACK, Runner, runner_for
 
 T = TypeVar("T")
 
@@ -94,6 +94,13 @@ class Context:
     steps: list[StepTiming] = field(default_factory=list)
     # Set on Ctrl-C/SIGTERM: long waits in worker threads (health gates) stop early.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # The target's load balancers (``lbs``): nginx runs there, never on ``hosts``. Always
+    # every LB, whatever ``--hosts`` selects: each one's upstream lists the whole fleet.
+    lbs: list[Host] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.target.lbs and not self.lbs:
+            self.lbs = open_lbs(self.config, self.target)
 
     @functools.cached_property
     def paths(self) -> Layout:
@@ -101,7 +108,8 @@ class Context:
 
     @functools.cached_property
     def runner(self) -> Runner:
-        return runner_for(self.config)
+        # Behind load balancers a slot must be reachable from them, not only on loopback.
+        return runner_for(self.config, bind=BIND_ALL if self.target.lbs else BIND_LOOPBACK)
 
     @property
     def should_retire(self) -> bool:
@@ -157,7 +165,7 @@ class Context:
         return results
 
     def close(self) -> None:
-        for h in self.hosts:
+        for h in (*self.hosts, *self.lbs):
             h.close()
 
     def outcomes(self, outcome: str | dict[str, str]) -> tuple[HostOutcome, ...]:
@@ -210,4 +218,30 @@ def open_hosts(
             host_key_policy=policy,  # type: ignore[arg-type]
         )
         for spec in specs
+    ]
+
+
+def open_lbs(config: Config, target: TargetConfig, *, accept_new_host_keys: bool = False
+             ) -> list[Host]:
+    """Connections to the target's load balancers (none when nginx runs on the app hosts)."""
+    both = sorted(set(target.lbs) & set(target.hosts))
+    if both:
+        raise ConfigError(
+            f"{config.path}: {both[0]} is both an app host and a load balancer of target"
+            f" {target.name!r}",
+            hint="with `lbs`, nginx runs on the load balancers only: list each host once",
+        )
+    if not target.lbs:
+        return []
+    from bluegreen.ssh import SshHost
+
+    accept = accept_new_host_keys or target.host_key_policy == "accept-new"
+    return [
+        SshHost(
+            spec,
+            identity_file=target.identity_file,
+            known_hosts=target.known_hosts,
+            host_key_policy="accept-new" if accept else "strict",
+        )
+        for spec in target.lbs
     ]

@@ -17,9 +17,10 @@ from bluegreen import nginx
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host
 from bluegreen.observe import Observation
+from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, OperationResult
 from bluegreen.ops.executor import counted, execute, interruptible
-from bluegreen.ops.plan import HostFacts, Plan, plan_deploy, plan_rollback, plan_switch
+from bluegreen.ops.plan import HostFacts, Plan, Switch, plan_deploy, plan_rollback, plan_switch
 from bluegreen.ops.reconcile import reconcile
 from bluegreen.ops.session import Session, observe
 from bluegreen.state import HostState
@@ -84,13 +85,24 @@ def _dry_run(ctx: Context, version: str | None,
         states[name], notes[name] = rec.state, rec.notes
     plan = make(_facts(ctx, states, {n: o for n, (_, o) in raw.items()}, _all_slots))
     diffs = {}
-    for h in plan.acting:
-        new = nginx.render_upstream(ctx.config, slot=h.slot, version=h.version)
-        old = raw[h.host][1].upstream or ""
-        diffs[h.host] = "".join(difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True),
-            ctx.config.nginx.upstream_file + " (now)", ctx.config.nginx.upstream_file + " (new)"))
+    switch = next((s for s in plan.steps if isinstance(s, Switch)), None)
+    if switch is not None and switch.lbs:
+        lb_obs = lbtier.observe(ctx)
+        new, _ = lbtier.render(ctx, switch.fleet, switch.versions, lb_obs)
+        for lb, obs in lb_obs.items():
+            diffs[lb] = _diff(ctx, obs.upstream or "", new)
+    else:
+        for h in plan.acting:
+            new = nginx.render_upstream(ctx.config, slot=h.slot, version=h.version)
+            diffs[h.host] = _diff(ctx, raw[h.host][1].upstream or "", new)
     return DryRun(plan=plan, diffs=diffs, notes={k: v for k, v in notes.items() if v})
+
+
+def _diff(ctx: Context, old: str, new: str) -> str:
+    name = ctx.config.nginx.upstream_file
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True),
+                                        new.splitlines(keepends=True),
+                                        name + " (now)", name + " (new)"))
 
 
 def _all_slots(state: HostState) -> set[str]:
@@ -107,7 +119,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
-                           retire=ctx.should_retire, boot_batch=batch)
+                           retire=ctx.should_retire, boot_batch=batch, lbs=ctx.target.lbs)
 
     def wanted(state: HostState) -> set[str]:
         return {s for s in ("blue", "green") if state.version_of(s) == art.version}
@@ -124,7 +136,8 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:
-        return plan_rollback(ctx.config, facts, retire=ctx.should_retire, boot_batch=batch)
+        return plan_rollback(ctx.config, facts, retire=ctx.should_retire, boot_batch=batch,
+                             lbs=ctx.target.lbs)
 
     if dry_run:
         return _dry_run(ctx, None, make)
@@ -141,7 +154,7 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         return plan_switch(ctx.config, facts, to=to, retire=ctx.should_retire,
-                           boot_batch=batch)
+                           boot_batch=batch, lbs=ctx.target.lbs)
 
     if dry_run:
         return _dry_run(ctx, None, make)

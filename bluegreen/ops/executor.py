@@ -115,13 +115,16 @@ def _switch_back(ctx: Context, session: Session, plan: Plan,
     old slot is retired only after the hooks), then the new slots stopped."""
     back = {h.host: h.old_slot for h in plan.acting if h.old_slot}
     versions = {h.host: h.old_version or "" for h in plan.acting if h.old_slot}
+    lbs = ctx.target.lbs
+    # Behind load balancers every planned host is listed again as it was before.
+    fleet = {h.host: h.old_slot for h in plan.hosts if h.old_slot} if lbs else {}
     if back:
-        steps.switch(ctx, session, Switch(slots=back, versions=versions), steps.Progress(),
-                     steps.FailpointFn(""))
+        steps.switch(ctx, session, Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
+                     steps.Progress(), steps.FailpointFn(""))
     progress.started = {h.host: h.slot for h in plan.acting}
     steps.stop_started(ctx, session, progress)
     undo = discard_backup_script(ctx.config)
-    ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(tuple(back)))
+    ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(lbs or tuple(back)))
 
 
 def _undo(ctx: Context, session: Session, plan: Plan, progress: steps.Progress,

@@ -103,13 +103,19 @@ class Switch:
 
     slots: Mapping[str, str]  # host -> slot it switches to
     versions: Mapping[str, str]
+    # Load-balancer tier: nginx runs on these hosts only, and each one's upstream lists
+    # every app host's live slot (``fleet``: every planned host -> its slot afterwards).
+    lbs: tuple[str, ...] = ()
+    fleet: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return tuple(self.slots)
 
     def describe(self, config: Config) -> str:
-        return (f"switch nginx to {_per_slot(self.slots, config)}: stage,"
+        where = f" on load balancers {_names(self.lbs)}" if self.lbs else ""
+        reach = "; every load balancer reaches each new slot first" if self.lbs else ""
+        return (f"switch nginx{where} to {_per_slot(self.slots, config)}{reach}: stage,"
                 f" {config.nginx.test_command}, reload, confirm through nginx")
 
 
@@ -121,6 +127,7 @@ class Finish:
     versions: Mapping[str, str]
     retire: Mapping[str, str]  # host -> slot to stop
     prune: bool
+    lbs: tuple[str, ...] = ()  # nginx's old workers are drained there, not on the app hosts
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -129,7 +136,9 @@ class Finish:
     def describe(self, config: Config) -> str:
         out = "record state"
         if self.retire:
-            out += (f"; wait for nginx's old workers (<= {config.switch.drain_timeout:g}s);"
+            where = f" on {_names(self.lbs)}" if self.lbs else ""
+            out += (f"; wait for nginx's old workers{where}"
+                    f" (<= {config.switch.drain_timeout:g}s);"
                     f" stop {_per_slot(self.retire, config, ports=False)}")
         if self.prune:
             out += f"; prune releases beyond {config.app.keep_releases}"
@@ -197,7 +206,7 @@ class HostFacts:
 
 
 def plan_deploy(config: Config, facts: Mapping[str, HostFacts], version: str, *,
-                sha256: str, retire: bool, boot_batch: int) -> Plan:
+                sha256: str, retire: bool, boot_batch: int, lbs: tuple[str, ...] = ()) -> Plan:
     """Goal: ``version`` live on every host. Per host: nothing, switch only, or ship."""
     hosts: list[HostPlan] = []
     for name, f in facts.items():
@@ -215,11 +224,12 @@ def plan_deploy(config: Config, facts: Mapping[str, HostFacts], version: str, *,
             action = Action.START if f.release_sha == sha256 else Action.SHIP
             slot = s.idle
         hosts.append(_host_plan(name, s, action, slot, version, retire))
-    return _assemble(config, "deploy", version, hosts, boot_batch=boot_batch, prune=True)
+    return _assemble(config, "deploy", version, hosts, boot_batch=boot_batch, prune=True,
+                     lbs=lbs)
 
 
 def plan_switch(config: Config, facts: Mapping[str, HostFacts], *, to: str | None,
-                retire: bool, boot_batch: int) -> Plan:
+                retire: bool, boot_batch: int, lbs: tuple[str, ...] = ()) -> Plan:
     """Goal: traffic on slot ``to`` (default: the idle slot, when hosts agree on one)."""
     states = {n: f.state for n, f in facts.items()}
     if all(s.live is None for s in states.values()):
@@ -252,11 +262,12 @@ def plan_switch(config: Config, facts: Mapping[str, HostFacts], *, to: str | Non
         live = next(iter(states.values()))
         raise BgError(f"{to} is already live ({live.live_version})")
     label = versions.pop() if len(versions) == 1 else "mixed"
-    return _assemble(config, "switch", label, hosts, boot_batch=boot_batch, prune=False)
+    return _assemble(config, "switch", label, hosts, boot_batch=boot_batch, prune=False,
+                     lbs=lbs)
 
 
 def plan_rollback(config: Config, facts: Mapping[str, HostFacts], *, retire: bool,
-                  boot_batch: int) -> Plan:
+                  boot_batch: int, lbs: tuple[str, ...] = ()) -> Plan:
     """Goal: every host back on the release live before its current one."""
     states = {n: f.state for n, f in facts.items()}
     if all(s.live is None for s in states.values()):
@@ -284,7 +295,8 @@ def plan_rollback(config: Config, facts: Mapping[str, HostFacts], *, retire: boo
         hosts.append(_host_plan(name, s, Action.SWITCH if warm else Action.START, slot,
                                 s.previous, retire))
     version = hosts[0].version
-    return _assemble(config, "rollback", version, hosts, boot_batch=boot_batch, prune=False)
+    return _assemble(config, "rollback", version, hosts, boot_batch=boot_batch, prune=False,
+                     lbs=lbs)
 
 
 def _host_plan(name: str, s: HostState, action: Action, slot: str, version: str,
@@ -298,7 +310,7 @@ def _host_plan(name: str, s: HostState, action: Action, slot: str, version: str,
 
 
 def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan], *,
-              boot_batch: int, prune: bool) -> Plan:
+              boot_batch: int, prune: bool, lbs: tuple[str, ...] = ()) -> Plan:
     acting = [h for h in hosts if h.action is not Action.NOTHING]
     booting = [h for h in acting if h.action in (Action.START, Action.SHIP)]
     shipping = tuple(h.host for h in acting if h.action is Action.SHIP)
@@ -322,7 +334,8 @@ def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan
         for cmd in config.hooks.before_switch:
             steps.append(Hook("before_switch", cmd, switching))
         steps.append(Switch(slots={h.host: h.slot for h in acting},
-                            versions={h.host: h.version for h in acting}))
+                            versions={h.host: h.version for h in acting}, lbs=lbs,
+                            fleet={h.host: h.slot for h in hosts} if lbs else {}))
         for cmd in config.hooks.after_switch:
             steps.append(Hook("after_switch", cmd, switching))
         steps.append(Finish(
@@ -330,6 +343,7 @@ def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan
             versions={h.host: h.version for h in acting},
             retire={h.host: h.retire for h in acting if h.retire},
             prune=prune,
+            lbs=lbs,
         ))
         if operation == "deploy":
             for cmd in config.hooks.after_deploy:

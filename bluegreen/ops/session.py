@@ -10,6 +10,7 @@ reach the host before the next step starts without costing a round trip.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from bluegreen import nginx
@@ -17,6 +18,7 @@ from bluegreen import state as st
 from bluegreen.errors import BgError, StateError
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
+from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile
 from bluegreen.releases import layout_script
@@ -35,14 +37,20 @@ def observation_script(ctx: Context, marker: str, version: str | None) -> str:
 
 def observe(ctx: Context, version: str | None = None) -> dict[str, tuple[st.HostState,
                                                                         Observation]]:
-    """Read-only: each host's recorded state and observation (for dry runs and status)."""
+    """Read-only: each host's recorded state and observation (for dry runs and status).
+    Behind load balancers, the upstream an app host is served by is read from them."""
     def one(host: Host) -> tuple[st.HostState, Observation]:
         marker = new_marker()
         result = check(host.run(observation_script(ctx, marker, version)), "reading state", host)
         obs = parse_observation(result.stdout, marker)
         return _parse_state(host, ctx, obs.state_raw), obs
 
-    return ctx.each(one, "reading state")
+    observed = ctx.each(one, "reading state")
+    if ctx.lbs:
+        served = lbtier.served_upstreams(ctx, lbtier.observe(ctx))
+        observed = {n: (state, replace(obs, upstream=served.get(n), backup=None))
+                    for n, (state, obs) in observed.items()}
+    return observed
 
 
 def _parse_state(host: Host, ctx: Context, raw: str) -> st.HostState:
@@ -58,7 +66,8 @@ class Session:
         self.version = version
         self.op = command.split()[0]
         self.states: dict[str, st.HostState] = {}
-        self.observed: dict[str, Observation] = {}
+        self.recorded: dict[str, st.HostState] = {}
+        self.observed: dict[str, Observation] = {}  # app hosts and load balancers
         self.notes: dict[str, tuple[str, ...]] = {}
         self.journals: dict[str, st.Journal] = {}
         self._locked: list[Host] = []
@@ -66,10 +75,13 @@ class Session:
     # -------------------------------------------------------------------- enter / exit
 
     def __enter__(self) -> Session:
-        self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in self.ctx.hosts}
+        everywhere = [*self.ctx.hosts, *self.ctx.lbs]
+        self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in everywhere}
         try:
             with self.ctx.step("lock and read state") as note:
-                self.ctx.each(self._lock_one, "taking the lock")
+                # Load balancers too: each one's upstream covers hosts --hosts may leave out.
+                self.ctx.each(self._lock_one, "taking the lock", everywhere)
+                self._reconcile()
                 recovered = self._recover()
                 if recovered:
                     note.append(f"recovered {recovered} host(s)")
@@ -85,8 +97,12 @@ class Session:
         paths, holder = self.ctx.paths, st.holder_info(self.command)
         marker = new_marker()
         # Holding the lock, nothing staged by an earlier operation can still be committed.
-        tail = lines(layout_script(paths), nginx.discard_staged_script(self.ctx.config),
-                     observation_script(self.ctx, marker, self.version))
+        discard = nginx.discard_staged_script(self.ctx.config)
+        if host in self.ctx.lbs:
+            tail = lines(discard, lbtier.observation_script(self.ctx, marker))
+        else:
+            tail = lines(layout_script(paths), discard,
+                         observation_script(self.ctx, marker, self.version))
         result = host.run(lines(st.lock_script(paths, holder), tail))
         if result.exit_code == st.LOCKED_EXIT:
             dead = st.parse_holder(result.stdout)
@@ -106,16 +122,26 @@ class Session:
             check(result, "taking the lock", host)
         obs = parse_observation(result.stdout, marker)
         self.observed[host.name] = obs
-        recorded = _parse_state(host, self.ctx, obs.state_raw)
-        rec = reconcile(self.ctx.config, recorded, obs)
-        self.states[host.name] = rec.state
-        self.notes[host.name] = rec.notes
-        for n in rec.notes:
-            self.journals[host.name].record("reconcile", "corrected", note=n)
+        if host not in self.ctx.lbs:
+            self.recorded[host.name] = _parse_state(host, self.ctx, obs.state_raw)
+
+    def _reconcile(self) -> None:
+        """Each app host's recorded state against what nginx serves it: its own upstream
+        file, or behind load balancers, what they list for it."""
+        served = lbtier.served_upstreams(self.ctx, self.observed) if self.ctx.lbs else {}
+        for name, recorded in self.recorded.items():
+            obs = self.observed[name]
+            if self.ctx.lbs:
+                obs = replace(obs, upstream=served.get(name), backup=None)
+            rec = reconcile(self.ctx.config, recorded, obs)
+            self.states[name] = rec.state
+            self.notes[name] = rec.notes
+            for n in rec.notes:
+                self.journals[name].record("reconcile", "corrected", note=n)
 
     def _recover(self) -> int:
         """Undo switches an interrupted operation left staged or half done."""
-        hosts = [h for h in self.ctx.hosts
+        hosts = [h for h in (*self.ctx.hosts, *self.ctx.lbs)
                  if self.observed.get(h.name) and self.observed[h.name].backup is not None]
         if not hosts:
             return 0
@@ -178,11 +204,12 @@ class Session:
                 journal.record(step, outcome, **detail)
 
     def host(self, name: str) -> Host:
-        return next(h for h in self.ctx.hosts if h.name == name)
+        return next(h for h in (*self.ctx.hosts, *self.ctx.lbs) if h.name == name)
 
     def hosts(self, names: Mapping[str, object] | tuple[str, ...]) -> list[Host]:
+        """The named app hosts and load balancers."""
         wanted = set(names)
-        return [h for h in self.ctx.hosts if h.name in wanted]
+        return [h for h in (*self.ctx.hosts, *self.ctx.lbs) if h.name in wanted]
 
     def common_live(self) -> tuple[str | None, st.HostState]:
         """The live slot all hosts agree on (for operations that need one, e.g. migrate)."""

@@ -28,6 +28,7 @@ from bluegreen.errors import (
 )
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check
+from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Boot, Finish, Switch, Upload
 from bluegreen.ops.session import Session
@@ -121,8 +122,9 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         if host.name in step.extract:
             script = lines(subshell(extract_script(ctx.paths, step.version, sha256),
                                     or_exit=None) + " || exit $?", script)
-        content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
-        script = lines(script, nginx.stage_script(ctx.config, content))
+        if not ctx.lbs:  # behind load balancers, nginx (and staging) is on the LBs only
+            content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
+            script = lines(script, nginx.stage_script(ctx.config, content))
         progress.started[host.name] = slot
         result = session.run(host, script)
         if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
@@ -142,7 +144,8 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
                 hint="stop that process, or change [slots] in bluegreen.toml",
             )
         check(result, f"starting {slot} ({step.version})", host)
-        progress.staged.add(host.name)
+        if not ctx.lbs:
+            progress.staged.add(host.name)
 
     extract = "extract, " if any(h in step.extract for h in batch) else ""
     with ctx.step(f"{extract}start {step.version}{label}"):
@@ -209,14 +212,22 @@ def stop_started(ctx: Context, session: Session, progress: Progress) -> None:
 
 def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
            failpoint: FailpointFn) -> None:
-    """Two-phase nginx switch of every host of the step; all or nothing."""
+    """Two-phase nginx switch of every host of the step (or of every load balancer in
+    front of them); all or nothing."""
     config = ctx.config
     prepared: list[Host] = []
     reloaded: list[Host] = []
+    # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
+    if step.lbs:
+        shared = lbtier.render(ctx, step.fleet, step.versions, session.observed)
+        rendered = dict.fromkeys(step.lbs, shared)
+    else:
+        rendered = {h: (nginx.render_upstream(config, slot=slot, version=step.versions[h]), slot)
+                    for h, slot in step.slots.items()}
+    nginx_hosts = session.hosts(tuple(rendered))
 
     def do_prepare(host: Host) -> None:
-        slot, version = step.slots[host.name], step.versions[host.name]
-        content = nginx.render_upstream(config, slot=slot, version=version)
+        content = rendered[host.name][0]
         prepared.append(host)
         if host.name in progress.staged:
             return  # staged and tested in the round trip that started its slot
@@ -243,10 +254,12 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
             return f"\nNOT RESTORED, check by hand: {exc.message}"
         return ""
 
-    session.record("switch", "intent", step.hosts, slots=dict(step.slots))
+    session.record("switch", "intent", (*step.hosts, *step.lbs), slots=dict(step.slots))
+    if step.lbs:
+        lbtier.check_reach(ctx, step.slots, nginx_hosts)
     with ctx.step(f"nginx test (stage upstream -> {_slots(step.slots)})"):
         try:
-            ctx.each(do_prepare, "nginx test", session.hosts(step.hosts))
+            ctx.each(do_prepare, "nginx test", nginx_hosts)
             failpoint("staged")
         except BaseException as exc:
             if isinstance(exc, BgError):
@@ -257,7 +270,7 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
             raise
 
     def commit_one(host: Host) -> None:
-        slot = step.slots[host.name]
+        slot = rendered[host.name][1]
         reloaded.append(host)
         result = session.run(host, nginx.commit_script(config))
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
@@ -282,7 +295,7 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
 
     with ctx.step(f"switch nginx -> {_slots(step.slots)} (reload, confirm)"):
         try:
-            ctx.each(do_commit, "switch", session.hosts(step.hosts))
+            ctx.each(do_commit, "switch", nginx_hosts)
             failpoint("reloaded")
         except BaseException as exc:
             restored = abort(reloaded)
@@ -291,7 +304,7 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
                 exc.detail += restored
             raise
     progress.switched = True
-    session.record("switch", "ok", step.hosts, slots=dict(step.slots))
+    session.record("switch", "ok", (*step.hosts, *step.lbs), slots=dict(step.slots))
 
 
 def _slots(slots: Mapping[str, str]) -> str:
@@ -361,12 +374,14 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             session.released(host)
         return result.stdout
 
-    parts = ["record state", "drain nginx workers"]
+    notes: list[str] = []
+    if step.lbs:  # every LB's old workers gone before any old slot stops
+        notes += _drain_lbs(ctx, session, step, progress)
+    parts = ["record state"] + ([] if step.lbs else ["drain nginx workers"])
     if step.retire:
         parts.append("retire " + _slots(step.retire))
     if step.prune:
         parts.append("prune")
-    notes: list[str] = []
     with ctx.step(", ".join(parts)) as note:
         outputs = ctx.each(one, "finish", session.hosts(step.hosts))
         if any("drain-timeout" in out for out in outputs.values()):
@@ -378,6 +393,22 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
     if not release:
         session.record("finish", "ok", step.hosts, retired=dict(step.retire) or None)
     return notes
+
+
+def _drain_lbs(ctx: Context, session: Session, step: Finish, progress: Progress
+               ) -> list[str]:
+    timeout = ctx.config.switch.drain_timeout
+
+    def one(host: Host) -> str:
+        script = lbtier.drain_script(ctx, progress.old_workers.get(host.name, []))
+        return check(session.run(host, script), "draining nginx", host).stdout
+
+    with ctx.step(f"drain nginx workers on {len(step.lbs)} load balancer(s)") as note:
+        outputs = ctx.each(one, "drain", session.hosts(step.lbs))
+        if any("drain-timeout" in out for out in outputs.values()):
+            note.append(f"drain timed out after {timeout:g}s on some")
+            return [f"nginx's old workers outlived drain_timeout ({timeout:g}s)"]
+    return []
 
 
 class FailpointFn:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from bluegreen.config import Config
 from bluegreen.layout import Layout
 from bluegreen.runners.base import (
+    BIND_ALL,
+    BIND_LOOPBACK,
     SH_ALIVE,
     SH_RUNNING,
     Runner,
@@ -23,6 +25,8 @@ from bluegreen.runners.base import (
 from bluegreen.runners.command import CommandRunner
 
 __all__ = [
+    "BIND_ALL",
+    "BIND_LOOPBACK",
     "SH_ALIVE",
     "SH_RUNNING",
     "CommandRunner",
@@ -34,17 +38,18 @@ __all__ = [
 ]
 
 
-def runner_for(config: Config) -> Runner:
+def runner_for(config: Config, *, bind: str = BIND_LOOPBACK) -> Runner:
+    """The app's runner; its slots bind ``bind`` (BG_BIND)."""
     paths = Layout(config.app.root)
     if config.app.runner == "command":
-        return CommandRunner(paths, config.app.command, config.app.stop_timeout)
+        return CommandRunner(paths, config.app.command, config.app.stop_timeout, bind=bind)
     # Imported here: a command app never needs the Elixir or systemd code.
     if config.app.runner == "elixir":
         from bluegreen.runners.elixir import ElixirRunner
 
-        return ElixirRunner(paths, config.app)
+        return ElixirRunner(paths, config.app, bind=bind)
     if config.app.runner == "systemd":
         from bluegreen.runners.systemd import SystemdRunner
 
-        return SystemdRunner(paths, config.app)
+        return SystemdRunner(paths, config.app, bind=bind)
     raise AssertionError(config.app.runner)

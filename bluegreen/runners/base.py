@@ -29,6 +29,17 @@ alive() {
 """
 
 
+# The address a slot binds, exported as BG_BIND (and HOST, unless the env file sets it):
+# loopback when nginx runs on the same host, every address behind a load-balancer tier.
+BIND_LOOPBACK = "127.0.0.1"
+BIND_ALL = "0.0.0.0"
+
+
+def bind_exports(bind: str) -> str:
+    """Exports of the bind address; ``HOST`` keeps a value the env file gave it."""
+    return f'export BG_BIND={q(bind)}; HOST="${{HOST:-{q(bind)}}}"; export HOST'
+
+
 class Runner(Protocol):
     """Builds the scripts that start, stop, probe and query one slot's process.
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from bluegreen.layout import Layout
 from bluegreen.runners.base import (
+    BIND_LOOPBACK,
     SH_ALIVE,
+    bind_exports,
     env_prelude,
     log_tail_script,
     start_banner,
@@ -26,6 +28,7 @@ class CommandRunner:
     command: str
     stop_timeout: float
     name: str = "command"
+    bind: str = BIND_LOOPBACK
 
     def start_script(self, slot: str, port: int, version: str) -> str:
         p = self.paths
@@ -40,6 +43,7 @@ cd -P .
 (
   {env_prelude(p)}
   export PORT={q(port)} BG_SLOT={q(slot)} BG_VERSION={q(version)}
+  {bind_exports(self.bind)}
   setsid sh -c {q(inner)} >> {q(p.log(slot))} 2>&1 < /dev/null &
 )
 i=0

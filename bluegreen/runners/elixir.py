@@ -23,7 +23,13 @@ from dataclasses import dataclass
 
 from bluegreen.config import AppConfig
 from bluegreen.layout import Layout
-from bluegreen.runners.base import SH_RUNNING, env_prelude, start_banner
+from bluegreen.runners.base import (
+    BIND_LOOPBACK,
+    SH_RUNNING,
+    bind_exports,
+    env_prelude,
+    start_banner,
+)
 from bluegreen.shell import q
 
 # The OS processes of one release node: the VM, and the helpers the daemon mode starts.
@@ -56,6 +62,7 @@ class ElixirRunner:
     paths: Layout
     app: AppConfig
     name: str = "elixir"
+    bind: str = BIND_LOOPBACK
 
     @property
     def release(self) -> str:
@@ -80,7 +87,7 @@ class ElixirRunner:
             f'RELEASE_COOKIE="$(cat {q(p.cookie)})"; export RELEASE_COOKIE',
         ]
         if port is not None:
-            lines.append(f"export PORT={q(port)}")
+            lines += [f"export PORT={q(port)}", bind_exports(self.bind)]
         return "\n".join(lines)
 
     def _cd(self, slot: str) -> str:

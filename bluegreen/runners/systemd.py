@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bluegreen.config import AppConfig
 from bluegreen.layout import Layout
 from bluegreen.resources import resource_dir
+from bluegreen.runners.base import BIND_LOOPBACK
 from bluegreen.runners.elixir import ElixirRunner, cookie_script
 from bluegreen.shell import q
 
@@ -22,6 +23,7 @@ class SystemdRunner:
     paths: Layout
     app: AppConfig
     name: str = "systemd"
+    bind: str = BIND_LOOPBACK
 
     def unit(self, slot: str) -> str:
         return f"{self.app.name}@{slot}.service"
@@ -31,7 +33,7 @@ class SystemdRunner:
         return f"""set -e
 {cookie_script(p)}
 mkdir -p {q(p.run)} {q(p.tmp(slot))}
-printf 'PORT=%s\\n' {q(port)} > {q(slot_env_file(p, slot))}
+printf 'PORT=%s\\nBG_BIND=%s\\n' {q(port)} {q(self.bind)} > {q(slot_env_file(p, slot))}
 systemctl start {q(self.unit(slot))}
 """
 

@@ -65,12 +65,13 @@ def main():
     port = int(os.environ["PORT"])
     # A backlog of 5 (the default) makes connections wait ~1 s after nginx reloads.
     ThreadingHTTPServer.request_queue_size = 1024
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    bind = os.environ.get("BG_BIND", "127.0.0.1")  # behind load balancers: 0.0.0.0
+    server = ThreadingHTTPServer((bind, port), Handler)
     server.daemon_threads = True
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
-    print(f"sample {VERSION} listening on 127.0.0.1:{port} as {SLOT}", flush=True)
+    print(f"sample {VERSION} listening on {bind}:{port} as {SLOT}", flush=True)
     server.serve_forever(poll_interval=0.1)
     server.server_close()
     print("stopped", flush=True)

@@ -1,0 +1,148 @@
+"""The load-balancer tier: nginx runs on the target's ``lbs``, the slots on its app hosts.
+
+Every LB gets the same upstream file: one ``server <address>:<port>;`` per app host, its
+live slot (the address from ``TargetConfig.address_of``). The LBs' upstream files are
+also the truth about which slot each app host serves (as an app host's own upstream file
+is without an LB tier): operations read them under the lock and reconcile each app host's
+recorded state with them. Hosts outside ``--hosts`` keep the server line the LBs have.
+
+The switch is the same two-phase switch, run on the LBs: before staging, every LB must
+reach each new slot over the network (an app that ignores ``BG_BIND`` and listens on
+loopback only is caught here, not by users); then stage + test on every LB, reload and
+confirm through each; any failure restores every LB. Drain waits for every LB's old
+workers before the app hosts retire their old slots.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import httpx
+
+from bluegreen import nginx
+from bluegreen.errors import SwitchError
+from bluegreen.host import Host, check
+from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
+from bluegreen.ops.core import Context
+from bluegreen.shell import lines, subshell
+
+MIXED = "mixed"  # the X-BG-Slot label of an upstream whose app hosts serve different slots
+_SERVER = re.compile(r"^\s*server\s+(\[[^\]]+\]|[^\s:;\[]+):(\d+)\b", re.M)
+
+
+def observation_script(ctx: Context, marker: str) -> str:
+    """Read-only, on an LB: its live upstream file and a backup an interrupted switch left."""
+    files = nginx.files(ctx.config)
+    return observe_script(ctx.paths, marker, upstream_file=files.live,
+                          backup_file=files.backup, alive_scripts={})
+
+
+def observe(ctx: Context) -> dict[str, Observation]:
+    """Each LB's upstream files, read-only (dry runs and status); empty without LBs."""
+    if not ctx.lbs:
+        return {}
+
+    def one(host: Host) -> Observation:
+        marker = new_marker()
+        result = check(host.run(observation_script(ctx, marker)), "reading nginx's upstream",
+                       host)
+        return parse_observation(result.stdout, marker)
+
+    return ctx.each(one, "reading the load balancers", ctx.lbs)
+
+
+def parse_servers(upstream: str | None) -> dict[str, int]:
+    """address -> port of each ``server`` line (IPv6 brackets dropped)."""
+    return {addr.strip("[]"): int(port) for addr, port in _SERVER.findall(upstream or "")}
+
+
+def served_ports(ctx: Context, observed: Mapping[str, Observation]) -> dict[str, int]:
+    """app host -> the port every LB that lists it sends it traffic to (after undoing an
+    interrupted switch, so a backup file counts over the live one). A host the LBs
+    disagree about, or none lists, is left out."""
+    views = [parse_servers(o.backup if o.backup is not None else o.upstream)
+             for name, o in observed.items() if name in ctx.target.lbs]
+    out: dict[str, int] = {}
+    for spec in ctx.target.hosts:
+        addr = ctx.target.address_of(spec)
+        ports = {v[addr] for v in views if addr in v}
+        if len(ports) == 1:
+            out[spec] = ports.pop()
+    return out
+
+
+def served_upstreams(ctx: Context, observed: Mapping[str, Observation]) -> dict[str, str]:
+    """Per app host, an upstream text naming the port the LBs serve it on: what
+    ``reconcile`` reads from the host's own upstream file without an LB tier."""
+    return {spec: f"server {ctx.target.address_of(spec)}:{port};"
+            for spec, port in served_ports(ctx, observed).items()}
+
+
+def servers(ctx: Context, fleet: Mapping[str, str], observed: Mapping[str, Observation]
+            ) -> list[nginx.Server]:
+    """Every app host's live slot after the switch, in target order: the planned hosts'
+    from ``fleet``, the others' as the LBs list them now (a host never deployed: none)."""
+    current = served_ports(ctx, observed)
+    out = []
+    for spec in ctx.target.hosts:
+        port = ctx.config.slots[fleet[spec]] if spec in fleet else current.get(spec)
+        if port is not None:
+            out.append(nginx.Server(ctx.target.address_of(spec), port, spec))
+    return out
+
+
+def label(ctx: Context, listed: Sequence[nginx.Server]) -> str:
+    """The slot every listed server runs, or ``mixed``."""
+    slots = {slot for slot, port in ctx.config.slots.items()
+             for s in listed if s.port == port}
+    return slots.pop() if len(slots) == 1 else MIXED
+
+
+def render(ctx: Context, fleet: Mapping[str, str], versions: Mapping[str, str],
+           observed: Mapping[str, Observation]) -> tuple[str, str]:
+    """The upstream every LB gets, and the X-BG-Slot label a probe through it must show."""
+    listed = servers(ctx, fleet, observed)
+    slot = label(ctx, listed)
+    version = set(versions.values())
+    content = nginx.render_upstream(ctx.config, slot=slot,
+                                    version=version.pop() if len(version) == 1 else MIXED,
+                                    servers=listed)
+    return content, slot
+
+
+def check_reach(ctx: Context, slots: Mapping[str, str], lbs: Sequence[Host]) -> None:
+    """Every LB reaches each new slot's health endpoint at the address it will proxy to."""
+    cfg = ctx.config.health
+
+    def one(lb: Host) -> None:
+        with httpx.Client(transport=lb.http_transport(), timeout=cfg.timeout) as client:
+            for spec, slot in slots.items():
+                addr = ctx.target.address_of(spec)
+                host = f"[{addr}]" if ":" in addr else addr
+                url = f"http://{host}:{ctx.config.slots[slot]}{cfg.path}"
+                try:
+                    status = client.get(url, headers={"Connection": "close"}).status_code
+                    why = "" if status == cfg.expect else f"HTTP {status}"
+                except httpx.HTTPError as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                if why:
+                    raise SwitchError(
+                        f"{lb.name}: load balancer cannot reach {spec}'s {slot} at {url}"
+                        f" ({why}); nothing was switched",
+                        hint="the app must listen on the address in $BG_BIND (0.0.0.0 behind"
+                        " load balancers), and the LBs must reach the app hosts' ports;"
+                        " [targets.<name>.addresses] sets the address they use",
+                    )
+
+    with ctx.step(f"load balancers reach the new slots ({len(slots)} app host(s))"):
+        ctx.each(one, "reach check", lbs)
+
+
+def drain_script(ctx: Context, pids: list[int]) -> str:
+    """On an LB after the switch is recorded: drop its backup file, wait for old workers."""
+    return lines(
+        nginx.discard_backup_script(ctx.config),
+        "if " + subshell(nginx.drain_script(pids, ctx.config.switch.drain_timeout))
+        + "; then echo drained; else echo drain-timeout; fi",
+    )
