@@ -1,0 +1,107 @@
+"""Shared plumbing of the fleet and load-balancer tests: bg over SSH, probes through nginx,
+and a small bounded load client (a new connection per request) until bluegreen.loadclient
+lands."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bluegreen.sandbox.hosts import SandboxHost
+
+
+def bg(config: Path, *args: str, check: bool = True, timeout: float = 180
+       ) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["HOME"] = str(config.parent)  # never the operator's real ~/.ssh
+    env.pop("SSH_AUTH_SOCK", None)
+    proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bg {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def bg_json(config: Path, *args: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(bg(config, "--json", *args).stdout)
+    return data
+
+
+def status(config: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(bg(config, "--json", "status", check=False).stdout)
+    return data
+
+
+def get(address: str, port: int = 80, path: str = "/") -> tuple[int, str, dict[str, str]]:
+    """One request on a new connection (no proxy settings apply): status, body, headers."""
+    with socket.create_connection((address, port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    status_line, *header_lines = head.split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), body.strip(), headers
+
+
+def through(host: SandboxHost) -> str:
+    """What the app answers through ``host``'s nginx (asserting HTTP 200)."""
+    code, body, _ = get(host.address)
+    assert code == 200, body
+    return body
+
+
+@dataclass
+class Load:
+    """Threads sending GETs, each on a new connection, to ``addresses`` until stopped
+    (bounded: at most ``seconds``)."""
+
+    addresses: list[str]
+    threads: int = 4
+    seconds: float = 120.0
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    bodies: Counter[str] = field(default_factory=Counter)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        deadline = time.monotonic() + self.seconds
+        for i in range(self.threads):
+            address = self.addresses[i % len(self.addresses)]
+            t = threading.Thread(target=self._run, args=(address, deadline), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=10)
+
+    def _run(self, address: str, deadline: float) -> None:
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                code, body, _ = get(address)
+                outcome = "" if code == 200 else f"{address}: HTTP {code} {body[:80]}"
+            except OSError as exc:
+                outcome, body = f"{address}: {type(exc).__name__}: {exc}", ""
+            with self._lock:
+                if outcome:
+                    self.failures.append(outcome)
+                else:
+                    self.ok += 1
+                    self.bodies[body.split(" slot=")[0]] += 1
+            time.sleep(0.005)
