@@ -9,7 +9,7 @@ import pytest
 
 from bluegreen.errors import ExitCode
 from bluegreen.sandbox.config import sandbox_config
-from bluegreen.sandbox.hosts import Sandbox, SandboxHost
+from bluegreen.sandbox.hosts import SandboxHost
 from bluegreen.sandbox.sample import build_sample
 from tests.fleet_helpers import Load, bg, bg_json, status, through
 from tests.sandbox_fixtures import MakeSandbox
@@ -17,14 +17,14 @@ from tests.sandbox_fixtures import MakeSandbox
 pytestmark = pytest.mark.root
 
 
-def tier(make_sandbox: MakeSandbox, tmp: Path) -> tuple[Sandbox, list[SandboxHost],
-                                                        list[SandboxHost], Path]:
+def tier(make_sandbox: MakeSandbox, tmp: Path
+         ) -> tuple[list[SandboxHost], list[SandboxHost], Path]:
     sandbox = make_sandbox(5, shared_network=True)
     lbs, apps = sandbox.hosts[:2], sandbox.hosts[2:]
     config = sandbox_config(sandbox, tmp / "bluegreen.toml", lbs=lbs,
                             health="interval = 0.1\ntimeout = 1.0\ndeadline = 5.0")
     bg(config, "setup")
-    return sandbox, lbs, apps, config
+    return lbs, apps, config
 
 
 def lb_upstream(lb: SandboxHost) -> str:
@@ -33,7 +33,7 @@ def lb_upstream(lb: SandboxHost) -> str:
 
 def test_two_lbs_three_app_hosts_under_load(make_sandbox: MakeSandbox, tmp_path: Path
                                             ) -> None:
-    sandbox, lbs, apps, config = tier(make_sandbox, tmp_path)
+    lbs, apps, config = tier(make_sandbox, tmp_path)
     art = tmp_path / "art"
     bg(config, "deploy", str(build_sample(art, "1.0.0")))
     for lb in lbs:
@@ -69,7 +69,7 @@ def test_two_lbs_three_app_hosts_under_load(make_sandbox: MakeSandbox, tmp_path:
 def test_app_host_failing_health_leaves_every_lb_on_the_old_release(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
-    sandbox, lbs, apps, config = tier(make_sandbox, tmp_path)
+    lbs, apps, config = tier(make_sandbox, tmp_path)
     art = tmp_path / "art"
     bg(config, "deploy", str(build_sample(art, "1.0.0")))
     before = [lb_upstream(lb) for lb in lbs]
