@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.errors import ExitCode
+from bluegreen import config as configuration
+from bluegreen import nginx
+from bluegreen.errors import ConfigError, ExitCode
+from bluegreen.host import LocalHost
+from bluegreen.observe import Observation
+from bluegreen.ops import lbtier
+from bluegreen.ops.core import Context, open_lbs
+from bluegreen.ops.plan import Finish, HostFacts, Switch, plan_deploy
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import SandboxHost
 from bluegreen.sandbox.sample import build_sample
+from bluegreen.state import HostState
 from tests.fleet_helpers import Load, bg, bg_json, status, through
 from tests.sandbox_fixtures import MakeSandbox
-
-pytestmark = pytest.mark.root
 
 
 def tier(make_sandbox: MakeSandbox, tmp: Path
@@ -31,6 +37,7 @@ def lb_upstream(lb: SandboxHost) -> str:
     return lb.srv(lb.nginx.upstream_file).read_text()
 
 
+@pytest.mark.root
 def test_two_lbs_three_app_hosts_under_load(make_sandbox: MakeSandbox, tmp_path: Path
                                             ) -> None:
     lbs, apps, config = tier(make_sandbox, tmp_path)
@@ -66,6 +73,7 @@ def test_two_lbs_three_app_hosts_under_load(make_sandbox: MakeSandbox, tmp_path:
     assert all(len(lb["servers"]) == 3 for lb in st["lbs"])
 
 
+@pytest.mark.root
 def test_app_host_failing_health_leaves_every_lb_on_the_old_release(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
@@ -83,3 +91,93 @@ def test_app_host_failing_health_leaves_every_lb_on_the_old_release(
     st = status(config)
     assert all(h["live"] == "blue" and h["version"] == "1.0.0" for h in st["hosts"])
     assert not any(h["slots"]["green"]["running"] for h in st["hosts"])
+
+
+# ----------------------------------------------------------------------------- unit tier
+
+APPS = ("deploy@10.0.0.11", "deploy@10.0.0.12", "deploy@10.0.0.13")
+
+
+def lb_config(**target: object) -> configuration.Config:
+    return configuration.parse({
+        "app": {"name": "hello", "root": "/srv/hello", "command": "bin/server"},
+        "nginx": {"upstream_file": "/etc/nginx/conf.d/hello.bluegreen.conf"},
+        "targets": {"production": {"hosts": list(APPS), "lbs": ["deploy@10.0.0.2", "lb2"],
+                                   **target}},
+    }, Path("/x/bluegreen.toml"))
+
+
+def lb_context(cfg: configuration.Config) -> Context:
+    # Fake LB hosts: no connection is ever opened by the pure functions under test.
+    return Context(config=cfg, target=cfg.target(None), hosts=[],
+                   lbs=[LocalHost("deploy@10.0.0.2"), LocalHost("lb2")])
+
+
+@pytest.mark.unit
+def test_plan_switches_on_the_lbs_with_the_whole_fleet() -> None:
+    cfg = lb_config()
+    v1 = HostState().switched("blue", "1.0.0")
+    facts = {APPS[0]: HostFacts(v1.switched("green", "2.0.0"), {"green": True}),
+             APPS[1]: HostFacts(v1, {"blue": True})}
+    plan = plan_deploy(cfg, facts, "2.0.0", sha256="a" * 64, retire=True, boot_batch=5,
+                       lbs=cfg.target(None).lbs)
+    switch = next(s for s in plan.steps if isinstance(s, Switch))
+    finish = next(s for s in plan.steps if isinstance(s, Finish))
+    assert switch.slots == {APPS[1]: "green"}  # only the host that moves
+    assert switch.fleet == {APPS[0]: "green", APPS[1]: "green"}  # every planned host
+    assert switch.lbs == finish.lbs == ("deploy@10.0.0.2", "lb2")
+    assert "on load balancers deploy@10.0.0.2, lb2" in switch.describe(cfg)
+    assert "old workers on deploy@10.0.0.2, lb2" in finish.describe(cfg)
+
+
+@pytest.mark.unit
+def test_lb_upstream_lists_every_app_host_in_target_order() -> None:
+    cfg = lb_config(addresses={APPS[2]: "192.168.5.13"})
+    ctx = lb_context(cfg)
+    now = nginx.render_upstream(cfg, slot="blue", version="1.0.0", servers=[
+        nginx.Server("10.0.0.11", 4001, APPS[0]), nginx.Server("192.168.5.13", 4001, APPS[2])])
+    observed = {"deploy@10.0.0.2": Observation(upstream=now), "lb2": Observation(upstream=now)}
+    assert lbtier.served_ports(ctx, observed) == {APPS[0]: 4001, APPS[2]: 4001}
+    # --hosts selected only the first host: the third keeps what the LBs list; the second
+    # was never deployed, so it is not listed.
+    content, label = lbtier.render(ctx, {APPS[0]: "green"}, {APPS[0]: "2.0.0"}, observed)
+    assert label == lbtier.MIXED
+    servers = [line.strip() for line in content.splitlines() if "server " in line]
+    assert servers == [f"server 10.0.0.11:4002;  # {APPS[0]}",
+                       f"server 192.168.5.13:4001;  # {APPS[2]}"]
+    content, label = lbtier.render(ctx, dict.fromkeys(APPS, "green"),
+                                   dict.fromkeys(APPS, "2.0.0"), observed)
+    assert label == "green" and content.count("server ") == 3
+    assert 'default "green";' in content and 'default "2.0.0";' in content
+
+
+@pytest.mark.unit
+def test_lbs_that_disagree_or_an_interrupted_switch() -> None:
+    ctx = lb_context(lb_config())
+    a = "upstream x { server 10.0.0.11:4001; server 10.0.0.12:4002; }"
+    b = "upstream x { server 10.0.0.11:4002; server 10.0.0.12:4002; }"
+    observed = {"deploy@10.0.0.2": Observation(upstream=a), "lb2": Observation(upstream=b)}
+    assert lbtier.served_ports(ctx, observed) == {APPS[1]: 4002}  # 10.0.0.11: no answer
+    # A backup file means the switch is undone: the backup is what the LB serves.
+    observed["lb2"] = Observation(upstream=b, backup=a)
+    assert lbtier.served_ports(ctx, observed) == {APPS[0]: 4001, APPS[1]: 4002}
+    assert lbtier.served_upstreams(ctx, observed)[APPS[0]] == "server 10.0.0.11:4001;"
+
+
+@pytest.mark.unit
+def test_server_lines_and_ipv6() -> None:
+    cfg = lb_config()
+    text = nginx.render_upstream(cfg, slot="blue", version="1", servers=[
+        nginx.Server("fd00::11", 4001, "a"), nginx.Server("app2.internal", 4001, "b")])
+    assert "server [fd00::11]:4001;  # a" in text and "server app2.internal:4001;  # b" in text
+    assert lbtier.parse_servers(text) == {"fd00::11": 4001, "app2.internal": 4001}
+    # Without an LB tier the one server is this host's own slot, as before.
+    assert "    server 127.0.0.1:4002;\n    keepalive" in nginx.render_upstream(
+        cfg, slot="green", version="1")
+
+
+@pytest.mark.unit
+def test_a_host_cannot_be_both_app_host_and_lb() -> None:
+    cfg = lb_config(lbs=[APPS[0]])
+    with pytest.raises(ConfigError, match="both an app host and a load balancer"):
+        open_lbs(cfg, cfg.target(None))

@@ -28,7 +28,7 @@ from bluegreen.ops.core import Context
 from bluegreen.shell import lines, subshell
 
 MIXED = "mixed"  # the X-BG-Slot label of an upstream whose app hosts serve different slots
-_SERVER = re.compile(r"^\s*server\s+(\[[^\]]+\]|[^\s:;\[]+):(\d+)\b", re.M)
+_SERVER = re.compile(r"(?:^|[{;])\s*server\s+(\[[^\]]+\]|[^\s:;\[]+):(\d+)\b", re.M)
 
 
 def observation_script(ctx: Context, marker: str) -> str:
