@@ -1,10 +1,14 @@
-"""Wall time of `bg deploy` to 1, 4 and 8 sandbox hosts over SSH, and SSH commands per host.
+"""Wall time of `bg deploy` to 1, 4, 8 and 16 sandbox hosts over SSH, SSH round trips per
+host, and the controller's own CPU time per host.
 
 Each size gets a fresh sandbox (real netns hosts with their own sshd and nginx). For each
 size: `bg setup`, a first deploy (nothing live yet), then `--deploys` further deploys
-(upload, start, health, two-phase switch, drain, retire, prune), each timed. The sample
-app's own boot time (spawn to first healthy answer) is measured beside it, so the cost of
-bg itself is visible. Run as root: `python bench/deploy_hosts.py [--sizes 1 4 8]`.
+(upload, start, health, two-phase switch, drain, retire, prune), each timed. The CPU time
+is the bg process's own (user + system, from getrusage of the waited-for child), divided
+by the number of hosts. The sample app's own boot time (spawn to first healthy answer) is
+measured beside it, so the cost of bg itself is visible. Goal on a 2-core machine: at most
+1.5x the 1-host wall time at 8 hosts and 2x at 16.
+Run as root: `python bench/deploy_hosts.py [--sizes 1 4 8 16] [--deploys 3]`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -26,15 +31,24 @@ from bluegreen.sandbox.hosts import Sandbox, require_root_or_skip_reason
 from bluegreen.sandbox.sample import build_sample
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bg(config: Path, *args: str) -> dict[str, Any]:
+    """Run bg; its JSON result, plus ``cpu_s``: the bg process's own CPU seconds."""
     env = {**os.environ, "HOME": str(config.parent)}
     env.pop("SSH_AUTH_SOCK", None)
+    before = children_cpu()
     proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), "--json", *args],
                           capture_output=True, text=True, env=env, check=False)
+    cpu = children_cpu() - before
     if proc.returncode != 0:
         raise SystemExit(f"bg {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}"
                          f"\n{proc.stderr}")
     data: dict[str, Any] = json.loads(proc.stdout)
+    data["cpu_s"] = cpu
     return data
 
 
@@ -78,12 +92,14 @@ def measure(size: int, deploys: int, workdir: Path) -> dict[str, Any]:
         art = workdir / "art"
         bg(config, "setup")
         first = bg(config, "deploy", str(build_sample(art, "1.0.0")))
-        walls, commands = [], []
+        walls, commands, cpus = [], [], []
         for i in range(deploys):
+            artifact = str(build_sample(art, f"1.{i + 1}.0"))
             started = time.monotonic()
-            result = bg(config, "deploy", str(build_sample(art, f"1.{i + 1}.0")))
+            result = bg(config, "deploy", artifact)
             walls.append(time.monotonic() - started)
             commands.append(max(h["commands"] for h in result["hosts"]))
+            cpus.append(result["cpu_s"] / size)
         return {
             "hosts": size,
             "sandbox_start_s": sandbox.startup_seconds,
@@ -91,14 +107,15 @@ def measure(size: int, deploys: int, workdir: Path) -> dict[str, Any]:
             "deploy_wall_s": walls,
             "deploy_wall_median_s": statistics.median(walls),
             "ssh_commands_per_host": commands,
+            "controller_cpu_s_per_host": cpus,
             "steps_last_deploy": result["steps"],
         }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--deploys", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--deploys", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     args = parser.parse_args()
     reason = require_root_or_skip_reason()
@@ -114,8 +131,9 @@ def main() -> int:
     lines = [
         f"sample app boot time (spawn -> first healthy answer, median): {boot * 1000:.0f} ms",
         "",
-        "| hosts | deploy wall (median) | vs 1 host | min | max | SSH commands/host |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| hosts | deploy wall (median) | vs 1 host | min | max | SSH round trips/host"
+        " | controller CPU/host |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         w = r["deploy_wall_s"]
@@ -123,6 +141,7 @@ def main() -> int:
             f"| {r['hosts']} | {r['deploy_wall_median_s']:.2f} s |"
             f" {r['deploy_wall_median_s'] / base:.2f}x | {min(w):.2f} s | {max(w):.2f} s |"
             f" {statistics.median(r['ssh_commands_per_host']):.0f} |"
+            f" {statistics.median(r['controller_cpu_s_per_host']) * 1000:.0f} ms |"
         )
     report = "\n".join(lines)
     print(report)
