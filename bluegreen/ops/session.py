@@ -141,7 +141,8 @@ class Session:
 
     def _recover(self) -> int:
         """Undo switches an interrupted operation left staged or half done."""
-        hosts = [h for h in (*self.ctx.hosts, *self.ctx.lbs)
+        # Behind load balancers only they run nginx: an app host's files are not nginx's.
+        hosts = [h for h in (self.ctx.lbs or self.ctx.hosts)
                  if self.observed.get(h.name) and self.observed[h.name].backup is not None]
         if not hosts:
             return 0
