@@ -19,9 +19,9 @@ from typing import Any
 from bluegreen.sandbox.hosts import SandboxHost
 
 
-def bg(config: Path, *args: str, check: bool = True, timeout: float = 180
-       ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def bg(config: Path, *args: str, check: bool = True, timeout: float = 180,
+       extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(extra_env or {})}
     env["HOME"] = str(config.parent)  # never the operator's real ~/.ssh
     env.pop("SSH_AUTH_SOCK", None)
     proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],

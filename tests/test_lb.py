@@ -93,6 +93,35 @@ def test_app_host_failing_health_leaves_every_lb_on_the_old_release(
     assert not any(h["slots"]["green"]["running"] for h in st["hosts"])
 
 
+@pytest.mark.root
+def test_a_switch_interrupted_on_the_lbs_is_undone_by_the_next_operation(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    lbs, _apps, config = tier(make_sandbox, tmp_path)
+    art = tmp_path / "art"
+    bg(config, "deploy", str(build_sample(art, "1.0.0")))
+    before = [lb_upstream(lb) for lb in lbs]
+    killed = bg(config, "deploy", str(build_sample(art, "2.0.0")), check=False,
+                extra_env={"BG_FAILPOINT": "reloaded:kill"})
+    assert killed.returncode == -9, killed.stderr
+    assert all(":4002;" in lb_upstream(lb) for lb in lbs)  # reloaded, never recorded
+    st = status(config)
+    assert all(h["live"] == "blue" for h in st["hosts"])  # the LBs' backups count
+    assert not st["ok"]  # the interrupted operation and the backup files are reported
+
+    out = bg_json(config, "deploy", str(build_sample(art, "2.0.0")))
+    assert all(h["outcome"] == "switch only: blue -> green" for h in out["hosts"]), out
+    for lb in lbs:
+        assert through(lb).startswith("hello 2.0.0 slot=green")
+        live = lb.srv(lb.nginx.upstream_file)
+        assert not (live.parent / f".{live.name}.bg-prev").exists()  # nothing left to undo
+    journal = lbs[0].srv("/srv/hello/bg/journal.jsonl").read_text()
+    assert '"step": "recover"' in journal and '"taken over"' in journal
+    assert before[0] != lb_upstream(lbs[0])
+    st = status(config)
+    assert st["ok"] and [h["live"] for h in st["hosts"]] == ["green"] * 3, st
+
+
 # ----------------------------------------------------------------------------- unit tier
 
 APPS = ("deploy@10.0.0.11", "deploy@10.0.0.12", "deploy@10.0.0.13")
