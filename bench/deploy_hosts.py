@@ -1,9 +1,10 @@
 """Wall time of `bg deploy` to 1, 4, 8 and 16 sandbox hosts over SSH, SSH round trips per
 host, and the controller's own CPU time per host.
 
-Each size gets a fresh sandbox (real netns hosts with their own sshd and nginx). For each
-size: `bg setup`, a first deploy (nothing live yet), then `--deploys` further deploys
-(upload, start, health, two-phase switch, drain, retire, prune), each timed. The CPU time
+One sandbox (real netns hosts with their own sshd and nginx) is split into a group of
+hosts per size. For each size: `bg setup`, a first deploy (nothing live yet), then
+`--deploys` further deploys (upload, start, health, two-phase switch, drain, retire,
+prune), each timed, the sizes taking turns. The CPU time
 is the bg process's own (user + system, from getrusage of the waited-for child), divided
 by the number of hosts. The sample app's own boot time (spawn to first healthy answer) is
 measured beside it, so the cost of bg itself is visible. Goal on a 2-core machine: at most
@@ -86,30 +87,43 @@ def app_boot_seconds(workdir: Path, runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def measure(size: int, deploys: int, workdir: Path) -> dict[str, Any]:
-    with Sandbox(workdir / f"sandbox-{size}", size) as sandbox:
-        config = sandbox_config(sandbox, workdir / f"bluegreen-{size}.toml", parallel=size)
+def measure(sizes: list[int], deploys: int, workdir: Path) -> list[dict[str, Any]]:
+    """One sandbox split into a disjoint group of hosts per size; the deploys of the sizes
+    are interleaved (round robin), so every size sees the same background load (this
+    machine is shared: a size measured alone, minutes later, meets another load)."""
+    with Sandbox(workdir / "sandbox", sum(sizes)) as sandbox:
         art = workdir / "art"
-        bg(config, "setup")
-        first = bg(config, "deploy", str(build_sample(art, "1.0.0")))
-        walls, commands, cpus = [], [], []
+        groups, configs, firsts = {}, {}, {}
+        rest = list(sandbox.hosts)
+        for size in sizes:
+            groups[size], rest = rest[:size], rest[size:]
+            configs[size] = sandbox_config(sandbox, workdir / f"bluegreen-{size}.toml",
+                                           target=f"hosts{size}", hosts=groups[size],
+                                           parallel=size)
+            bg(configs[size], "setup")
+            firsts[size] = bg(configs[size], "deploy", str(build_sample(art, "1.0.0")))
+        walls: dict[int, list[float]] = {n: [] for n in sizes}
+        commands: dict[int, list[int]] = {n: [] for n in sizes}
+        cpus: dict[int, list[float]] = {n: [] for n in sizes}
+        last: dict[int, dict[str, Any]] = {}
         for i in range(deploys):
             artifact = str(build_sample(art, f"1.{i + 1}.0"))
-            started = time.monotonic()
-            result = bg(config, "deploy", artifact)
-            walls.append(time.monotonic() - started)
-            commands.append(max(h["commands"] for h in result["hosts"]))
-            cpus.append(result["cpu_s"] / size)
-        return {
+            for size in sizes:
+                started = time.monotonic()
+                last[size] = bg(configs[size], "deploy", artifact)
+                walls[size].append(time.monotonic() - started)
+                commands[size].append(max(h["commands"] for h in last[size]["hosts"]))
+                cpus[size].append(last[size]["cpu_s"] / size)
+        return [{
             "hosts": size,
             "sandbox_start_s": sandbox.startup_seconds,
-            "first_deploy_s": first["seconds"],
-            "deploy_wall_s": walls,
-            "deploy_wall_median_s": statistics.median(walls),
-            "ssh_commands_per_host": commands,
-            "controller_cpu_s_per_host": cpus,
-            "steps_last_deploy": result["steps"],
-        }
+            "first_deploy_s": firsts[size]["seconds"],
+            "deploy_wall_s": walls[size],
+            "deploy_wall_median_s": statistics.median(walls[size]),
+            "ssh_commands_per_host": commands[size],
+            "controller_cpu_s_per_host": cpus[size],
+            "steps_last_deploy": last[size]["steps"],
+        } for size in sizes]
 
 
 def main() -> int:
@@ -126,10 +140,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bg-bench-") as tmp:
         workdir = Path(tmp)
         boot = app_boot_seconds(workdir)
-        results = [measure(n, args.deploys, workdir) for n in args.sizes]
+        load_before = os.getloadavg()[0]
+        results = measure(args.sizes, args.deploys, workdir)
+        load_after = os.getloadavg()[0]
     base = results[0]["deploy_wall_median_s"]
     lines = [
         f"sample app boot time (spawn -> first healthy answer, median): {boot * 1000:.0f} ms",
+        f"load average of this machine (2 cores, shared): {load_before:.1f} before,"
+        f" {load_after:.1f} after",
         "",
         "| hosts | deploy wall (median) | vs 1 host | min | max | SSH round trips/host"
         " | controller CPU/host |",
