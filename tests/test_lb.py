@@ -51,6 +51,14 @@ def test_two_lbs_three_app_hosts_under_load(make_sandbox: MakeSandbox, tmp_path:
     for app in apps:  # nginx runs on the LBs only: no upstream file on an app host
         assert not app.srv(app.nginx.upstream_file).read_text().startswith("# Managed by bg")
 
+    # The dry run shows the one new upstream each LB would get, and touches nothing.
+    dry = bg_json(config, "deploy", "--dry-run", str(build_sample(art, "2.0.0")))
+    assert set(dry["nginx_diff"]) == {lb.spec for lb in lbs}
+    for app in apps:
+        assert f"+    server {app.shared_address}:4002;  # {app.spec}" in dry["nginx_diff"][
+            lbs[0].spec]
+    assert [s["kind"] for s in dry["plan"]["steps"]][-2:] == ["switch", "finish"]
+
     with Load([lb.address for lb in lbs], threads=4) as load:
         out = bg_json(config, "deploy", str(build_sample(art, "2.0.0")))
         assert all(h["outcome"].endswith("blue -> green") for h in out["hosts"]), out
