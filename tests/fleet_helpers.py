@@ -12,10 +12,15 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bluegreen import config as configuration
+from bluegreen.ops import deploy as ops
+from bluegreen.ops.core import Context, OperationResult, open_hosts
+from bluegreen.ops.deploy import DryRun
 from bluegreen.sandbox.hosts import SandboxHost
 
 
@@ -39,6 +44,25 @@ def bg_json(config: Path, *args: str) -> dict[str, Any]:
 def status(config: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(bg(config, "--json", "status", check=False).stdout)
     return data
+
+
+def on_hosts(config: Path, only: Sequence[str], operation: str, artifact: Path | None = None
+             ) -> OperationResult:
+    """``bg <operation> --hosts ...``, called in-process: the same ops API the CLI's --hosts
+    flag calls (``open_hosts(only=...)``)."""
+    cfg = configuration.load(config)
+    target = cfg.target(None)
+    ctx = Context(config=cfg, target=target, hosts=open_hosts(cfg, target, only=only))
+    try:
+        if operation == "deploy":
+            assert artifact is not None
+            result = ops.deploy(ctx, artifact)
+        else:
+            result = ops.rollback(ctx)
+    finally:
+        ctx.close()
+    assert not isinstance(result, DryRun)
+    return result
 
 
 def get(address: str, port: int = 80, path: str = "/") -> tuple[int, str, dict[str, str]]:

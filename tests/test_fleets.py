@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import config as configuration
 from bluegreen.errors import ExitCode
-from bluegreen.ops import deploy as ops
-from bluegreen.ops.core import Context, OperationResult, open_hosts
-from bluegreen.ops.deploy import DryRun
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import SandboxHost
 from bluegreen.sandbox.sample import build_sample
-from tests.fleet_helpers import Load, bg, bg_json, status, through
+from tests.fleet_helpers import Load, bg, bg_json, on_hosts, status, through
 from tests.sandbox_fixtures import MakeSandbox
 
 pytestmark = pytest.mark.root
@@ -30,25 +26,6 @@ def _own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     yield
-
-
-def on_hosts(config: Path, only: Sequence[str], operation: str, artifact: Path | None = None
-             ) -> OperationResult:
-    """``bg <operation> --hosts ...``, called in-process: the same ops API the CLI's --hosts
-    flag calls (``open_hosts(only=...)``)."""
-    cfg = configuration.load(config)
-    target = cfg.target(None)
-    ctx = Context(config=cfg, target=target, hosts=open_hosts(cfg, target, only=only))
-    try:
-        if operation == "deploy":
-            assert artifact is not None
-            result = ops.deploy(ctx, artifact)
-        else:
-            result = ops.rollback(ctx)
-    finally:
-        ctx.close()
-    assert not isinstance(result, DryRun)
-    return result
 
 
 def serving(hosts: Sequence[SandboxHost]) -> list[str]:

@@ -19,7 +19,7 @@ from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import SandboxHost
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.state import HostState
-from tests.fleet_helpers import Load, bg, bg_json, status, through
+from tests.fleet_helpers import Load, bg, bg_json, on_hosts, status, through
 from tests.sandbox_fixtures import MakeSandbox
 
 
@@ -83,8 +83,10 @@ def test_two_lbs_three_app_hosts_under_load(make_sandbox: MakeSandbox, tmp_path:
 
 @pytest.mark.root
 def test_app_host_failing_health_leaves_every_lb_on_the_old_release(
-    make_sandbox: MakeSandbox, tmp_path: Path
+    make_sandbox: MakeSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the in-process canary reads no real ~/.ssh
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     lbs, apps, config = tier(make_sandbox, tmp_path)
     art = tmp_path / "art"
     bg(config, "deploy", str(build_sample(art, "1.0.0")))
@@ -99,6 +101,22 @@ def test_app_host_failing_health_leaves_every_lb_on_the_old_release(
     st = status(config)
     assert all(h["live"] == "blue" and h["version"] == "1.0.0" for h in st["hosts"])
     assert not any(h["slots"]["green"]["running"] for h in st["hosts"])
+
+    # A canary behind the LBs: only the first app host moves; the LBs keep the others'
+    # lines as they were, and the next full deploy converges them.
+    apps[1].srv("/srv/hello/shared/unhealthy-2.0.0").unlink()
+    on_hosts(config, [apps[0].spec], "deploy", build_sample(art, "2.0.0"))
+    for lb in lbs:
+        text = lb_upstream(lb)
+        assert f"server {apps[0].shared_address}:4002;" in text
+        assert all(f"server {a.shared_address}:4001;" in text for a in apps[1:])
+    st = status(config)
+    assert st["diverged"] and [lb["serving"] for lb in st["lbs"]] == ["mixed", "mixed"]
+    out = bg_json(config, "deploy", str(build_sample(art, "2.0.0")))
+    assert [h["outcome"] == "unchanged" for h in out["hosts"]] == [True, False, False]
+    for lb in lbs:
+        assert lb_upstream(lb).count(":4002;") == 3
+        assert through(lb).startswith("hello 2.0.0 slot=green")
 
 
 @pytest.mark.root
