@@ -16,13 +16,13 @@ workers before the app hosts retire their old slots.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
 from bluegreen import nginx
 from bluegreen.errors import SwitchError
-from bluegreen.host import Host, check
+from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
 from bluegreen.shell import lines, subshell
@@ -137,6 +137,24 @@ def check_reach(ctx: Context, slots: Mapping[str, str], lbs: Sequence[Host]) -> 
 
     with ctx.step(f"load balancers reach the new slots ({len(slots)} app host(s))"):
         ctx.each(one, "reach check", lbs)
+
+
+def drain(ctx: Context, lbs: Sequence[Host], run: Callable[[Host, str], CommandResult],
+          old_workers: Mapping[str, list[int]]) -> list[str]:
+    """After the switch, before any old slot stops: every LB's old workers gone (or the
+    drain timeout passed). ``run`` is the session's (it carries the journal). Notes."""
+    timeout = ctx.config.switch.drain_timeout
+
+    def one(host: Host) -> str:
+        script = drain_script(ctx, old_workers.get(host.name, []))
+        return check(run(host, script), "draining nginx", host).stdout
+
+    with ctx.step(f"drain nginx workers on {len(lbs)} load balancer(s)") as note:
+        outputs = ctx.each(one, "drain", lbs)
+        if any("drain-timeout" in out for out in outputs.values()):
+            note.append(f"drain timed out after {timeout:g}s on some")
+            return [f"nginx's old workers outlived drain_timeout ({timeout:g}s)"]
+    return []
 
 
 def drain_script(ctx: Context, pids: list[int]) -> str:

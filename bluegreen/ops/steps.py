@@ -376,7 +376,8 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
 
     notes: list[str] = []
     if step.lbs:  # every LB's old workers gone before any old slot stops
-        notes += _drain_lbs(ctx, session, step, progress)
+        notes += lbtier.drain(ctx, session.hosts(step.lbs), session.run,
+                              progress.old_workers)
     parts = ["record state"] + ([] if step.lbs else ["drain nginx workers"])
     if step.retire:
         parts.append("retire " + _slots(step.retire))
@@ -393,22 +394,6 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
     if not release:
         session.record("finish", "ok", step.hosts, retired=dict(step.retire) or None)
     return notes
-
-
-def _drain_lbs(ctx: Context, session: Session, step: Finish, progress: Progress
-               ) -> list[str]:
-    timeout = ctx.config.switch.drain_timeout
-
-    def one(host: Host) -> str:
-        script = lbtier.drain_script(ctx, progress.old_workers.get(host.name, []))
-        return check(session.run(host, script), "draining nginx", host).stdout
-
-    with ctx.step(f"drain nginx workers on {len(step.lbs)} load balancer(s)") as note:
-        outputs = ctx.each(one, "drain", session.hosts(step.lbs))
-        if any("drain-timeout" in out for out in outputs.values()):
-            note.append(f"drain timed out after {timeout:g}s on some")
-            return [f"nginx's old workers outlived drain_timeout ({timeout:g}s)"]
-    return []
 
 
 class FailpointFn:
