@@ -1,6 +1,5 @@
-"""Shared plumbing of the fleet and load-balancer tests: bg over SSH, probes through nginx,
-and a small bounded load client (a new connection per request) until bluegreen.loadclient
-lands."""
+"""Shared plumbing of the fleet and load-balancer tests: bg over SSH, ``--hosts`` in-process,
+probes through nginx, and load (new connections only) with the project's load client."""
 
 from __future__ import annotations
 
@@ -9,15 +8,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluegreen import config as configuration
+from bluegreen.loadclient import Load, ok, outcome_name
 from bluegreen.ops import deploy as ops
 from bluegreen.ops.core import Context, OperationResult, open_hosts
 from bluegreen.ops.deploy import DryRun
@@ -86,46 +82,12 @@ def through(host: SandboxHost) -> str:
     return body
 
 
-@dataclass
-class Load:
-    """Threads sending GETs, each on a new connection, to ``addresses`` until stopped
-    (bounded: at most ``seconds``)."""
+def new_connections(endpoints: Sequence[str], clients: int, limit: float) -> Load:
+    """Clients sending GETs on a new connection each, spread over ``endpoints`` (port 80),
+    paced and bounded in time."""
+    return Load([(a, 80) for a in endpoints], clients={"close": clients}, rate=50.0,
+                limit=limit)
 
-    addresses: list[str]
-    threads: int = 4
-    seconds: float = 120.0
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    bodies: Counter[str] = field(default_factory=Counter)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _workers: list[threading.Thread] = field(default_factory=list)
 
-    def __enter__(self) -> Load:
-        deadline = time.monotonic() + self.seconds
-        for i in range(self.threads):
-            address = self.addresses[i % len(self.addresses)]
-            t = threading.Thread(target=self._run, args=(address, deadline), daemon=True)
-            t.start()
-            self._workers.append(t)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._workers:
-            t.join(timeout=10)
-
-    def _run(self, address: str, deadline: float) -> None:
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                code, body, _ = get(address)
-                outcome = "" if code == 200 else f"{address}: HTTP {code} {body[:80]}"
-            except OSError as exc:
-                outcome, body = f"{address}: {type(exc).__name__}: {exc}", ""
-            with self._lock:
-                if outcome:
-                    self.failures.append(outcome)
-                else:
-                    self.ok += 1
-                    self.bodies[body.split(" slot=")[0]] += 1
-            time.sleep(0.005)
+def failures(load: Load) -> list[str]:
+    return [outcome_name(r[2]) for rows in load.records.values() for r in rows if not ok(r[2])]

@@ -14,7 +14,15 @@ from bluegreen.errors import ExitCode
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import SandboxHost
 from bluegreen.sandbox.sample import build_sample
-from tests.fleet_helpers import Load, bg, bg_json, on_hosts, status, through
+from tests.fleet_helpers import (
+    bg,
+    bg_json,
+    failures,
+    new_connections,
+    on_hosts,
+    status,
+    through,
+)
 from tests.sandbox_fixtures import MakeSandbox
 
 pytestmark = pytest.mark.root
@@ -41,9 +49,10 @@ def test_a_new_empty_host_joins_with_one_deploy(make_sandbox: MakeSandbox, tmp_p
     bg(two, "setup")
     bg(two, "deploy", str(build_sample(art, "1.0.0")))
     three = sandbox_config(sandbox, tmp_path / "bluegreen.toml")  # host 3 added, never set up
-    with Load([h.address for h in old], threads=2, seconds=60) as load:
+    with new_connections([h.address for h in old], clients=2, limit=60) as load:
         out = bg_json(three, "deploy", str(build_sample(art, "1.0.0")))
-    assert load.failures == [] and load.ok > 20, load.failures[:5]
+    total, failed = load.counts()
+    assert failed == 0 and total > 20, failures(load)[:5]
     outcomes = {h["host"]: h["outcome"] for h in out["hosts"]}
     assert outcomes[old[0].spec] == outcomes[old[1].spec] == "unchanged"
     assert outcomes[new.spec].startswith("ship, start, gate, switch")
@@ -51,9 +60,10 @@ def test_a_new_empty_host_joins_with_one_deploy(make_sandbox: MakeSandbox, tmp_p
     assert serving(sandbox.hosts) == ["hello 1.0.0 slot=blue"] * 3
 
     # The next release goes everywhere in one command, the new host included.
-    with Load([h.address for h in old], threads=2, seconds=60) as load:
+    with new_connections([h.address for h in old], clients=2, limit=60) as load:
         bg(three, "deploy", str(build_sample(art, "2.0.0")))
-    assert load.failures == [] and load.ok > 20, load.failures[:5]
+    total, failed = load.counts()
+    assert failed == 0 and total > 20, failures(load)[:5]
     assert serving(sandbox.hosts) == ["hello 2.0.0 slot=green"] * 3
 
 
