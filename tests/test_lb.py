@@ -3,6 +3,8 @@ the sandbox's shared network (real sshd, nginx and netns hosts)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, open_lbs
 from bluegreen.ops.plan import Finish, HostFacts, Switch, plan_deploy
+from bluegreen.runners.base import BIND_ALL, bind_exports
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import SandboxHost
 from bluegreen.sandbox.sample import build_sample
@@ -245,3 +248,22 @@ def test_a_host_cannot_be_both_app_host_and_lb() -> None:
     cfg = lb_config(lbs=[APPS[0]])
     with pytest.raises(ConfigError, match="both an app host and a load balancer"):
         open_lbs(cfg, cfg.target(None))
+
+
+@pytest.mark.unit
+def test_slots_bind_every_address_behind_lbs_and_loopback_otherwise() -> None:
+    behind = lb_context(lb_config()).runner.start_script("blue", 4001, "1.0.0")
+    assert "export BG_BIND=0.0.0.0;" in behind
+    cfg = configuration.parse({
+        "app": {"name": "hello", "root": "/srv/hello", "command": "bin/server"},
+        "nginx": {"upstream_file": "/etc/nginx/conf.d/hello.bluegreen.conf"},
+    }, Path("/x/bluegreen.toml"))
+    alone = Context(config=cfg, target=cfg.target(None), hosts=[]).runner
+    assert "export BG_BIND=127.0.0.1;" in alone.start_script("blue", 4001, "1.0.0")
+    # HOST follows BG_BIND unless the env file (loaded first) set it.
+    show = bind_exports(BIND_ALL) + '; printf "%s %s" "$BG_BIND" "$HOST"'
+    env = {"PATH": os.environ["PATH"]}
+    assert subprocess.run(["sh", "-c", show], env=env, capture_output=True, text=True
+                          ).stdout == "0.0.0.0 0.0.0.0"
+    assert subprocess.run(["sh", "-c", "HOST=app.example; " + show], env=env,
+                          capture_output=True, text=True).stdout == "0.0.0.0 app.example"
