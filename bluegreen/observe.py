@@ -75,7 +75,10 @@ def observe_script(
 def parse_observation(stdout: str, marker: str) -> Observation:
     sections: dict[str, list[str]] = {}
     current: list[str] | None = None
-    for line in stdout.split("\n"):
+    raw_lines = stdout.split("\n")
+    if raw_lines and raw_lines[-1] == "":
+        raw_lines.pop()  # the newline ending the output is no empty line of the last section
+    for line in raw_lines:
         if line.startswith(marker + " ") and line[len(marker) + 1:] in _SECTIONS:
             current = sections.setdefault(line[len(marker) + 1:], [])
             continue

@@ -23,9 +23,11 @@ from bluegreen.config import warnings
 from bluegreen.errors import BgError, HealthCheckError, HookError, Interrupted
 from bluegreen.nginx import discard_backup_script
 from bluegreen.ops import steps
+from bluegreen.ops import switch as switching
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.hooks import run_hook
 from bluegreen.ops.plan import Action, Boot, Finish, Hook, Plan, Switch, Upload
+from bluegreen.ops.progress import FailpointFn, Progress
 from bluegreen.ops.session import Session
 
 BOUNDARIES = ("locked", "uploaded", "healthy", "staged", "reloaded", "switched", "finished")
@@ -51,8 +53,8 @@ def interruptible() -> Iterator[None]:
 def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
             ) -> OperationResult:
     started = time.monotonic()
-    failpoint = steps.FailpointFn(os.environ.get("BG_FAILPOINT", ""))
-    progress = steps.Progress()
+    failpoint = FailpointFn(os.environ.get("BG_FAILPOINT", ""))
+    progress = Progress()
     notes: list[str] = list(plan.notes)
     session.record("plan", "intent", version=plan.version,
                    actions={h.host: h.action.value for h in plan.hosts})
@@ -68,11 +70,11 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
             elif isinstance(step, Hook):
                 notes += _hook(ctx, session, plan, step, progress)
             elif isinstance(step, Switch):
-                steps.switch(ctx, session, step, progress, failpoint)
+                switching.switch(ctx, session, step, progress, failpoint)
                 progress.started.clear()  # live now: never stopped by an undo
                 failpoint("switched")
                 try:
-                    steps.verify_switched(ctx, session, step)
+                    switching.verify_switched(ctx, session, step)
                 except HealthCheckError:
                     session.record("verify", "failed", step.hosts)
                     _switch_back(ctx, session, plan, progress)
@@ -91,7 +93,7 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
 
 
 def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
-          progress: steps.Progress) -> list[str]:
+          progress: Progress) -> list[str]:
     try:
         run_hook(ctx, plan, step, session)
     except HookError as exc:
@@ -110,7 +112,7 @@ def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
 
 
 def _switch_back(ctx: Context, session: Session, plan: Plan,
-                 progress: steps.Progress) -> None:
+                 progress: Progress) -> None:
     """After a failed after_switch hook: traffic back to the old slots (still running: the
     old slot is retired only after the hooks), then the new slots stopped."""
     back = {h.host: h.old_slot for h in plan.acting if h.old_slot}
@@ -119,15 +121,15 @@ def _switch_back(ctx: Context, session: Session, plan: Plan,
     # Behind load balancers every planned host is listed again as it was before.
     fleet = {h.host: h.old_slot for h in plan.hosts if h.old_slot} if lbs else {}
     if back:
-        steps.switch(ctx, session, Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
-                     steps.Progress(), steps.FailpointFn(""))
+        switching.switch(ctx, session, Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
+                     Progress(), FailpointFn(""))
     progress.started = {h.host: h.slot for h in plan.acting}
     steps.stop_started(ctx, session, progress)
     undo = discard_backup_script(ctx.config)
     ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(lbs or tuple(back)))
 
 
-def _undo(ctx: Context, session: Session, plan: Plan, progress: steps.Progress,
+def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,
           exc: BaseException) -> BaseException:
     """Take back what the failed operation started; returns the error to raise."""
     error: BaseException = exc

@@ -1,0 +1,44 @@
+"""What a running operation changed so far (what an undo must take back), and failpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from bluegreen.errors import BgError
+
+
+@dataclass
+class Progress:
+    """What the running operation changed so far: what an undo must take back."""
+
+    started: dict[str, str] = field(default_factory=dict)  # host -> slot booted, not live
+    staged: set[str] = field(default_factory=set)  # hosts whose new upstream passed the test
+    switched: bool = False
+    old_workers: dict[str, list[int]] = field(default_factory=dict)
+
+
+class FailpointFn:
+    """Stop at a named step boundary when ``BG_FAILPOINT`` names it (tests only):
+    ``<boundary>[:kill|term|error|exec:CMD]`` — SIGKILL or SIGTERM this process, raise, or
+    run CMD on the controller (e.g. to kill the new slot right after the switch)."""
+
+    def __init__(self, spec: str) -> None:
+        name, _, how = spec.partition(":")
+        self.name, self.how = name, how or "kill"
+
+    def __call__(self, boundary: str) -> None:
+        if boundary != self.name:
+            return
+        if self.how.startswith("exec:"):
+            subprocess.run(["/bin/sh", "-c", self.how[len("exec:"):]], check=False,
+                           timeout=60)
+            return
+        if self.how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise BgError(f"failpoint {boundary} reached")

@@ -1,0 +1,140 @@
+"""The two-phase nginx switch across hosts, and the check right after it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from bluegreen import nginx
+from bluegreen.errors import BgError, HealthCheckError, HostFailures, SwitchError
+from bluegreen.health import wait_healthy
+from bluegreen.host import Host, check
+from bluegreen.ops import lbtier
+from bluegreen.ops.core import Context
+from bluegreen.ops.plan import Switch
+from bluegreen.ops.progress import FailpointFn, Progress
+from bluegreen.ops.session import Session
+from bluegreen.shell import ScriptExit, lines
+
+
+def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
+           failpoint: FailpointFn) -> None:
+    """Two-phase nginx switch of every host of the step (or of every load balancer in
+    front of them); all or nothing."""
+    config = ctx.config
+    prepared: list[Host] = []
+    reloaded: list[Host] = []
+    # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
+    if step.lbs:
+        shared = lbtier.render(ctx, step.fleet, step.versions, session.observed)
+        rendered = dict.fromkeys(step.lbs, shared)
+    else:
+        rendered = {h: (nginx.render_upstream(config, slot=slot, version=step.versions[h]), slot)
+                    for h, slot in step.slots.items()}
+    nginx_hosts = session.hosts(tuple(rendered))
+
+    def do_prepare(host: Host) -> None:
+        content = rendered[host.name][0]
+        prepared.append(host)
+        if host.name in progress.staged:
+            return  # staged and tested in the round trip that started its slot
+        result = session.run(host, nginx.stage_script(config, content))
+        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
+            raise SwitchError(
+                f"{host.name}: nginx rejected the new upstream ({config.nginx.test_command});"
+                " nothing was reloaded",
+                detail=result.output,
+            )
+        check(result, "staging the nginx upstream", host)
+        progress.staged.add(host.name)
+
+    def abort(reload_too: list[Host]) -> str:
+        undo = nginx.abort_script(config)
+
+        def one(host: Host) -> None:
+            script = lines(undo, config.nginx.reload_command if host in reload_too else "")
+            check(session.run(host, script), "restoring the previous nginx upstream", host)
+
+        try:
+            ctx.each(one, "restore", list(prepared))
+        except HostFailures as exc:
+            return f"\nNOT RESTORED, check by hand: {exc.message}"
+        return ""
+
+    session.record("switch", "intent", (*step.hosts, *step.lbs), slots=dict(step.slots))
+    if step.lbs:
+        lbtier.check_reach(ctx, step.slots, nginx_hosts)
+    with ctx.step(f"nginx test (stage upstream -> {slots_label(step.slots)})"):
+        try:
+            ctx.each(do_prepare, "nginx test", nginx_hosts)
+            failpoint("staged")
+        except BaseException as exc:
+            if isinstance(exc, BgError):
+                exc.detail += abort([])
+            else:
+                abort([])
+            session.record("switch", "aborted", step.hosts, reason="nginx test")
+            raise
+
+    def commit_one(host: Host) -> None:
+        slot = rendered[host.name][1]
+        reloaded.append(host)
+        result = session.run(host, nginx.commit_script(config))
+        check(result, f"reloading nginx ({config.nginx.reload_command})", host)
+        progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
+        conf = nginx.confirm(host.http_transport(), config.nginx.probe_url, slot)
+        if not conf.ok:
+            raise SwitchError(
+                f"{host.name}: nginx did not send traffic to {slot} after the reload"
+                f" ({conf.attempts} probes of {config.nginx.probe_url} in {conf.elapsed:.1f}s)",
+                detail=conf.detail,
+            )
+
+    def do_commit(host: Host) -> None:
+        # Any failure here (a reload that fails, a dropped connection) means this host's
+        # switch failed: one kind of error per host keeps every host's outcome together.
+        try:
+            commit_one(host)
+        except SwitchError:
+            raise
+        except BgError as exc:
+            raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
+
+    with ctx.step(f"switch nginx -> {slots_label(step.slots)} (reload, confirm)"):
+        try:
+            ctx.each(do_commit, "switch", nginx_hosts)
+            failpoint("reloaded")
+        except BaseException as exc:
+            restored = abort(reloaded)
+            session.record("switch", "restored", step.hosts)
+            if isinstance(exc, BgError):
+                exc.detail += restored
+            raise
+    progress.switched = True
+    session.record("switch", "ok", (*step.hosts, *step.lbs), slots=dict(step.slots))
+
+
+def slots_label(slots: Mapping[str, str]) -> str:
+    return "/".join(sorted(set(slots.values())))
+
+
+def verify_switched(ctx: Context, session: Session, step: Switch) -> None:
+    """Right after the switch, before anything is retired: every new live slot still
+    answers its health check (HTTP through the host's transport, no round trip)."""
+    cfg = ctx.config.health
+    # Short: while a dead slot is live every request fails, so decide fast.
+    quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 0.5), successes=1,
+                    interval=min(cfg.interval, 0.05), timeout=min(cfg.timeout, 0.5))
+
+    def one(host: Host) -> None:
+        slot = step.slots[host.name]
+        report = wait_healthy(host.http_transport(), ctx.config.slots[slot], quick)
+        if not report.healthy:
+            raise HealthCheckError(
+                f"{host.name}: {slot} ({step.versions[host.name]}) stopped answering right"
+                f" after the switch ({report.last})",
+                hint="traffic went back to the previous slot, which was still running")
+
+    ctx.each(one, "check after the switch", session.hosts(step.hosts))
+
+
