@@ -139,7 +139,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     serving = None
     try:
         with httpx.Client(transport=transport, timeout=2.0) as client:
-            r = client.get(config.nginx.probe_url, headers={"Connection": "close"})
+            r = client.get(nginx.probe_urls(config)[-1], headers={"Connection": "close"})
             serving = r.headers.get(nginx.SLOT_HEADER)
     except httpx.HTTPError:
         serving = None

@@ -1,0 +1,98 @@
+"""Run one operation for a command: build its context once, run, render, map errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+from bluegreen.cli.options import GlobalOptions
+from bluegreen.cli.output import Printer, emit, fail
+from bluegreen.errors import BgError, ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    from bluegreen.config import Config
+    from bluegreen.ops.core import Context
+
+T = TypeVar("T")
+
+
+def split_hosts(value: str | None) -> tuple[str, ...]:
+    """``--hosts 'web-*,db1'`` -> ("web-*", "db1")."""
+    if value is None:
+        return ()
+    patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+    if not patterns:
+        raise ConfigError(f"--hosts needs at least one pattern, got {value!r}")
+    return patterns
+
+
+def load_config(opts: GlobalOptions) -> Config:
+    from bluegreen import config as configuration
+
+    return configuration.load(opts.config)
+
+
+def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
+        retire: bool | None = None, hosts: Sequence[str] = ()) -> T:
+    """Build the context, run ``fn(ctx)``, close connections; a BgError exits."""
+    from bluegreen import config as configuration
+    from bluegreen.ops.core import Context, open_hosts
+
+    printer = Printer(opts)
+    try:
+        try:
+            cfg = configuration.load(opts.config)
+            target = cfg.target(opts.target)
+            for warning in configuration.warnings(cfg):
+                printer.info(f"warning: {warning}")
+            opened = open_hosts(cfg, target, accept_new_host_keys=opts.accept_new_host_keys,
+                                only=hosts)
+        except BgError as exc:
+            printer.close()
+            fail(opts, exc)
+        ctx = Context(config=cfg, target=target, hosts=opened, reporter=printer, retire=retire)
+        try:
+            if title:
+                names = ", ".join(h.name for h in ctx.hosts)
+                printer.info(f"bg {title}: {cfg.app.name} -> {target.name} ({names})")
+            return fn(ctx)
+        except BgError as exc:
+            printer.close()
+            fail(opts, exc)
+        except KeyboardInterrupt:
+            printer.close()
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        finally:
+            printer.close()
+            if opts.verbose:
+                for h in ctx.hosts:
+                    print(f"  {h.name}: {h.commands_run} commands", file=sys.stderr)
+            ctx.close()
+    finally:
+        printer.close()
+
+
+def render(opts: GlobalOptions, result: Any) -> None:
+    """An OperationResult or a Plan: the JSON envelope, or human lines."""
+    from bluegreen.ops.plan import Plan
+
+    if isinstance(result, Plan):
+        if opts.json:
+            emit(opts, {"dry_run": True, "plan": result.to_json()})
+            return
+        print(f"plan: {result.operation} {result.version} -> {result.slot}"
+              " (dry run, nothing done)")
+        for i, step in enumerate(result.steps, 1):
+            print(f"  {i:2}. {step}")
+        return
+    if opts.json:
+        emit(opts, result.to_json())
+        return
+    if not opts.quiet:
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    print(result.summary)
