@@ -280,6 +280,8 @@ def _root(add: Any, lines: list[str], config: Config) -> None:
         add("root writable", FAIL, f"cannot create files in {where}: "
             f"{info.get('not-writable', '').strip()[:200]}",
             f"create {config.app.root} writable by the deploy user")
+        add("disk space", SKIP, "the root is not writable")
+        return
     free_kb = info.get("free-kb", "").strip()
     largest_kb = info.get("largest-kb", "").strip()
     if not free_kb.isdigit():
