@@ -82,7 +82,7 @@ def host_script(config: Config) -> str:
     if dump is not None:
         # Only what the checks read: file markers and include/pid/listen directives.
         parts.append(f"echo '@@ dump'; ({dump}) 2>/dev/null | grep -E "
-                     "'^# configuration file |^[[:space:]]*(include|pid|listen)[[:space:]]'")
+                     "'^# configuration file |(^|[{;[:space:]])(include|pid|listen)[[:space:]]'")
     for slot, port in config.slots.items():
         parts.append(f"echo '@@ port-{slot}'; echo \"bgpid $(cat {q(paths.pid(slot))} "
                      f"2>/dev/null)\"; {_listeners(port)}")
@@ -163,14 +163,17 @@ def _read_dump(dump: list[str], probe_port: int
             current = m.group(1)
             files.append(current)
             continue
-        words = line.strip().rstrip(";").split()
-        if len(words) >= 2 and words[0] == "include":
-            includes.append((current, words[1]))
-        elif len(words) >= 2 and words[0] == "pid":
-            pid = words[1]
-        elif len(words) >= 2 and words[0] == "listen" and (
-                words[1].endswith(f":{probe_port}") or words[1] == str(probe_port)):
-            probe_listens.append(current)
+        for statement in re.split(r"[;{}]", line):
+            words = statement.split()
+            if len(words) < 2:
+                continue
+            if words[0] == "include":
+                includes.append((current, words[1]))
+            elif words[0] == "pid":
+                pid = words[1]
+            elif words[0] == "listen" and (words[1].endswith(f":{probe_port}")
+                                           or words[1] == str(probe_port)):
+                probe_listens.append(current)
     return files, includes, pid, probe_listens
 
 

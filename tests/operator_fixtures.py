@@ -3,6 +3,7 @@ a local workspace whose nginx site is stock (no X-BG-Slot line, no probe_url).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -83,10 +84,8 @@ def stock_workspace(tmp: Path) -> Workspace:
 
 def stop_workspace(ws: Workspace) -> None:
     for pidfile in (ws.root / "run").glob("*.pid"):
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
             os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
     ws.nginx.stop()
 
 

@@ -191,7 +191,7 @@ def test_check_passes_on_a_good_host_and_names_each_broken_part(ready: Workspace
         squatter.bind(("127.0.0.1", ws.ports["green"]))
         squatter.listen()
         assert failing(ws) == [f"slot green port {ws.ports['green']}"]
-        human = ws.bg("check", check=False)
-        assert "taken by python" in human.stdout and "NOT ready" in human.stdout
+        proc = ws.bg("check", check=False)
+        assert "taken by python" in proc.stdout and "NOT ready" in proc.stdout
 
     assert run_check(ws)[0] == 0

@@ -109,7 +109,7 @@ def test_phoenix_project_gets_its_env(tmp_path: Path) -> None:
 @pytest.mark.unit
 def test_refuses_to_overwrite_and_changes_nothing(tmp_path: Path) -> None:
     (tmp_path / "bluegreen.toml").write_text("# mine\n")
-    with pytest.raises(ConfigError, match="already exists.*bluegreen.toml") as err:
+    with pytest.raises(ConfigError, match=r"already exists.*bluegreen\.toml") as err:
         scaffold(tmp_path)
     assert "--force" in err.value.hint
     assert (tmp_path / "bluegreen.toml").read_text() == "# mine\n"
