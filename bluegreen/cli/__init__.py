@@ -10,7 +10,6 @@ root options, entry point), ``options`` (global options before or after the comm
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 
 def main() -> None:
@@ -25,7 +24,7 @@ def main() -> None:
     run_main(args)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # `from bluegreen.cli import app` keeps working without importing Typer eagerly.
     if name == "app":
         from bluegreen.cli.app import app

@@ -39,7 +39,7 @@ def _version_callback(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(
-        "-c", "--config", help="bluegreen.toml to use.", dir_okay=False, metavar="FILE")] = None,
+        "-c", "--config", help="bluegreen.toml to use.", metavar="FILE")] = None,
     target: Annotated[str | None, typer.Option(
         "-t", "--target", help="Target to act on.", metavar="NAME")] = None,
     verbose: Annotated[int, typer.Option(

@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 
+from bluegreen.cli.coerce import make_cheap
+
 _BEFORE = "bluegreen.options.before"
 _MERGED = "bluegreen.options"
 
@@ -78,7 +80,9 @@ def _command(ctx: typer.Context) -> str:
 
 
 def _flag_help(param: Any) -> None:
-    """Flags take no value: show none (typer would print ``<bool>``)."""
+    """Flags take no value: show none (typer would print ``<bool>``). Also gives plain
+    parameters a conversion that does not import pydantic (see ``coerce``)."""
+    make_cheap(param)
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
         param.metavar = ""
         if getattr(param, "count", False):
@@ -124,7 +128,7 @@ def _patch_help_option(cmd: Any) -> None:
     def get_help_option(ctx: Any) -> Any:
         opt = original(ctx)
         if opt is not None:
-            opt.metavar = ""
+            _flag_help(opt)
         return opt
 
     cmd.get_help_option = get_help_option

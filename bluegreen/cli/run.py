@@ -32,6 +32,8 @@ def split_hosts(value: str | None) -> tuple[str, ...]:
 def load_config(opts: GlobalOptions) -> Config:
     from bluegreen import config as configuration
 
+    if opts.config is not None and opts.config.is_dir():
+        raise ConfigError(f"-c/--config names a directory, not a file: {opts.config}")
     return configuration.load(opts.config)
 
 
@@ -44,7 +46,7 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
     printer = Printer(opts)
     try:
         try:
-            cfg = configuration.load(opts.config)
+            cfg = load_config(opts)
             target = cfg.target(opts.target)
             for warning in configuration.warnings(cfg):
                 printer.info(f"warning: {warning}")
