@@ -338,7 +338,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(workspace: Workspace, tmp_p
     # The nginx diff the switch would make.
     assert f"-    server 127.0.0.1:{ws.ports['blue']}" in proc.stdout
     assert f"+    server 127.0.0.1:{ws.ports['green']}" in proc.stdout
-    out = json.loads(ws.bg("--json", "deploy", "--dry-run", "--keep-old", str(art)).stdout)["result"]
+    dry = ws.bg("--json", "deploy", "--dry-run", "--keep-old", str(art)).stdout
+    out = json.loads(dry)["result"]
     host = out["plan"]["hosts"][0]
     assert (host["slot"], host["old_slot"], host["retire"]) == ("green", "blue", None)
     assert [s["kind"] for s in out["plan"]["steps"]] == ["upload", "boot", "switch", "finish"]

@@ -15,7 +15,7 @@ import typer
 from bluegreen.cli.app import app, lock_app
 from bluegreen.cli.options import options
 from bluegreen.cli.output import emit, fail
-from bluegreen.cli.run import render, run, split_hosts
+from bluegreen.cli.run import run, split_hosts
 from bluegreen.errors import ConfigError, StateError
 
 SLOT_NAMES = ("blue", "green")
@@ -42,9 +42,8 @@ def deploy(
 
     opts = options(ctx)
     only = _hosts(ctx, hosts)
-    render(opts, run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version,
-                                                          dry_run=dry_run),
-                     retire=retire, hosts=only))
+    run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run),
+        retire=retire, hosts=only, show=True)
 
 
 @app.command()
@@ -63,8 +62,8 @@ def switch(
     if to is not None and to not in SLOT_NAMES:
         fail(opts, ConfigError(f"--to must be blue or green, got {to!r}"))
     only = _hosts(ctx, hosts)
-    render(opts, run(opts, "switch", lambda c: ops.switch(c, to=to, dry_run=dry_run),
-                     retire=retire, hosts=only))
+    run(opts, "switch", lambda c: ops.switch(c, to=to, dry_run=dry_run), retire=retire,
+        hosts=only, show=True)
 
 
 @app.command()
@@ -75,8 +74,8 @@ def rollback(ctx: typer.Context, retire: RetireOpt = None, dry_run: DryRun = Fal
 
     opts = options(ctx)
     only = _hosts(ctx, hosts)
-    render(opts, run(opts, "rollback", lambda c: ops.rollback(c, dry_run=dry_run),
-                     retire=retire, hosts=only))
+    run(opts, "rollback", lambda c: ops.rollback(c, dry_run=dry_run), retire=retire,
+        hosts=only, show=True)
 
 
 @app.command()
@@ -91,7 +90,7 @@ def migrate(
     opts = options(ctx)
     if slot is not None and slot not in SLOT_NAMES:
         fail(opts, ConfigError(f"--slot must be blue or green, got {slot!r}"))
-    render(opts, run(opts, "migrate", lambda c: admin.migrate(c, slot)))
+    run(opts, "migrate", lambda c: admin.migrate(c, slot), show=True)
 
 
 @app.command()
@@ -100,7 +99,7 @@ def setup(ctx: typer.Context) -> None:
     from bluegreen.ops import admin
 
     opts = options(ctx)
-    render(opts, run(opts, "setup", admin.setup))
+    run(opts, "setup", admin.setup, show=True)
 
 
 @app.command()

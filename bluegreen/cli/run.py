@@ -38,8 +38,10 @@ def load_config(opts: GlobalOptions) -> Config:
 
 
 def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
-        retire: bool | None = None, hosts: Sequence[str] = ()) -> T:
-    """Build the context, run ``fn(ctx)``, close connections; a BgError exits."""
+        retire: bool | None = None, hosts: Sequence[str] = (), show: bool = False) -> T:
+    """Build the context, run ``fn(ctx)``, close connections; a BgError exits. With
+    ``show``, the result (an operation's, or a dry run's) is rendered while the context
+    is still open (a dry run describes itself from it)."""
     from bluegreen import config as configuration
     from bluegreen.ops.core import Context, open_hosts
 
@@ -60,7 +62,11 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
             if title:
                 names = ", ".join(h.name for h in ctx.hosts)
                 printer.info(f"bg {title}: {cfg.app.name} -> {target.name} ({names})")
-            return fn(ctx)
+            result = fn(ctx)
+            if show:
+                printer.close()
+                render(opts, result, ctx)
+            return result
         except BgError as exc:
             printer.close()
             fail(opts, exc)
@@ -78,18 +84,15 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
         printer.close()
 
 
-def render(opts: GlobalOptions, result: Any) -> None:
-    """An OperationResult or a Plan: the JSON envelope, or human lines."""
-    from bluegreen.ops.plan import Plan
+def render(opts: GlobalOptions, result: Any, ctx: Context) -> None:
+    """An OperationResult or a dry run: the JSON envelope, or human lines."""
+    from bluegreen.ops.deploy import DryRun
 
-    if isinstance(result, Plan):
+    if isinstance(result, DryRun):
         if opts.json:
-            emit(opts, {"dry_run": True, "plan": result.to_json()})
+            emit(opts, result.to_json(ctx))
             return
-        print(f"plan: {result.operation} {result.version} -> {result.slot}"
-              " (dry run, nothing done)")
-        for i, step in enumerate(result.steps, 1):
-            print(f"  {i:2}. {step}")
+        print("\n".join(result.lines(ctx)))
         return
     if opts.json:
         emit(opts, result.to_json())
