@@ -4,6 +4,7 @@ placeholders on flags, exit codes, and what `bg --version` / `bg status` import.
 from __future__ import annotations
 
 import functools
+import io
 import re
 import sys
 from pathlib import Path
@@ -196,3 +197,43 @@ def test_status_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert "bluegreen.ops.admin" in imported  # it did run
     assert not imported & {"jinja2", "paramiko", "fabric", "bluegreen.sandbox",
                            "bluegreen.ssh", "rich"}
+
+
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("no_color", [False, True])
+def test_progress_on_a_terminal(no_color: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bluegreen.cli.output import Printer
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    stream = FakeTty()
+    printer = Printer(GlobalOptions(no_color=no_color), stream)
+    printer.step_started("health blue")
+    printer.step_done("health blue GET /health", 1.25, True, "3 attempts")
+    printer.step_done("switch nginx", 0.5, False, "")
+    printer.info("warning: slow")
+    printer.close()
+    out = stream.getvalue()
+    assert re.search(r"ok .*health blue GET /health +1\.25s  \(3 attempts\)", out), out
+    assert "FAIL" in out and "warning: slow" in out
+    assert "⠋" in out  # the spinner ran
+    colours = re.findall(r"\x1b\[[0-9;]*m", out)
+    assert bool(colours) is not no_color, colours
+
+
+@pytest.mark.unit
+def test_quiet_and_json_print_no_progress() -> None:
+    from bluegreen.cli.output import Printer
+
+    for opts in (GlobalOptions(quiet=True), GlobalOptions(json=True)):
+        stream = FakeTty()
+        printer = Printer(opts, stream)
+        printer.step_done("x", 1.0, True, "")
+        printer.info("y")
+        printer.close()
+        assert stream.getvalue() == ""

@@ -88,7 +88,8 @@ class Printer:
         if self._console is not None:
             from rich.text import Text
 
-            self._console.print(Text(text, style=style if self.color else ""))
+            # soft_wrap: a step line is one line however narrow the terminal.
+            self._console.print(Text(text, style=style if self.color else ""), soft_wrap=True)
         else:
             print(text, file=self.stream, flush=True)
 
