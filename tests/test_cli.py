@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer._click.globals import get_current_context
 
-from bluegreen.cli import app as cli_app
+from bluegreen.cli import entry as cli_app
 from bluegreen.cli.options import GlobalOptions, options
 from bluegreen.errors import ExitCode
 from tests.operator_fixtures import bg

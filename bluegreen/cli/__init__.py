@@ -1,10 +1,11 @@
 """The `bg` command line.
 
 Kept import-light: ``bg --version`` answers before Typer or any engine module is loaded;
-everything else goes through :mod:`bluegreen.cli.app`. Modules: ``app`` (the Typer app,
-root options, entry point), ``options`` (global options before or after the command),
-``output`` (progress, JSON envelope, errors), ``run`` (one operation per command),
-``commands`` and ``tools`` (the commands).
+everything else goes through :mod:`bluegreen.cli.entry`. Modules: ``app`` (the Typer app
+and its root options), ``entry`` (builds the command tree, runs it, maps what escapes),
+``options`` (global options before or after the command), ``coerce`` (value conversion
+without pydantic), ``output`` (progress, JSON envelope, errors), ``run`` (one operation per
+command), ``commands`` and ``tools`` (the commands).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main() -> None:
 
         print(f"bg {__version__}")
         return
-    from bluegreen.cli.app import run_main
+    from bluegreen.cli.entry import run_main
 
     run_main(args)
 

@@ -1,20 +1,18 @@
-"""The Typer application, its root options and the entry point.
+"""The Typer application and its root options.
 
 Commands are registered by :mod:`bluegreen.cli.commands` and :mod:`bluegreen.cli.tools`;
-:func:`run_main` then gives every command the global options (see ``options.install``).
+:mod:`bluegreen.cli.entry` then gives every command the global options (``options.install``).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from bluegreen import __version__
-from bluegreen.cli.options import GlobalOptions, install, remember_before
-from bluegreen.errors import BgError, ConfigError, ExitCode
+from bluegreen.cli.options import remember_before
 
 app = typer.Typer(
     name="bg",
@@ -63,59 +61,3 @@ def main_options(
     remember_before(ctx, {"config": config, "target": target, "verbose": verbose,
                           "json_out": json_out, "quiet": quiet,
                           "accept_new_host_keys": accept_new_host_keys})
-
-
-def build() -> Any:
-    """The click command tree with the global options on every command."""
-    from bluegreen.cli import commands, tools  # noqa: F401  (they register the commands)
-
-    return install(typer.main.get_command(app))
-
-
-def run_main(argv: list[str] | None = None) -> None:
-    # typer vendors click; its exception classes live there.
-    from typer import Abort
-    from typer._click.exceptions import ClickException
-
-    args = sys.argv[1:] if argv is None else argv
-    as_json = "--json" in args
-    try:
-        group = build()
-        rv = group.main(args=args, prog_name="bg", standalone_mode=False)
-    except ClickException as exc:  # bad command line: nothing was touched
-        if as_json:
-            _fail_outside(args, ConfigError(exc.format_message()))
-        from typer import rich_utils
-
-        rich_utils.rich_format_error(exc)
-        sys.exit(exc.exit_code)
-    except Abort:
-        print("Aborted!", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERRUPTED))
-    except BgError as exc:  # raised outside an operation (e.g. by a callback)
-        _fail_outside(args, exc)
-    except Exception:
-        import traceback
-
-        traceback.print_exc()
-        print("bg: internal error (a bug): please report it with the trace above", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERNAL))
-    sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _fail_outside(args: list[str], exc: BgError) -> None:
-    from bluegreen.cli.output import fail
-
-    opts = GlobalOptions(json="--json" in args, command=_guess_command(args))
-    try:
-        fail(opts, exc)
-    except typer.Exit as ex:
-        sys.exit(ex.exit_code)
-
-
-def _guess_command(args: list[str]) -> str:
-    words = [a for a in args if not a.startswith("-")]
-    return words[0] if words else ""
-
-
-__all__ = ["ConfigError", "app", "build", "lock_app", "run_main"]
