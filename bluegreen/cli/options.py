@@ -90,23 +90,27 @@ def _flag_help(param: Any) -> None:
 
 
 def install(root: Any) -> Any:
-    """Give every command of the click tree ``root`` the global options; returns ``root``."""
+    """Give every command of the click tree ``root`` the global options; returns ``root``.
+
+    A command that defines one of them itself (e.g. its own ``--json``) keeps its own: that
+    global is not added to it, and its value stays the command's.
+    """
     globals_ = [p for p in root.params if p.name in GLOBAL_NAMES]
     for p in root.params:
         _flag_help(p)
     _patch_help_option(root)
+    for p in globals_:
+        # Shown in a panel of their own in every command's help.
+        p.rich_help_panel = "Global options"
     for cmd in _leaves(root):
+        taken = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
         names = {p.name for p in cmd.params}
-        clash = names & set(GLOBAL_NAMES)
-        if clash:
-            raise RuntimeError(f"command {cmd.name!r} redefines global option(s) {clash}")
         for p in cmd.params:
             _flag_help(p)
-        for p in globals_:
-            # Shown in a panel of their own in the command's help.
-            p.rich_help_panel = "Global options"
-        cmd.params.extend(globals_)
-        cmd.invoke = _merging_invoke(cmd.invoke)
+        added = [p for p in globals_ if p.name not in names
+                 and not taken & {*p.opts, *p.secondary_opts}]
+        cmd.params.extend(added)
+        cmd.invoke = _merging_invoke(cmd.invoke, tuple(p.name for p in added))
         _patch_help_option(cmd)
     return root
 
@@ -134,9 +138,10 @@ def _patch_help_option(cmd: Any) -> None:
     cmd.get_help_option = get_help_option
 
 
-def _merging_invoke(invoke: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _merging_invoke(invoke: Callable[[Any], Any], added: tuple[str, ...]
+                    ) -> Callable[[Any], Any]:
     def merged(ctx: Any) -> Any:
-        after = {name: ctx.params.pop(name, None) for name in GLOBAL_NAMES}
+        after = {name: ctx.params.pop(name, None) for name in added}
         ctx.meta[_MERGED] = GlobalOptions.merge(ctx.meta.get(_BEFORE, {}), after,
                                                 command=_command(ctx))
         return invoke(ctx)

@@ -14,6 +14,7 @@ from bluegreen.cli.options import options
 from bluegreen.cli.output import emit, fail
 from bluegreen.cli.run import run, split_hosts
 from bluegreen.errors import BgError, ConfigError, ExitCode
+from bluegreen.rehearse.command import rehearse
 
 
 @app.command()
@@ -134,7 +135,8 @@ def demo(
 
 
 # ---------------------------------------------------------------------------- rehearse
-# `bg rehearse` is written by the "rehearse" helper in bluegreen/rehearse/command.py and
-# registered here with `app.command("rehearse")(rehearse)`. It needs nothing else: the
-# global options reach every command registered before `bg` starts (options.install), and
-# it reads them with `options(ctx)` from a `ctx: typer.Context` parameter.
+# `bg rehearse` lives in bluegreen/rehearse/command.py. The global options reach every
+# command registered before `bg` starts (options.install); a command reads them with
+# `options(ctx)` from a `ctx: typer.Context` parameter. rehearse defines its own -c/--config
+# and --json, which it keeps (its --json prints its report, not the envelope).
+app.command("rehearse")(rehearse)
