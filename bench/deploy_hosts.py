@@ -48,7 +48,7 @@ def bg(config: Path, *args: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"bg {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}"
                          f"\n{proc.stderr}")
-    data: dict[str, Any] = json.loads(proc.stdout)
+    data: dict[str, Any] = json.loads(proc.stdout)["result"]  # the --json envelope
     data["cpu_s"] = cpu
     return data
 

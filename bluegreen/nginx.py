@@ -21,9 +21,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import httpx
-import jinja2
+from typing import TYPE_CHECKING
 
 from bluegreen.config import Config
 from bluegreen.errors import ConfigError
@@ -31,6 +29,10 @@ from bluegreen.host import q
 from bluegreen.resources import resource_dir
 from bluegreen.shell import ScriptExit
 from bluegreen.state import now_iso
+
+if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need neither
+    import httpx
+    import jinja2
 
 SLOT_HEADER = "X-BG-Slot"
 TEST_FAILED_EXIT = 74
@@ -50,6 +52,8 @@ def files(config: Config) -> UpstreamFiles:
 
 
 def _template(config: Config) -> jinja2.Template:
+    import jinja2
+
     if config.nginx.template is not None:
         loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(config.nginx.template.parent))
         name = config.nginx.template.name
@@ -89,7 +93,12 @@ def render_upstream(config: Config, *, slot: str, version: str,
     ``servers`` lists every app host's live slot when nginx runs on a load-balancer tier
     (``slot`` is then the slot they share, or ``mixed``); without it the one server is this
     host's own slot on 127.0.0.1, so the template has one shape for both topologies.
+    It also defines bg's probe server on ``[nginx] probe_port`` (loopback only), which
+    proxies to the live upstream and names the app, the slot and the upstream address
+    that answered: :func:`confirm` needs nothing from the user's own site.
     """
+    import jinja2
+
     port = config.slots.get(slot, 0)
     if servers is None:
         servers = [Server("127.0.0.1", port, "")]
@@ -102,6 +111,7 @@ def render_upstream(config: Config, *, slot: str, version: str,
             slots=dict(config.slots),
             servers=[s.to_template() for s in servers],
             time=now_iso(),
+            probe_port=config.nginx.probe_port,
         )
     except jinja2.TemplateError as exc:
         where = config.nginx.template or "templates/upstream.conf.j2"
@@ -179,6 +189,16 @@ def parse_nginx_version(text: str) -> tuple[int, ...] | None:
     return tuple(int(x) for x in m.groups()) if m else None
 
 
+APP_HEADER = "X-BG-App"
+UPSTREAM_HEADER = "X-BG-Upstream"
+
+
+def probe_urls(config: Config) -> tuple[str, ...]:
+    """Where a switch is confirmed: bg's probe server, and the user's ``probe_url`` when set."""
+    own = config.nginx.probe_server_url + config.health.path
+    return (own, config.nginx.probe_url) if config.nginx.probe_url else (own,)
+
+
 @dataclass(frozen=True)
 class Confirmation:
     ok: bool
@@ -188,32 +208,41 @@ class Confirmation:
 
 
 def confirm(
-    transport: httpx.BaseTransport, probe_url: str, slot: str, *, timeout: float = 10.0
+    transport: httpx.BaseTransport, config: Config, slot: str, *, timeout: float = 10.0
 ) -> Confirmation:
-    """Probe through nginx until the answer carries ``X-BG-Slot: slot``.
+    """Probe through nginx until every URL of :func:`probe_urls` answers from ``slot``.
 
+    bg's probe server must also name this app (another app's probe server on the same
+    port would otherwise confirm for us) and the slot's port as the upstream that answered.
     A reload is asynchronous: the first probes may still reach an old worker.
     """
+    import httpx
+
     started = time.monotonic()
     attempts = 0
     detail = "no answer"
+    own, *others = probe_urls(config)
+    port = config.slots.get(slot)  # None for "mixed" (a load-balancer tier in transition)
+    pending = [own, *others]
     with httpx.Client(transport=transport, timeout=httpx.Timeout(2.0)) as client:
         while True:
             attempts += 1
             try:
-                r = client.get(probe_url, headers={"Connection": "close"})
-                got = r.headers.get(SLOT_HEADER)
-                if got == slot and r.status_code < 500:
+                while pending:
+                    url = pending[0]
+                    r = client.get(url, headers={"Connection": "close"})
+                    problem = _judge(r, url, slot, port, config.app.name, ours=url == own)
+                    if problem:
+                        detail = problem
+                        break
+                    pending.pop(0)
+                if not pending:
                     return Confirmation(True, attempts, time.monotonic() - started, "")
-                if got is None:
-                    detail = (
-                        f"HTTP {r.status_code} without an {SLOT_HEADER} header: add"
-                        f" `add_header {SLOT_HEADER} $<app>_slot always;` to the site"
-                    )
-                else:
-                    detail = f"HTTP {r.status_code} from slot {got!r}, expected {slot!r}"
             except httpx.HTTPError as exc:
-                detail = f"{type(exc).__name__}: {exc}"
+                detail = f"{pending[0]}: {type(exc).__name__}: {exc}"
+                if pending[0] == own:
+                    detail += (f" (is bg's probe server on 127.0.0.1:{config.nginx.probe_port}"
+                               " loaded? `bg check` tells)")
             if time.monotonic() - started >= timeout:
                 return Confirmation(False, attempts, time.monotonic() - started, detail)
             time.sleep(0.05)
@@ -265,3 +294,24 @@ def discard_staged_script(config: Config) -> str:
     """Drop a staged upstream that will not be committed (a failed or interrupted start)."""
     f = files(config)
     return f"rm -f {q(f.staged)} {q(f.staged + '.held')}"
+
+
+def _judge(r: httpx.Response, url: str, slot: str, port: int | None, app: str, *, ours: bool
+           ) -> str:
+    """What is wrong with one probe's answer ("" when it came from ``slot``)."""
+    got = r.headers.get(SLOT_HEADER)
+    if ours and r.headers.get(APP_HEADER) != app:
+        return (f"{url}: answered for app {r.headers.get(APP_HEADER)!r}, not {app!r}: give each"
+                " app on this nginx its own [nginx] probe_port")
+    if got is None:
+        return (f"{url}: HTTP {r.status_code} without an {SLOT_HEADER} header: add"
+                f" `add_header {SLOT_HEADER} ${app}_slot always;` to the site")
+    if got != slot:
+        return f"{url}: HTTP {r.status_code} from slot {got!r}, expected {slot!r}"
+    if r.status_code >= 500:
+        return f"{url}: HTTP {r.status_code} from slot {slot!r}"
+    upstream = r.headers.get(UPSTREAM_HEADER)
+    if ours and port is not None and upstream is not None \
+            and not upstream.rstrip().endswith(f":{port}"):
+        return f"{url}: answered by upstream {upstream}, expected port {port}"
+    return ""

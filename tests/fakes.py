@@ -355,13 +355,18 @@ class FakeHost:
                         raise httpx.ConnectError("connection refused", request=request)
                     return httpx.Response(200, text="ok")
                 return answer(request) if callable(answer) else httpx.Response(answer)
-        probe = urlsplit(self.config.nginx.probe_url)
-        if port == (probe.port or 80):
+        probes = {urlsplit(u).port or 80 for u in nginx.probe_urls(self.config)}
+        if port in probes:
             if callable(self.probe):
                 return self.probe(request)
             if isinstance(self.probe, int):
                 return httpx.Response(self.probe)
-            headers = {nginx.SLOT_HEADER: self.model.serving} if self.model.serving else {}
+            # What bg's probe server in the upstream file answers (and a site's add_header).
+            serving = self.model.serving
+            headers = {nginx.APP_HEADER: self.config.app.name}
+            if serving:
+                headers[nginx.SLOT_HEADER] = serving
+                headers[nginx.UPSTREAM_HEADER] = f"127.0.0.1:{self.config.slots[serving]}"
             return httpx.Response(200, headers=headers, text="ok")
         raise httpx.ConnectError(f"nothing listens on port {port}", request=request)
 

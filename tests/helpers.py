@@ -77,7 +77,7 @@ class Workspace:
         return proc
 
     def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.bg("--json", "status", check=False).stdout)
+        data: dict[str, Any] = json.loads(self.bg("--json", "status", check=False).stdout)["result"]
         return data
 
     @property

@@ -41,7 +41,7 @@ def serving(ws: Workspace) -> str:
 
 def assert_consistent(ws: Workspace, version: str) -> None:
     status = ws.bg("--json", "status", check=False)
-    data = json.loads(status.stdout)
+    data = json.loads(status.stdout)["result"]
     assert status.returncode == 0 and data["ok"], status.stdout
     host = data["hosts"][0]
     assert host["version"] == version and host["interrupted"] is None, host
@@ -55,7 +55,7 @@ def killed_then_repaired(ws: Workspace, clients: Clients, args: tuple[str, ...],
     proc = start_bg(ws, *args, failpoint=f"{failpoint}:kill")
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == -signal.SIGKILL, (failpoint, proc.returncode, err)
-    status = json.loads(ws.bg("--json", "status", check=False).stdout)
+    status = json.loads(ws.bg("--json", "status", check=False).stdout)["result"]
     host = status["hosts"][0]
     if failpoint == "finished":
         # The last step released the lock with its own script: nothing was interrupted.
@@ -136,7 +136,7 @@ def test_interrupt_stops_what_it_started_and_releases(
     assert_consistent(ws, "2.0.0")
     pid_file = ws.root / "run" / "blue.pid"
     assert not pid_file.exists(), "the started slot was left running"
-    history = json.loads(ws.bg("--json", "history", "-n", "50").stdout)["local"]
+    history = json.loads(ws.bg("--json", "history", "-n", "50").stdout)["result"]["local"]
     assert any(e["step"] == "failed" for e in history)
 
 

@@ -209,7 +209,7 @@ def test_slow_boot_is_waited_for(elixir_ws: Workspace, releases: dict[str, Path]
     ws = elixir_ws
     ws.bg("deploy", str(releases["1"]))
     started = time.monotonic()
-    out = json.loads(ws.bg("--json", "deploy", str(releases["4slow"])).stdout)
+    out = json.loads(ws.bg("--json", "deploy", str(releases["4slow"])).stdout)["result"]
     assert time.monotonic() - started > 3.0
     health = next(s for s in out["steps"] if s["title"].startswith("health"))
     assert health["seconds"] > 2.5

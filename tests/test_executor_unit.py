@@ -158,7 +158,8 @@ def test_confirm_failure_keeps_per_host_outcomes(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nginx, "confirm", functools.partial(nginx.confirm, timeout=0.2))
     ctx, (a, b) = two_hosts()
-    b.probe = lambda request: httpx.Response(200, headers={nginx.SLOT_HEADER: "blue"})
+    b.probe = lambda request: httpx.Response(200, headers={
+        nginx.SLOT_HEADER: "blue", nginx.APP_HEADER: "hello"})
     with pytest.raises(SwitchError) as info:
         deploy(ctx, tmp_path)
     err = info.value

@@ -209,12 +209,13 @@ def test_lb_upstream_lists_every_app_host_in_target_order() -> None:
     # was never deployed, so it is not listed.
     content, label = lbtier.render(ctx, {APPS[0]: "green"}, {APPS[0]: "2.0.0"}, observed)
     assert label == lbtier.MIXED
-    servers = [line.strip() for line in content.splitlines() if "server " in line]
+    servers = [line.strip() for line in content.splitlines()
+               if line.strip().startswith("server ") and ":" in line]
     assert servers == [f"server 10.0.0.11:4002;  # {APPS[0]}",
                        f"server 192.168.5.13:4001;  # {APPS[2]}"]
     content, label = lbtier.render(ctx, dict.fromkeys(APPS, "green"),
                                    dict.fromkeys(APPS, "2.0.0"), observed)
-    assert label == "green" and content.count("server ") == 3
+    assert label == "green" and content.count("    server ") == 3
     assert 'default "green";' in content and 'default "2.0.0";' in content
 
 

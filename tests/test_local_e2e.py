@@ -59,7 +59,7 @@ def test_deploy_deploy_rollback_switch(workspace: Workspace, tmp_path: Path) -> 
     assert answer(ws) == ("hello 2.0.0 slot=green", "green")
     assert live(ws) == ("green", "2.0.0")
 
-    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["local"]
+    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["result"]["local"]
     ops = [e["op"] for e in history if e["step"] == "done"]
     assert ops == ["deploy", "deploy", "rollback", "switch"]
 
@@ -71,7 +71,7 @@ def test_rollback_is_instant_when_old_slot_is_warm(workspace: Workspace, tmp_pat
     assert ws.status()["hosts"][0]["slots"]["blue"]["running"] is True
     pid_before = (ws.root / "run" / "blue.pid").read_text()
     out = ws.bg("--json", "rollback").stdout
-    steps = [s["title"] for s in json.loads(out)["steps"]]
+    steps = [s["title"] for s in json.loads(out)["result"]["steps"]]
     assert not any(t.startswith("start ") for t in steps), steps  # no restart: a pure switch
     assert (ws.root / "run" / "blue.pid").read_text() == pid_before
     assert answer(ws) == ("hello 1.0.0 slot=blue", "blue")
@@ -181,14 +181,14 @@ def test_dead_holder_on_this_controller_is_taken_over(workspace: Workspace, tmp_
     gone = subprocess.Popen(["true"])
     gone.wait()
     _hold_lock(ws, gone.pid)
-    lock_status = json.loads(ws.bg("--json", "lock", "status").stdout)
+    lock_status = json.loads(ws.bg("--json", "lock", "status").stdout)["result"]
     assert lock_status["local"]["stale"] is True
     status = ws.bg("--json", "status", check=False)
     assert "interrupted operation: `deploy 9.9.9`" in status.stdout
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
     assert answer(ws)[0] == "hello 1.0.0 slot=blue"
     assert not (ws.root / "bg" / "lock").exists()
-    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["local"]
+    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["result"]["local"]
     taken = [e for e in history if e["step"] == "lock" and e["outcome"] == "taken over"]
     assert taken and taken[0]["interrupted"] == "deploy 9.9.9"
 
@@ -338,7 +338,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(workspace: Workspace, tmp_p
     # The nginx diff the switch would make.
     assert f"-    server 127.0.0.1:{ws.ports['blue']}" in proc.stdout
     assert f"+    server 127.0.0.1:{ws.ports['green']}" in proc.stdout
-    out = json.loads(ws.bg("--json", "deploy", "--dry-run", "--keep-old", str(art)).stdout)
+    dry = ws.bg("--json", "deploy", "--dry-run", "--keep-old", str(art)).stdout
+    out = json.loads(dry)["result"]
     host = out["plan"]["hosts"][0]
     assert (host["slot"], host["old_slot"], host["retire"]) == ("green", "blue", None)
     assert [s["kind"] for s in out["plan"]["steps"]] == ["upload", "boot", "switch", "finish"]

@@ -39,7 +39,7 @@ def through_nginx(host: SandboxHost) -> tuple[str, str | None]:
 
 
 def status(config: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(bg(config, "--json", "status", check=False).stdout)
+    data: dict[str, Any] = json.loads(bg(config, "--json", "status", check=False).stdout)["result"]
     return data
 
 
@@ -83,14 +83,16 @@ def test_one_host_deploy_deploy_rollback_switch(make_sandbox: MakeSandbox, tmp_p
         assert SECRET not in host.srv(f"/srv/hello/{f}").read_text()
 
     # The live release again: nothing to do at all.
-    same = json.loads(bg(config, "--json", "deploy", str(build_sample(art, "2.0.0"))).stdout)
+    same = json.loads(bg(config, "--json", "deploy",
+                         str(build_sample(art, "2.0.0"))).stdout)["result"]
     assert [h["outcome"] for h in same["hosts"]] == ["unchanged"]
     assert not any(s["title"].startswith(("upload", "start")) for s in same["steps"])
     # A release still on the host (1.0.0, retired) is started again without an upload.
     uploads = host.srv("/srv/hello/bg/uploads")
     release = host.srv("/srv/hello/releases/1.0.0")
     mtime = release.stat().st_mtime_ns
-    again = json.loads(bg(config, "--json", "deploy", str(build_sample(art, "1.0.0"))).stdout)
+    again = json.loads(bg(config, "--json", "deploy",
+                          str(build_sample(art, "1.0.0"))).stdout)["result"]
     assert [h["outcome"] for h in again["hosts"]] == ["start, gate, switch: green -> blue"]
     assert not any(s["title"].startswith("upload") for s in again["steps"])
     assert release.stat().st_mtime_ns == mtime
@@ -123,7 +125,7 @@ def test_three_hosts_all_or_nothing(make_sandbox: MakeSandbox, tmp_path: Path) -
 
     flag.unlink()
     out = bg(config, "--json", "deploy", str(build_sample(art, "2.0.0")))
-    result = json.loads(out.stdout)
+    result = json.loads(out.stdout)["result"]
     assert [h["outcome"] for h in result["hosts"]] == ["start, gate, switch: blue -> green"] * 3
     for h in sandbox.hosts:
         assert through_nginx(h) == ("hello 2.0.0 slot=green", "green")

@@ -78,8 +78,13 @@ class NginxConfig:
     template: Path | None
     test_command: str
     reload_command: str
-    probe_url: str
+    probe_url: str  # "" = confirm through bg's probe server only
     pid_file: str
+    probe_port: int = 14001  # bg's loopback probe server (see templates/upstream.conf.j2)
+
+    @property
+    def probe_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.probe_port}"
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,10 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         reload_command=n["reload_command"],
         probe_url=n["probe_url"],
         pid_file=n["pid_file"],
+        probe_port=n["probe_port"] or _probe_port(s["blue"]),
     )
+    if nginx.probe_port in (s["blue"], s["green"]):
+        raise ConfigError(f"{path}: nginx.probe_port {nginx.probe_port} is a slot's port")
 
     w = section(path, "switch", raw.get("switch", {}), SWITCH_FIELDS)
     switch = SwitchConfig(drain_timeout=float(w["drain_timeout"]), retire=w["retire"])
@@ -278,6 +286,12 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         hooks=hooks,
         targets=targets,
     )
+
+
+def _probe_port(blue: int) -> int:
+    """Derived from the blue slot's port, so apps sharing one nginx (which cannot share slot
+    ports) get different probe ports; kept below the ephemeral range (see DESIGN.md)."""
+    return blue + 10000 if blue + 10000 < EPHEMERAL_LOW else blue - 10000
 
 
 def _targets(path: Path, raw: Any) -> dict[str, TargetConfig]:

@@ -128,8 +128,13 @@ NGINX_FIELDS: dict[str, Field] = {
     "template": Field(str, ""),
     "test_command": Field(str, "nginx -t"),
     "reload_command": Field(str, "nginx -s reload"),
-    "probe_url": Field(str, "http://127.0.0.1/", _url),
+    # A URL through your own site, checked as well when set (needs the site's X-BG-Slot line).
+    "probe_url": Field(str, "", lambda v: None if v == "" else _url(v)),
     "pid_file": Field(str, "/run/nginx.pid", _abs_path),
+    # Loopback port of bg's probe server (in the upstream file); 0 = slots.blue + 10000.
+    # Every app on one nginx needs its own (`bg check` tells when two collide).
+    "probe_port": Field(int, 0, lambda v: None if v == 0 or 1 <= v <= 65535
+                        else "0 (automatic) or a TCP port"),
 }
 SWITCH_FIELDS: dict[str, Field] = {
     "drain_timeout": Field(NUM, 30.0, _non_negative),

@@ -156,7 +156,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
         }
     upstream_slot = served_slot(config, obs.upstream)
     # Behind load balancers the app host has no nginx: status() probes each LB instead.
-    serving = None if ctx.lbs else probe_slot(transport, config.nginx.probe_url)
+    serving = None if ctx.lbs else probe_slot(transport, nginx.probe_urls(config)[-1])
     problems = list(rec.notes)
     if state.live and upstream_slot not in (None, state.live):
         problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")

@@ -82,11 +82,11 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         result = session.run(host, nginx.commit_script(config))
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
-        conf = nginx.confirm(host.http_transport(), config.nginx.probe_url, slot)
+        conf = nginx.confirm(host.http_transport(), config, slot)
         if not conf.ok:
             raise SwitchError(
                 f"{host.name}: nginx did not send traffic to {slot} after the reload"
-                f" ({conf.attempts} probes of {config.nginx.probe_url} in {conf.elapsed:.1f}s)",
+                f" ({conf.attempts} probes in {conf.elapsed:.1f}s)",
                 detail=conf.detail,
             )
 

@@ -239,7 +239,8 @@ class Rehearsal:
             data: dict[str, Any] = json.loads(out[out.index("{"):])
         except ValueError:
             return {"ok": False, "exit": code}
-        return data
+        result = data.get("result")  # the --json envelope: {"ok", "command", "result"}
+        return result if isinstance(result, dict) else data
 
     # ------------------------------------------------------------------ report
     def _report(self, load: Load, began: float, final: dict[str, Any],

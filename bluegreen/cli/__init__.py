@@ -1,0 +1,34 @@
+"""The `bg` command line.
+
+Kept import-light: ``bg --version`` answers before Typer or any engine module is loaded;
+everything else goes through :mod:`bluegreen.cli.entry`. Modules: ``app`` (the Typer app
+and its root options), ``entry`` (builds the command tree, runs it, maps what escapes),
+``options`` (global options before or after the command), ``coerce`` (value conversion
+without pydantic), ``output`` (progress, JSON envelope, errors), ``run`` (one operation per
+command), ``commands`` and ``tools`` (the commands).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        from bluegreen import __version__
+
+        print(f"bg {__version__}")
+        return
+    from bluegreen.cli.entry import run_main
+
+    run_main(args)
+
+
+def __getattr__(name: str) -> object:
+    # `from bluegreen.cli import app` keeps working without importing Typer eagerly.
+    if name == "app":
+        from bluegreen.cli.app import app
+
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,195 @@
+"""The operation commands: deploy, switch, rollback, migrate, setup, status, history, lock.
+
+Each command reads the global options from its context (:func:`options`), runs one
+operation through :func:`run` and renders its result. Engine modules are imported inside
+the commands so that `bg --version` or `bg status` load only what they use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bluegreen.cli.app import app, lock_app
+from bluegreen.cli.options import options
+from bluegreen.cli.output import emit, fail
+from bluegreen.cli.run import run, split_hosts
+from bluegreen.errors import ConfigError, StateError
+
+SLOT_NAMES = ("blue", "green")
+
+RetireOpt = Annotated[bool | None, typer.Option(
+    "--retire/--keep-old", help="Stop the old slot after the drain (default: \\[switch] retire).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+HostsOpt = Annotated[str | None, typer.Option(
+    "--hosts", metavar="PATTERN[,PATTERN...]",
+    help="Only the target's hosts matching these names or shell globs (e.g. 'web-*').")]
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    artifact: Annotated[Path, typer.Argument(help="Release tarball, e.g. hello-1.2.0.tar.gz.")],
+    version: Annotated[str | None, typer.Option(help="Version (default: from the name).")] = None,
+    retire: RetireOpt = None,
+    dry_run: DryRun = False,
+    hosts: HostsOpt = None,
+) -> None:
+    """Ship a release to the idle slot, health-gate it, switch nginx, retire the old slot."""
+    from bluegreen.ops import deploy as ops
+
+    opts = options(ctx)
+    only = _hosts(ctx, hosts)
+    run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run),
+        retire=retire, hosts=only, show=True)
+
+
+@app.command()
+def switch(
+    ctx: typer.Context,
+    to: Annotated[str | None, typer.Option("--to", help="blue or green (default: the idle one).")
+                  ] = None,
+    retire: RetireOpt = None,
+    dry_run: DryRun = False,
+    hosts: HostsOpt = None,
+) -> None:
+    """Flip traffic to the other slot (starting it again if it was retired)."""
+    from bluegreen.ops import deploy as ops
+
+    opts = options(ctx)
+    if to is not None and to not in SLOT_NAMES:
+        fail(opts, ConfigError(f"--to must be blue or green, got {to!r}"))
+    only = _hosts(ctx, hosts)
+    run(opts, "switch", lambda c: ops.switch(c, to=to, dry_run=dry_run), retire=retire,
+        hosts=only, show=True)
+
+
+@app.command()
+def rollback(ctx: typer.Context, retire: RetireOpt = None, dry_run: DryRun = False,
+             hosts: HostsOpt = None) -> None:
+    """Return to the previous release: instant when its slot is still warm."""
+    from bluegreen.ops import deploy as ops
+
+    opts = options(ctx)
+    only = _hosts(ctx, hosts)
+    run(opts, "rollback", lambda c: ops.rollback(c, dry_run=dry_run), retire=retire,
+        hosts=only, show=True)
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    slot: Annotated[str | None, typer.Option("--slot", help="blue or green (default: live).")
+                    ] = None,
+) -> None:
+    """Run app.migrate (bin/<name> eval EXPR) against a release, once, on the first host."""
+    from bluegreen.ops import admin
+
+    opts = options(ctx)
+    if slot is not None and slot not in SLOT_NAMES:
+        fail(opts, ConfigError(f"--slot must be blue or green, got {slot!r}"))
+    run(opts, "migrate", lambda c: admin.migrate(c, slot), show=True)
+
+
+@app.command()
+def setup(ctx: typer.Context) -> None:
+    """Create the directories, the initial nginx upstream and state on every host."""
+    from bluegreen.ops import admin
+
+    opts = options(ctx)
+    run(opts, "setup", admin.setup, show=True)
+
+
+@app.command()
+def status(ctx: typer.Context, hosts: HostsOpt = None) -> None:
+    """What runs where: live slot, versions, health, nginx, lock."""
+    from bluegreen.ops import admin
+
+    opts = options(ctx)
+    data = run(opts, "", admin.status, hosts=_hosts(ctx, hosts))
+    problems = [f"{h['host']}: {p}" for h in data["hosts"] for p in h["problems"]]
+    if opts.json:
+        if problems:
+            fail(opts, _problems(problems), result=data)
+        emit(opts, data)
+        return
+    for h in data["hosts"]:
+        print(f"{h['host']}: live {h['live'] or '-'} ({h['version'] or 'nothing deployed'}),"
+              f" previous {h['previous'] or '-'}")
+        for slot, s in h["slots"].items():
+            flags = ("live " if s["live"] else "") + (
+                "running" if s["running"] else "stopped") + (
+                ", healthy" if s["healthy"] else "")
+            print(f"  {slot:<5} :{s['port']:<5} {s['version'] or '-':<16} {flags}")
+        print(f"  nginx  upstream :{h['nginx']['upstream_port']}, serving"
+              f" {h['nginx']['serving'] or '?'}")
+        if h["lock"]:
+            print(f"  locked by {h['lock'].get('user')} ({h['lock'].get('command')})")
+        for p in h["problems"]:
+            print(f"  problem: {p}")
+    if problems:
+        raise typer.Exit(int(StateError.exit_code))
+
+
+def _problems(problems: list[str]) -> StateError:
+    return StateError(f"{len(problems)} problem(s) found: " + "; ".join(problems),
+                      hint="`bg status` lists them per host")
+
+
+@app.command()
+def history(ctx: typer.Context,
+            limit: Annotated[int, typer.Option("-n", help="Entries per host.")] = 20) -> None:
+    """The journal: who did what, when, with which outcome."""
+    from bluegreen.ops import admin
+
+    opts = options(ctx)
+    data = run(opts, "", lambda c: admin.history(c, limit))
+    if opts.json:
+        emit(opts, data)
+        return
+    for host, entries in data.items():
+        print(f"{host}:")
+        for e in entries:
+            extra = " ".join(f"{k}={e[k]}" for k in ("version", "slot") if k in e)
+            print(f"  {e.get('time', '?')[:19]}  {e.get('user', '?'):<8} {e.get('op', '?'):<8}"
+                  f" {e.get('step', '?'):<8} {e.get('outcome', '?'):<8} {extra}")
+
+
+@lock_app.command("status")
+def lock_status(ctx: typer.Context) -> None:
+    """Show who holds the lock on each host."""
+    from bluegreen.ops import admin
+
+    opts = options(ctx)
+    data: dict[str, Any] = run(opts, "", admin.lock_status)
+    if opts.json:
+        emit(opts, data)
+        return
+    for host, holder in data.items():
+        print(f"{host}: " + ("free" if holder is None else
+                             f"held by {holder.get('user')}@{holder.get('controller')} pid"
+                             f" {holder.get('pid')} ({holder.get('command')}) since"
+                             f" {holder.get('time')}" + (" [stale]" if holder["stale"] else "")))
+
+
+@lock_app.command("release")
+def lock_release(ctx: typer.Context) -> None:
+    """Clear the lock (after making sure no bg operation is running)."""
+    from bluegreen.ops import admin
+
+    opts = options(ctx)
+    lines = run(opts, "", admin.lock_release)
+    if opts.json:
+        emit(opts, {"hosts": dict(line.split(": ", 1) for line in lines)})
+        return
+    for line in lines:
+        print(line)
+
+
+def _hosts(ctx: typer.Context, value: str | None) -> tuple[str, ...]:
+    try:
+        return split_hosts(value)
+    except ConfigError as exc:
+        fail(options(ctx), exc)

@@ -1,0 +1,149 @@
+"""Global options: typed before or after the command, merged once into a frozen object.
+
+``bg -t prod deploy X`` and ``bg deploy -t prod X`` mean the same. The root callback parses
+the options given before the command; :func:`install` (run on the click tree when ``bg``
+starts) adds the same options to every command, however and whenever it was registered,
+and merges both into one :class:`GlobalOptions` before the command runs. A command reads
+it with :func:`options` from its ``typer.Context``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bluegreen.cli.coerce import make_cheap
+
+_BEFORE = "bluegreen.options.before"
+_MERGED = "bluegreen.options"
+
+# Python names of the root callback's parameters that are global options.
+GLOBAL_NAMES = ("config", "target", "verbose", "json_out", "quiet", "accept_new_host_keys")
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    config: Path | None = None
+    target: str | None = None
+    verbose: int = 0
+    json: bool = False
+    quiet: bool = False
+    accept_new_host_keys: bool = False
+    command: str = ""  # "deploy", "lock status": names the JSON envelope
+    no_color: bool = False
+
+    @classmethod
+    def merge(cls, before: Mapping[str, Any], after: Mapping[str, Any], *, command: str,
+              environ: Mapping[str, str] | None = None) -> GlobalOptions:
+        """Options after the command win for values; flags and -v counts add up."""
+        env = os.environ if environ is None else environ
+
+        def value(name: str) -> Any:
+            later = after.get(name)
+            return later if later is not None else before.get(name)
+
+        return cls(
+            config=value("config"),
+            target=value("target"),
+            verbose=int(before.get("verbose") or 0) + int(after.get("verbose") or 0),
+            json=bool(before.get("json_out") or after.get("json_out")),
+            quiet=bool(before.get("quiet") or after.get("quiet")),
+            accept_new_host_keys=bool(before.get("accept_new_host_keys")
+                                      or after.get("accept_new_host_keys")),
+            command=command,
+            # https://no-color.org: any non-empty value.
+            no_color=bool(env.get("NO_COLOR")),
+        )
+
+
+def remember_before(ctx: typer.Context, values: Mapping[str, Any]) -> None:
+    """Called by the root callback with what was given before the command."""
+    ctx.meta[_BEFORE] = dict(values)
+
+
+def options(ctx: typer.Context) -> GlobalOptions:
+    """The merged options of this invocation (built once, before the command ran)."""
+    merged = ctx.meta.get(_MERGED)
+    if not isinstance(merged, GlobalOptions):
+        # A command invoked outside `bg`'s own entry point (e.g. typer's test runner).
+        merged = GlobalOptions.merge(ctx.meta.get(_BEFORE, {}), {}, command=_command(ctx))
+    return merged
+
+
+def _command(ctx: typer.Context) -> str:
+    return " ".join(ctx.command_path.split()[1:])
+
+
+def _flag_help(param: Any) -> None:
+    """Flags take no value: show none (typer would print ``<bool>``). Also gives plain
+    parameters a conversion that does not import pydantic (see ``coerce``)."""
+    make_cheap(param)
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        param.metavar = ""
+        if getattr(param, "count", False):
+            param.show_default = False
+
+
+def install(root: Any) -> Any:
+    """Give every command of the click tree ``root`` the global options; returns ``root``.
+
+    A command that defines one of them itself (e.g. its own ``--json``) keeps its own: that
+    global is not added to it, and its value stays the command's.
+    """
+    globals_ = [p for p in root.params if p.name in GLOBAL_NAMES]
+    for p in root.params:
+        _flag_help(p)
+    _patch_help_option(root)
+    for p in globals_:
+        # Shown in a panel of their own in every command's help.
+        p.rich_help_panel = "Global options"
+    for cmd in _leaves(root):
+        taken = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        names = {p.name for p in cmd.params}
+        for p in cmd.params:
+            _flag_help(p)
+        added = [p for p in globals_ if p.name not in names
+                 and not taken & {*p.opts, *p.secondary_opts}]
+        cmd.params.extend(added)
+        cmd.invoke = _merging_invoke(cmd.invoke, tuple(p.name for p in added))
+        _patch_help_option(cmd)
+    return root
+
+
+def _leaves(group: Any) -> list[Any]:
+    out = []
+    for cmd in getattr(group, "commands", {}).values():
+        _patch_help_option(cmd)
+        if hasattr(cmd, "commands"):
+            out.extend(_leaves(cmd))
+        else:
+            out.append(cmd)
+    return out
+
+
+def _patch_help_option(cmd: Any) -> None:
+    original = cmd.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        opt = original(ctx)
+        if opt is not None:
+            _flag_help(opt)
+        return opt
+
+    cmd.get_help_option = get_help_option
+
+
+def _merging_invoke(invoke: Callable[[Any], Any], added: tuple[str, ...]
+                    ) -> Callable[[Any], Any]:
+    def merged(ctx: Any) -> Any:
+        after = {name: ctx.params.pop(name, None) for name in added}
+        ctx.meta[_MERGED] = GlobalOptions.merge(ctx.meta.get(_BEFORE, {}), after,
+                                                command=_command(ctx))
+        return invoke(ctx)
+
+    return merged
