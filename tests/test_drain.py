@@ -21,10 +21,14 @@ from tests.helpers import Workspace, make_workspace
 from tests.test_load_short import Clients
 
 
-def _config(tmp_path: Path, **nginx_keys: str) -> Config:
+def _config(tmp_path: Path, *, test_command: str | None = None,
+            reload_command: str | None = None, pid_file: str | None = None) -> Config:
     ws = make_workspace(tmp_path)
     cfg = load(ws.config)
-    return dataclasses.replace(cfg, nginx=dataclasses.replace(cfg.nginx, **nginx_keys))
+    n = cfg.nginx
+    return dataclasses.replace(cfg, nginx=dataclasses.replace(
+        n, test_command=test_command or n.test_command,
+        reload_command=reload_command or n.reload_command, pid_file=pid_file or n.pid_file))
 
 
 def _sh(script: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -137,7 +141,11 @@ def test_drain_waits_for_the_port_to_go_quiet() -> None:
         assert time.monotonic() - started >= 0.5
 
         # closed while the drain waits: the drain ends soon after, well before its timeout
-        threading.Timer(0.6, lambda: (client.close(), conn.close())).start()
+        def hang_up() -> None:
+            client.close()
+            conn.close()
+
+        threading.Timer(0.6, hang_up).start()
         started = time.monotonic()
         r = _sh(nginx.drain_script([], 20.0, port=port))
         took = time.monotonic() - started
