@@ -38,7 +38,8 @@ HARD_LIMIT = 60.0  # no watcher thread here runs longer
 # ----------------------------------------------------------------------------- checks
 
 
-def nothing_half_written(root: Path, upstream: Path) -> None:
+def nothing_half_written(root: Path, upstream: Path, *, upload_temps_ok: bool = False
+                         ) -> None:
     """No staged or backup upstream, no lock, no half-extracted release, no upload left."""
     # (the `.bg-prev` backup of the last successful switch stays by design)
     staged = [p.name for p in upstream.parent.iterdir() if p.name.endswith(".bg-new")]
@@ -48,7 +49,9 @@ def nothing_half_written(root: Path, upstream: Path) -> None:
     assert tmp == [], f"half-extracted releases left: {tmp}"
     uploads = root / "bg" / "uploads"
     if uploads.exists():
-        assert list(uploads.iterdir()) == [], f"uploads left: {list(uploads.iterdir())}"
+        left = [p.name for p in uploads.iterdir()
+                if not (upload_temps_ok and p.name.startswith(".") and p.name.endswith(".tmp"))]
+        assert left == [], f"uploads left: {left}"
 
 
 def local_intact(ws: Workspace, version: str, slot: str) -> None:
@@ -255,14 +258,16 @@ def ssh_v1(make_sandbox: MakeSandbox, tmp_path: Path  # noqa: F811
     yield sandbox, config
 
 
-def ssh_intact(sandbox: Sandbox, config: Path, version: str, slot: str) -> None:
+def ssh_intact(sandbox: Sandbox, config: Path, version: str, slot: str, *,
+               upload_temps_ok: bool = False) -> None:
     host = sandbox.hosts[0]
     assert through_nginx(host) == (f"hello {version} slot={slot}", slot)
     st = ssh_bg(config, "--json", "status", check=False)
     assert st.returncode == 0, st.stdout + st.stderr
     h = json.loads(st.stdout)["hosts"][0]
     assert (h["live"], h["version"]) == (slot, version), h
-    nothing_half_written(host.srv("/srv/hello"), upstream_of(host))
+    nothing_half_written(host.srv("/srv/hello"), upstream_of(host),
+                         upload_temps_ok=upload_temps_ok)
 
 
 def upstream_of(host: SandboxHost) -> Path:
@@ -270,9 +275,8 @@ def upstream_of(host: SandboxHost) -> Path:
     return host.nginx.prefix / "conf.d" / Path(host.nginx.upstream_file).name
 
 
-def test_connection_drops_during_upload(ssh_v1: tuple[Sandbox, Path], tmp_path: Path
-                                        ) -> None:
-    sandbox, config = ssh_v1
+def drop_during_upload(sandbox: Sandbox, config: Path, tmp_path: Path) -> Path:
+    """Deploy a 48 MiB release and cut the host's SSH sessions once the upload began."""
     host = sandbox.hosts[0]
     art = padded_sample(tmp_path / "big", "2.0.0", 48 << 20)
     uploads = host.srv("/srv/hello/bg/uploads")
@@ -283,20 +287,71 @@ def test_connection_drops_during_upload(ssh_v1: tuple[Sandbox, Path], tmp_path: 
     watcher.join(5)
     assert dropped and dropped[0] >= 1, "the upload was never seen"
     fails(proc, ExitCode.HOST, host.address)
-    ssh_intact(sandbox, config, "1.0.0", "blue")
+    return art
+
+
+def test_connection_drops_during_upload(ssh_v1: tuple[Sandbox, Path], tmp_path: Path
+                                        ) -> None:
+    sandbox, config = ssh_v1
+    host = sandbox.hosts[0]
+    art = drop_during_upload(sandbox, config, tmp_path)
+    ssh_intact(sandbox, config, "1.0.0", "blue", upload_temps_ok=True)
+    assert not host.srv("/srv/hello/releases/2.0.0").exists()
     # and the next deploy just works
     ssh_bg(config, "deploy", str(art))
     assert through_nginx(host)[0] == "hello 2.0.0 slot=green"
 
 
-def test_connection_drops_during_switch(ssh_v1: tuple[Sandbox, Path], tmp_path: Path
-                                        ) -> None:
+@pytest.mark.xfail(strict=True, reason=(
+    "executor/ssh: an upload cut off by a dropped connection leaves its temporary file"
+    " (bg/uploads/.<version>.tar.gz.<id>.tmp) on the host and nothing removes it, not even"
+    " the next successful deploy; the release probe run under the lock could clear stale"
+    " upload temps"))
+def test_dropped_upload_leaves_no_temp_file(ssh_v1: tuple[Sandbox, Path], tmp_path: Path
+                                            ) -> None:
+    sandbox, config = ssh_v1
+    host = sandbox.hosts[0]
+    art = drop_during_upload(sandbox, config, tmp_path)
+    ssh_bg(config, "deploy", str(art))
+    assert list(host.srv("/srv/hello/bg/uploads").iterdir()) == []
+
+
+def nginx_workers(host: SandboxHost) -> set[int]:
+    master = host.nginx.master_pid()
+    out = set()
+    for pid in netns_pids([host.netns]):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx: worker"):
+                out.add(pid)
+    assert master is not None
+    return out
+
+
+@pytest.mark.parametrize("moment", [
+    pytest.param("stage", marks=pytest.mark.xfail(strict=True, reason=(
+        "executor (ops/steps.py switch_traffic): when the connection drops during the"
+        " prepare round trip (the new upstream already moved into place, nginx not"
+        " reloaded), the host is not in `prepared`, so abort never restores its upstream"
+        " file: nginx keeps serving blue but its live upstream file says green (the next"
+        " reload by anyone switches traffic) and `bg status` exits 8 ('nginx upstream points"
+        " at port 4002, state says blue'); abort should also restore hosts whose prepare"
+        " outcome is unknown (after reconnecting)"))),
+    "reload",
+])
+def test_connection_drops_during_switch(ssh_v1: tuple[Sandbox, Path], tmp_path: Path,
+                                        moment: str) -> None:
     sandbox, config = ssh_v1
     host = sandbox.hosts[0]
     upstream = upstream_of(host)
+    workers = nginx_workers(host)
     dropped: list[int] = []
-    watcher = watch(lambda: "live=green" in upstream.read_text(),
-                    lambda: dropped.append(drop_connections(host)))
+    if moment == "stage":  # the staged upstream is in place, nginx not yet reloaded
+        def until() -> bool:
+            return "live=green" in upstream.read_text()
+    else:  # nginx reloaded (new workers), bg confirming through nginx
+        def until() -> bool:
+            return bool(nginx_workers(host) - workers)
+    watcher = watch(until, lambda: dropped.append(drop_connections(host)))
     proc = ssh_bg(config, "deploy", str(build_sample(tmp_path / "arts", "2.0.0")),
                   check=False)
     watcher.join(5)
@@ -304,14 +359,24 @@ def test_connection_drops_during_switch(ssh_v1: tuple[Sandbox, Path], tmp_path: 
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out, out
     if proc.returncode == 0:
-        # bg's next round trip reconnected and the deploy completed: that is fine too, as
-        # long as what it says is what nginx serves
+        # bg's next round trip reconnected and the deploy completed: fine too, as long as
+        # what it says is what nginx serves
         ssh_intact(sandbox, config, "2.0.0", "green")
     else:
-        fails(proc, ExitCode.SWITCH, host.address)
+        fails(proc, proc.returncode, host.address)
+        assert proc.returncode in (ExitCode.HOST, ExitCode.SWITCH), out
         ssh_intact(sandbox, config, "1.0.0", "blue")
+        # the live upstream file says what nginx serves (no staged file left in its place)
+        assert "live=blue" in upstream.read_text()
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "executor (ops/steps.py start_slot): the extraction script runs as"
+    " `(\\n<set -e; ... tar -xzf ...>\\n) || exit $?`, and POSIX sh ignores `set -e` inside"
+    " the left side of `||`: tar's 'No space left on device' is ignored, a truncated"
+    " release (pad.bin cut at 4 MiB, empty .bg-sha256) is moved into releases/, started,"
+    " health-checked and switched live, and bg exits 0. Chain each command with"
+    " `|| exit 77` (ScriptExit.EXTRACT_FAILED) or run it as its own `sh -c`"))
 def test_disk_fills_during_extraction(ssh_v1: tuple[Sandbox, Path], tmp_path: Path) -> None:
     sandbox, config = ssh_v1
     host = sandbox.hosts[0]
