@@ -64,6 +64,9 @@ def test_parse_master_and_workers() -> None:
     assert nginx.parse_old_workers(out) == [4, 5, 6]
     assert nginx.parse_master("master: - none\n") == (None, "none")
     assert nginx.parse_master("") == (None, "none")
+    assert nginx.method_name("nginx -T /x/run/nginx.pid") == "nginx -T"
+    assert nginx.method_name("process tree") == "process tree"
+    assert nginx.method_name("garbage") == "none"
 
 
 @pytest.mark.unit
@@ -181,5 +184,7 @@ def test_zero_failed_posts_when_pid_file_is_wrong(tmp_path: Path, workspace: Wor
         f"{len(clients.failures)} failed requests:\n" + "\n".join(clients.failures[:20]))
     assert clients.ok["POST"] >= 40, clients.ok
     assert set(versions) <= clients.versions, clients.versions
-    # every retire really waited for the old workers (found without the pid file)
+    # every retire really waited for the old workers, found without the pid file, and
+    # the output says how
     assert all("drain timed out" not in out for out in ops)
+    assert all("nginx master found by nginx -T" in out for out in ops[:-1]), ops[0]

@@ -26,12 +26,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bluegreen import artifact, nginx
+from bluegreen import artifact, nginx, releases
 from bluegreen.config import Config, load
 from bluegreen.elixir import ElixirRunner, SystemdRunner, cookie_script
 from bluegreen.errors import ArtifactError, ConfigError, StateError
 from bluegreen.host import Host
 from bluegreen.layout import Layout
+from bluegreen.observe import new_marker, observe_script
 from bluegreen.runners import CommandRunner, stop_pid_script
 from bluegreen.state import HostState, Journal, lock_script, write_state_script
 
@@ -188,6 +189,24 @@ def scripts_for(cfg: Config, root: str, upstream: str, pid_file: str, version: s
         "stop_pid": stop_pid_script(paths.pid("blue"), 0.2),
         "cookie": cookie_script(paths),
     }
+    ok = "1.2.3"  # builders below validate versions (safe_token): fed a valid one here
+    scripts.update({
+        "nginx.stage": nginx.stage_script(cfg, f"# {version}\n"),
+        "nginx.commit": nginx.commit_script(cfg),
+        "nginx.discard_backup": nginx.discard_backup_script(cfg),
+        "releases.layout": releases.layout_script(paths),
+        "releases.probe": releases.probe_script(paths, ok),
+        "releases.extract": releases.extract_script(paths, ok, "ab" * 32),
+        "releases.require": releases.require_script(paths, ok),
+        "releases.prune": releases.prune_script(paths, 3, [ok]),
+        "releases.setup": releases.setup_script(
+            paths, upstream_file=upstream, initial_upstream=f"# {version}\n",
+            initial_state=state.to_json().decode(), runner_setup="true"),
+        "observe": observe_script(paths, new_marker(), upstream_file=upstream,
+                                  backup_file=upstream + ".bak",
+                                  alive_scripts={"blue": command.alive_script("blue")},
+                                  version=ok),
+    })
     for runner in (command, elixir, systemd):
         for slot in ("blue", "green"):
             scripts[f"{runner.name}.start.{slot}"] = runner.start_script(slot, 4001, version)
@@ -196,7 +215,7 @@ def scripts_for(cfg: Config, root: str, upstream: str, pid_file: str, version: s
 
 
 @pytest.mark.unit
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(root=HOSTILE, upstream=HOSTILE, pid_file=HOSTILE, version=HOSTILE)
 def test_every_builder_quotes_hostile_values(
@@ -223,6 +242,20 @@ def test_no_injected_command_runs(
         r = sandbox.run(script)
         assert not sandbox.canary.exists(), (
             f"{name}: injected command ran\n{script}\nstdout={r.stdout}\nstderr={r.stderr}")
+
+
+@pytest.mark.unit
+@given(HOSTILE)
+def test_version_taking_builders_refuse_hostile_versions(version: str) -> None:
+    paths = Layout("/srv/hello")
+    with pytest.raises(ValueError):
+        releases.probe_script(paths, version)
+    with pytest.raises(ValueError):
+        releases.extract_script(paths, version, "ab" * 32)
+    with pytest.raises(ValueError):
+        releases.require_script(paths, version)
+    with pytest.raises(ValueError):
+        releases.prune_script(paths, 3, [version])
 
 
 @pytest.mark.unit
