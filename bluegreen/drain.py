@@ -58,6 +58,11 @@ def invocation(config: Config) -> NginxInvocation:
     for command in (config.nginx.test_command, config.nginx.reload_command):
         try:
             words = shlex.split(command)
+            # `sh -c '...'` (or `sudo sh -c`): look inside the quoted command
+            for i, w in enumerate(words[:-2]):
+                if posixpath.basename(w) in ("sh", "bash") and words[i + 1] == "-c":
+                    words = shlex.split(words[i + 2])
+                    break
         except ValueError:
             continue
         at = next((i for i, w in enumerate(words) if _is_nginx(w)), None)
@@ -211,14 +216,22 @@ done
     if port is None:
         return 'echo "drain: skipped: no nginx workers and no port to watch"'
     hexport = f"{int(port):04X}"
+    # A request nginx is still reading (its body buffered before proxying) has no
+    # connection to the slot yet; the worker holding it is retitled "is shutting down"
+    # after a reload, so wait for those too (any nginx's: the timeout bounds a stranger;
+    # `dow[n]` keeps grep from matching its own command line).
     return f"""echo "drain: no nginx worker list; waiting for port {int(port)} to be unused"
 i=0
 while :; do
   n=$(awk -v p={hexport} 'FNR > 1 && $4 == "01" {{
         split($2, a, ":"); split($3, b, ":"); if (a[2] == p || b[2] == p) n++ }}
       END {{ print n + 0 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
-  [ "${{n:-0}}" = 0 ] && exit 0
-  [ $i -ge {ticks} ] && {{ echo "still draining: $n connections on port {int(port)}"; exit 1; }}
+  w=$(grep -las 'nginx: worker process is shutting dow[n]' /proc/[0-9]*/cmdline | wc -l)
+  [ "${{n:-0}}" = 0 ] && [ "${{w:-0}}" = 0 ] && exit 0
+  if [ $i -ge {ticks} ]; then
+    echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
+    exit 1
+  fi
   sleep 0.1; i=$((i+1))
 done
 """

@@ -48,6 +48,7 @@ def _sh(script: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     ("/opt/openresty/bin/nginx-debug -p '/a b' -t", ("/opt/openresty/bin/nginx-debug",),
      "/a b", None),
     ("true", ("nginx",), None, None),  # no nginx word: fall back to reload_command, then nginx
+    ("sudo sh -c '/usr/sbin/nginx -c /e/n.conf -t'", ("/usr/sbin/nginx",), None, "/e/n.conf"),
 ])
 def test_invocation_reads_binary_prefix_and_conf(
     tmp_path: Path, command: str, argv: tuple[str, ...], prefix: str | None, conf: str | None
@@ -176,8 +177,10 @@ def test_zero_failed_posts_when_pid_file_is_wrong(tmp_path: Path, workspace: Wor
     with Clients(workspace.listen_port, gets=2, posts=4) as clients:
         time.sleep(0.3)
         for build in builds[1:]:
-            ops.append(workspace.bg("-v", "deploy", str(build), timeout=60).stdout)
-        ops.append(workspace.bg("-v", "rollback", timeout=60).stdout)
+            proc = workspace.bg("-v", "deploy", str(build), timeout=60)
+            ops.append(proc.stdout + proc.stderr)
+        proc = workspace.bg("-v", "rollback", timeout=60)
+        ops.append(proc.stdout + proc.stderr)
         time.sleep(0.3)
 
     assert clients.failures == [], (
@@ -187,4 +190,44 @@ def test_zero_failed_posts_when_pid_file_is_wrong(tmp_path: Path, workspace: Wor
     # every retire really waited for the old workers, found without the pid file, and
     # the output says how
     assert all("drain timed out" not in out for out in ops)
-    assert all("nginx master found by nginx -T" in out for out in ops[:-1]), ops[0]
+    assert all("nginx master found by nginx -T" in out for out in ops), ops[0]
+
+
+def test_retire_waits_for_a_request_in_flight(tmp_path: Path, workspace: Workspace) -> None:
+    """The 502 the issue measured, made deterministic: a POST whose body is still arriving
+    when nginx reloads stays with an old worker, which proxies it to the old slot once the
+    body is complete. bg must not stop that slot before the worker finished; with
+    `pid_file` naming no nginx, only the nginx -T / process-tree discovery can know."""
+    text = workspace.config.read_text().replace(
+        f'pid_file = "{workspace.nginx.pid_file}"', f'pid_file = "{tmp_path}/not-here.pid"')
+    workspace.config.write_text(text)
+    arts = tmp_path / "artifacts"
+    workspace.bg("deploy", str(build_sample(arts, "1.0.0")))
+    upstream = Path(workspace.nginx.upstream_file)
+
+    body = b"x" * 4096
+    client = socket.create_connection(("127.0.0.1", workspace.listen_port), timeout=30)
+    client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                   b"Content-Length: 4096\r\n\r\n" + body[:1000])
+    result: list[subprocess.CompletedProcess[str]] = []
+    deploy = threading.Thread(target=lambda: result.append(workspace.bg(
+        "-v", "deploy", str(build_sample(arts, "2.0.0")), check=False, timeout=60)))
+    deploy.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "live=green" not in upstream.read_text() or "2.0.0" not in workspace.get().text:
+            assert time.monotonic() < deadline, "the switch never happened"
+            time.sleep(0.05)
+        time.sleep(1.0)  # bg is now draining; without a worker list it would retire blue
+        client.sendall(body[1000:])
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    finally:
+        client.close()
+        deploy.join(60)
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert b" 200 " in status_line, answer[:300]
+    assert b"hello 1.0.0 slot=blue got=4096" in answer, answer[-200:]
+    assert result and result[0].returncode == 0, result
+    assert "nginx master found by nginx -T" in result[0].stderr, result[0].stderr
