@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.elixir import cookie_script
 from bluegreen.errors import ExitCode
 from bluegreen.host import controller_identity
 from bluegreen.layout import Layout
+from bluegreen.runners.elixir import cookie_script
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.sample import build_sample
 from tests.helpers import Workspace, make_workspace, need
