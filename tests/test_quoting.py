@@ -217,7 +217,7 @@ def scripts_for(cfg: Config, root: str, upstream: str, pid_file: str, version: s
 
 
 @pytest.mark.unit
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=50, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(root=HOSTILE, upstream=HOSTILE, pid_file=HOSTILE, version=HOSTILE)
 def test_every_builder_quotes_hostile_values(
@@ -292,7 +292,7 @@ def test_valid_versions_are_inert_in_shell_and_nginx(version: str) -> None:
 
 
 @pytest.mark.unit
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(version=st.from_regex(r"\A[0-9A-Za-z][0-9A-Za-z._+-]{0,63}\Z"))
 def test_rendered_upstream_gains_no_directive(tmp_path: Path, version: str) -> None:
