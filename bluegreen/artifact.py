@@ -8,12 +8,16 @@ reaches a host's filesystem.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import posixpath
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from bluegreen.errors import ArtifactError
 
@@ -63,25 +67,93 @@ def _escapes(path: str) -> bool:
     return norm == ".." or norm.startswith("../") or norm.startswith("/")
 
 
-def check_members(path: Path) -> int:
-    """Refuse anything that could write outside the release directory; return the count."""
+DEFAULT_MAX_SIZE = 2 * 1024**3
+# Mode bits a release member may not carry: bg extracts as the deploy user (often root,
+# and then tar keeps the archive's modes), so these would land on the host as they are.
+_FORBIDDEN_MODE = 0o6002  # setuid, setgid, world-writable
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Counted(io.RawIOBase):
+    """The decompressed stream, counted: stops once more than ``limit`` bytes came out."""
+
+    def __init__(self, inner: gzip.GzipFile, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.seen = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(min(len(buffer), 1 << 16))
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise _TooBig
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def check_members(path: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> int:
+    """Refuse anything that could write outside the release directory, or unpack to more
+    than ``max_size`` bytes; return the member count.
+
+    The archive is read once as a stream and never extracted: a decompression bomb is
+    refused as soon as its declared sizes, or the bytes gunzip produced, pass the limit.
+    """
+    # Headers, padding and the end blocks add up to more than the members' sizes: allow
+    # them, so the limit means "the files of the release".
+    stream_limit = max_size + max_size // 8 + (1 << 20)
     try:
-        tar = tarfile.open(path, "r:gz")  # noqa: SIM115 (closed by the with below)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        with gzip.open(path, "rb") as gz:
+            counted = _Counted(gz, stream_limit)
+            reader = io.BufferedReader(counted, buffer_size=1 << 16)
+            count = _check_stream(path, reader, max_size)
+            # Read to the end: a truncated or corrupt gzip tail fails here, not on the host.
+            while reader.read(1 << 16):
+                pass
+    except _TooBig:
+        raise ArtifactError(
+            f"{path.name} unpacks to more than [app] max_release_size ({_human(max_size)});"
+            " refusing the archive",
+            hint="raise [app] max_release_size if this release really is that large",
+        ) from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise ArtifactError(f"{path} is not a readable .tar.gz: {exc}") from exc
+    if count == 0:
+        raise ArtifactError(f"{path} is an empty archive")
+    return count
+
+
+def _check_stream(path: Path, reader: IO[bytes], max_size: int) -> int:
     links: set[str] = set()
     count = 0
-    with tar:
-        try:
-            members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ArtifactError(f"{path} is damaged: {exc}") from exc
-        for m in members:
+    total = 0
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for m in tar:
             count += 1
             name = m.name
             where = f"{path.name}: member {name!r}"
+            total += max(m.size, 0)
+            if total > max_size:
+                raise _TooBig
             if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
                 raise ArtifactError(f"{where} has an absolute path; refusing the archive")
+            if "\n" in name or "\x00" in name:
+                raise ArtifactError(f"{where} has a control character in its name;"
+                                    " refusing the archive")
             parts = [p for p in name.split("/") if p not in ("", ".")]
             if ".." in parts:
                 raise ArtifactError(f"{where} contains '..'; refusing the archive")
@@ -89,27 +161,19 @@ def check_members(path: Path) -> int:
                 raise ArtifactError(f"{where} is a device or fifo; refusing the archive")
             if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
                 raise ArtifactError(f"{where} has an unsupported type; refusing the archive")
+            if not m.issym() and m.mode & _FORBIDDEN_MODE:
+                raise ArtifactError(
+                    f"{where} has mode {m.mode:o} (setuid, setgid or world-writable);"
+                    " refusing the archive",
+                    hint="fix the modes in the build (e.g. chmod -R go-w,ug-s)",
+                )
             norm = "/".join(parts)
             # Writing through a link planted earlier in the archive could land anywhere.
             for i in range(1, len(parts)):
                 if "/".join(parts[:i]) in links:
                     raise ArtifactError(f"{where} is written through a link; refusing the archive")
             if m.issym():
-                target = m.linkname
-                resolved = posixpath.join(posixpath.dirname(norm), target)
-                if target.startswith("/") or _escapes(resolved):
-                    raise ArtifactError(
-                        f"{where} is a link to {target!r}, outside the release;"
-                        " refusing the archive"
-                    )
-                tparts = [p for p in target.split("/") if p not in ("", ".")]
-                base = [p for p in posixpath.dirname(norm).split("/") if p]
-                for i in range(len(tparts)):
-                    step = posixpath.normpath("/".join([*base, *tparts[: i + 1]]))
-                    if step in links:
-                        raise ArtifactError(
-                            f"{where} is a link through another link; refusing the archive"
-                        )
+                _check_symlink(where, norm, m.linkname, links)
                 links.add(norm)
             if m.islnk():
                 target = m.linkname
@@ -119,12 +183,25 @@ def check_members(path: Path) -> int:
                         " refusing the archive"
                     )
                 links.add(norm)
-    if count == 0:
-        raise ArtifactError(f"{path} is an empty archive")
     return count
 
 
-def inspect(path: Path, *, app: str, version: str | None) -> Artifact:
+def _check_symlink(where: str, norm: str, target: str, links: set[str]) -> None:
+    resolved = posixpath.join(posixpath.dirname(norm), target)
+    if target.startswith("/") or _escapes(resolved):
+        raise ArtifactError(
+            f"{where} is a link to {target!r}, outside the release; refusing the archive"
+        )
+    tparts = [p for p in target.split("/") if p not in ("", ".")]
+    base = [p for p in posixpath.dirname(norm).split("/") if p]
+    for i in range(len(tparts)):
+        step = posixpath.normpath("/".join([*base, *tparts[: i + 1]]))
+        if step in links:
+            raise ArtifactError(f"{where} is a link through another link; refusing the archive")
+
+
+def inspect(path: Path, *, app: str, version: str | None,
+            max_size: int = DEFAULT_MAX_SIZE) -> Artifact:
     """Everything bg needs to know about an artifact; raises ArtifactError when unusable."""
     if not path.is_file():
         raise ArtifactError(f"artifact not found: {path}")
@@ -138,7 +215,7 @@ def inspect(path: Path, *, app: str, version: str | None) -> Artifact:
                 hint=f"name it {app}-<version>.tar.gz or pass --version",
             )
     check_version(version)
-    members = check_members(path)
+    members = check_members(path, max_size=max_size)
     return Artifact(
         path=path,
         version=version,

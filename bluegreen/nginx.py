@@ -24,10 +24,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bluegreen.config import Config
+
+# The drain lives in bluegreen.drain; the executor calls these as nginx.*.
+from bluegreen.drain import METHOD_NONE as METHOD_NONE
+from bluegreen.drain import drain_script as drain_script
+from bluegreen.drain import invocation as invocation
+from bluegreen.drain import master_discovery_script as master_discovery_script
+from bluegreen.drain import method_name as method_name
+from bluegreen.drain import parse_master as parse_master
+from bluegreen.drain import parse_old_workers as parse_old_workers
+from bluegreen.drain import reload_script as reload_script
 from bluegreen.errors import ConfigError
-from bluegreen.host import q
 from bluegreen.resources import resource_dir
-from bluegreen.shell import ScriptExit
+from bluegreen.shell import ScriptExit, q
 from bluegreen.state import now_iso
 
 if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need neither
@@ -145,43 +154,6 @@ def abort_script(config: Config) -> str:
     # An empty backup stands for "there was no upstream file before".
     return (f"if [ -s {backup} ]; then mv -f {backup} {live};"
             f" elif [ -f {backup} ]; then rm -f {backup} {live}; fi; rm -f {q(f.staged)}")
-
-
-def reload_script(config: Config) -> str:
-    """Reload, printing the pids of the workers that served before it (to drain later)."""
-    pid_file = q(config.nginx.pid_file)
-    return f"""master=$(cat {pid_file} 2>/dev/null || true)
-old=""
-if [ -n "$master" ]; then old=$(ps -o pid= --ppid "$master" 2>/dev/null | tr -s ' \\n' ' '); fi
-echo "old-workers: $old"
-{config.nginx.reload_command}
-"""
-
-
-def parse_old_workers(stdout: str) -> list[int]:
-    for line in stdout.splitlines():
-        if line.startswith("old-workers:"):
-            return [int(p) for p in line.split(":", 1)[1].split() if p.isdigit()]
-    return []
-
-
-def drain_script(pids: list[int], timeout: float) -> str:
-    """Wait (on the host) until nginx's old workers exited; exit 1 on timeout."""
-    if not pids:
-        return "true"
-    plist = " ".join(str(p) for p in pids)
-    ticks = max(1, int(timeout * 10))
-    return f"""i=0
-while :; do
-  left=""
-  for p in {plist}; do
-    if grep -qs nginx /proc/$p/cmdline; then left="$left $p"; fi
-  done
-  [ -z "$left" ] && exit 0
-  [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep 0.1; i=$((i+1))
-done
-"""
 
 
 def parse_nginx_version(text: str) -> tuple[int, ...] | None:

@@ -113,7 +113,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
            dry_run: bool = False) -> OperationResult | DryRun:
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
-        art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version)
+        art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version,
+                                max_size=ctx.config.app.max_release_size)
         note.append(f"{art.version}, {art.members} files")
     batch = ctx.target.boot_batch(len(ctx.hosts))
 

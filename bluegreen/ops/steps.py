@@ -212,7 +212,9 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
             "if " + subshell(nginx.drain_script(progress.old_workers.get(host.name, []),
-                                                timeout))
+                                                timeout,
+                                                port=ctx.config.slots[retire] if retire
+                                                else None))
             + "; then echo drained; else echo drain-timeout; fi",
             subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
             if retire else "",

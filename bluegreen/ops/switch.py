@@ -82,6 +82,7 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         result = session.run(host, nginx.commit_script(config))
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
+        masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
         conf = nginx.confirm(host.http_transport(), config, slot)
         if not conf.ok:
             raise SwitchError(
@@ -100,10 +101,16 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         except BgError as exc:
             raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
 
-    with ctx.step(f"switch nginx -> {slots_label(step.slots)} (reload, confirm)"):
+    masters: dict[str, str] = {}  # how each host's nginx master was found (for the drain)
+    with ctx.step(f"switch nginx -> {slots_label(step.slots)} (reload, confirm)") as note:
         try:
             ctx.each(do_commit, "switch", nginx_hosts)
             failpoint("reloaded")
+            found = sorted(set(masters.values()))
+            note.append("nginx master found by " + ", ".join(found)
+                        if nginx.METHOD_NONE not in found
+                        else "nginx master NOT found on some hosts: their drain waits for"
+                        " the old slot's port to go quiet")
         except BaseException as exc:
             restored = abort(reloaded)
             session.record("switch", "restored", step.hosts)

@@ -2,7 +2,8 @@
 
 Used by the local demo, the rehearsal and the tests: ``bin/server`` answers ``/`` with
 its version and slot, ``/health`` with a configurable status (or 503 on a host that has
-``<root>/shared/unhealthy-<version>``), and POSTs with the size of their body; it shuts
+``<root>/shared/unhealthy-<version>``; no answer at all with ``SAMPLE_HANG=1`` or
+``=<version>`` in its environment), and POSTs with the size of their body; it shuts
 down gracefully on SIGTERM.
 """
 
@@ -24,6 +25,7 @@ with open(os.path.join(HERE, "release.json")) as fh:
 VERSION = RELEASE["version"]
 SLOT = os.environ.get("BG_SLOT", "?")
 GREETING = os.environ.get("GREETING", "hello")
+HANG = os.environ.get("SAMPLE_HANG", "")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -41,6 +43,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
+        if self.path == "/health" and HANG in ("1", VERSION):
+            # Fault injection: SAMPLE_HANG=1 (or =<version>) accepts /health and never
+            # answers, as a wedged app does.
+            time.sleep(3600)
+            return
         if self.path == "/health":
             status = RELEASE.get("health_status", 200)
             # Fault injection for rehearsals: <root>/shared/unhealthy-<version> on a host

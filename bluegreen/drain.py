@@ -1,0 +1,237 @@
+"""Draining nginx after a reload: find nginx's master, list its workers, wait for the old
+ones (or, without a list, for the old slot's port to go quiet).
+
+Built here as shell for the executor to run on a host (reload, then drain before the old
+slot stops); :mod:`bluegreen.nginx` re-exports these names.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+
+from bluegreen.config import Config
+from bluegreen.shell import join, q
+
+# After a reload, nginx's old workers keep proxying their in-flight requests to the old
+# slot; stopping that slot early turns them into 502s. So bg finds nginx's master, notes
+# its workers before the reload and waits for them to exit. The master is found by the
+# first method that works, and the method is reported (``-v``, ``bg check``):
+#
+# 1. ``[nginx] pid_file`` when it names a live nginx master (of this config);
+# 2. the ``pid`` directive nginx itself reports (``nginx -T`` with the test command's
+#    ``-p``/``-c``), relative to nginx's prefix, else its compiled ``--pid-path``;
+# 3. the process tree: the one ``nginx: master process`` of this config in this mount
+#    namespace.
+#
+# When none works, the drain waits until the old slot's port has no established
+# connection left (or the timeout passed), instead of skipping without a word.
+
+MASTER_MARK = "master:"
+WORKERS_MARK = "old-workers:"
+METHOD_PID_FILE = "pid_file"
+METHOD_NGINX_T = "nginx -T"
+METHOD_PROCESS_TREE = "process tree"
+METHOD_NONE = "none"
+
+
+@dataclass(frozen=True)
+class NginxInvocation:
+    """How the user's commands run nginx: the argv up to the binary and its -p/-c options."""
+
+    argv: tuple[str, ...]
+    prefix: str | None
+    conf: str | None
+
+
+_WRAPPERS = frozenset({"sudo", "doas", "env", "exec", "nice", "ionice", "command"})
+
+
+def _is_nginx(word: str) -> bool:
+    base = posixpath.basename(word)
+    return base == "nginx" or base.startswith("nginx-")
+
+
+def invocation(config: Config) -> NginxInvocation:
+    """Read the binary and ``-p``/``-c`` from ``test_command`` (else ``reload_command``)."""
+    for command in (config.nginx.test_command, config.nginx.reload_command):
+        try:
+            words = shlex.split(command)
+            # `sh -c '...'` (or `sudo sh -c`): look inside the quoted command
+            for i, w in enumerate(words[:-2]):
+                if posixpath.basename(w) in ("sh", "bash") and words[i + 1] == "-c":
+                    words = shlex.split(words[i + 2])
+                    break
+        except ValueError:
+            continue
+        at = next((i for i, w in enumerate(words) if _is_nginx(w)), None)
+        # `systemctl reload nginx` names a unit, not the binary: only wrappers may come first
+        if at is None or not all(w in _WRAPPERS or "=" in w or w.startswith("-")
+                                 for w in words[:at]):
+            continue
+        opts: dict[str, str] = {}
+        rest = words[at + 1:]
+        for i, w in enumerate(rest):
+            if w in ("-p", "-c") and i + 1 < len(rest):
+                opts[w] = rest[i + 1]
+            elif w[:2] in ("-p", "-c") and len(w) > 2:
+                opts[w[:2]] = w[2:]
+        return NginxInvocation(tuple(words[: at + 1]), opts.get("-p"), opts.get("-c"))
+    return NginxInvocation(("nginx",), None, None)
+
+
+# `pid /run/nginx.pid;` (quoted or not) in `nginx -T` output: the path.
+_PID_DIRECTIVE = (r's/^[[:space:]]*pid[[:space:]][[:space:]]*'
+                  r'"\{0,1\}\([^";]*\)"\{0,1\}[[:space:]]*;.*/\1/p')
+
+
+def master_discovery_script(config: Config) -> str:
+    """Shell that sets ``$master`` to nginx's master pid and prints ``master: PID METHOD``.
+
+    Prints ``master: - none`` when no method found it. Read-only: safe for ``bg check``.
+    """
+    inv = invocation(config)
+    nginx_t = join([*inv.argv,
+                    *(["-p", inv.prefix] if inv.prefix else []),
+                    *(["-c", inv.conf] if inv.conf else []), "-T"])
+    nginx_v = join([*inv.argv, "-V"])
+    conf_match = q(inv.conf or "")
+    prefix = q(inv.prefix.rstrip("/") + "/" if inv.prefix else "")
+    return f"""bg_is_master() {{
+  case "$1" in ''|*[!0-9]*) return 1;; esac
+  c=$(tr '\\0' ' ' < /proc/$1/cmdline 2>/dev/null) || return 1
+  case "$c" in "nginx: master process"*) ;; *) return 1;; esac
+  [ -z {conf_match} ] && return 0
+  case "$c" in *{conf_match}*) return 0;; esac
+  return 1
+}}
+master=""; method={q(METHOD_NONE)}; where=""
+p=$(head -c 32 {q(config.nginx.pid_file)} 2>/dev/null | tr -dc '0-9')
+if bg_is_master "$p"; then master=$p; method={q(METHOD_PID_FILE)}; where={q(config.nginx.pid_file)}
+else
+  f=$({nginx_t} 2>/dev/null | sed -n {q(_PID_DIRECTIVE)} | tail -n 1)
+  v=$({nginx_v} 2>&1)
+  if [ -z "$f" ]; then f=$(printf '%s\\n' "$v" | tr ' ' '\\n' | sed -n 's/^--pid-path=//p'); fi
+  case "$f" in
+    /*) ;;
+    ?*) pre={prefix}
+        [ -z "$pre" ] && pre="$(printf '%s\\n' "$v" | tr ' ' '\\n' | sed -n 's/^--prefix=//p')/"
+        f="$pre$f";;
+  esac
+  p=$(head -c 32 "$f" 2>/dev/null | tr -dc '0-9')
+  if [ -n "$f" ] && bg_is_master "$p"; then master=$p; method={q(METHOD_NGINX_T)}; where=$f
+  else
+    ns=$(readlink /proc/self/ns/mnt); found=""; n=0
+    for d in /proc/[0-9]*; do
+      p=${{d#/proc/}}
+      bg_is_master "$p" || continue
+      [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$ns" ] || continue
+      if [ -z {conf_match} ]; then
+        case "$(tr '\\0' ' ' < "$d/cmdline")" in *" -c "*) continue;; esac
+      fi
+      found=$p; n=$((n+1))
+    done
+    if [ "$n" = 1 ]; then master=$found; method={q(METHOD_PROCESS_TREE)}; fi
+  fi
+fi
+echo "{MASTER_MARK} ${{master:--}} $method${{where:+ $where}}"
+"""
+
+
+def _children_script() -> str:
+    """Shell printing the pids whose parent is ``$master`` (no ``ps`` needed)."""
+    return """old=""
+if [ -n "$master" ]; then
+  for d in /proc/[0-9]*; do
+    s=$(cat "$d/stat" 2>/dev/null) || continue
+    s=${s##*) }
+    set -- $s
+    [ "$2" = "$master" ] && old="$old ${d#/proc/}"
+  done
+fi
+"""
+
+
+def reload_script(config: Config) -> str:
+    """Reload, printing the master found (and how) and the pids of the workers that served
+    before it (to drain later)."""
+    return (
+        master_discovery_script(config)
+        + _children_script()
+        + f'echo "{WORKERS_MARK}$old"\n'
+        + config.nginx.reload_command
+        + "\n"
+    )
+
+
+def parse_master(stdout: str) -> tuple[int | None, str]:
+    """``(pid, method)`` from the output of :func:`master_discovery_script`.
+
+    ``method`` is ``pid_file <path>``, ``nginx -T <path>``, ``process tree`` or ``none``.
+    """
+    for line in stdout.splitlines():
+        if line.startswith(MASTER_MARK):
+            pid, _, method = line[len(MASTER_MARK):].strip().partition(" ")
+            return (int(pid) if pid.isdigit() else None), (method.strip() or METHOD_NONE)
+    return None, METHOD_NONE
+
+
+def method_name(method: str) -> str:
+    """The method of a :func:`parse_master` result without its path (for summaries)."""
+    for name in (METHOD_PID_FILE, METHOD_NGINX_T, METHOD_PROCESS_TREE):
+        if method.startswith(name):
+            return name
+    return METHOD_NONE
+
+
+def parse_old_workers(stdout: str) -> list[int]:
+    for line in stdout.splitlines():
+        if line.startswith(WORKERS_MARK):
+            return [int(p) for p in line.split(":", 1)[1].split() if p.isdigit()]
+    return []
+
+
+def drain_script(pids: list[int], timeout: float, *, port: int | None = None) -> str:
+    """Wait (on the host) until nginx's old workers exited; exit 1 on timeout.
+
+    Without a worker list, wait until no established TCP connection uses ``port`` (the old
+    slot's; read from /proc/net/tcp*, so it needs no ``ss``). With neither, say so: the
+    drain is never skipped silently.
+    """
+    ticks = max(1, int(timeout * 10))
+    if pids:
+        plist = " ".join(str(int(p)) for p in pids)
+        return f"""i=0
+while :; do
+  left=""
+  for p in {plist}; do
+    if grep -qs nginx /proc/$p/cmdline; then left="$left $p"; fi
+  done
+  [ -z "$left" ] && exit 0
+  [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
+  sleep 0.1; i=$((i+1))
+done
+"""
+    if port is None:
+        return 'echo "drain: skipped: no nginx workers and no port to watch"'
+    hexport = f"{int(port):04X}"
+    # A request nginx is still reading (its body buffered before proxying) has no
+    # connection to the slot yet; the worker holding it is retitled "is shutting down"
+    # after a reload, so wait for those too (any nginx's: the timeout bounds a stranger;
+    # `dow[n]` keeps grep from matching its own command line).
+    return f"""echo "drain: no nginx worker list; waiting for port {int(port)} to be unused"
+i=0
+while :; do
+  n=$(awk -v p={hexport} 'FNR > 1 && $4 == "01" {{
+        split($2, a, ":"); split($3, b, ":"); if (a[2] == p || b[2] == p) n++ }}
+      END {{ print n + 0 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  w=$(grep -las 'nginx: worker process is shutting dow[n]' /proc/[0-9]*/cmdline | wc -l)
+  [ "${{n:-0}}" = 0 ] && [ "${{w:-0}}" = 0 ] && exit 0
+  if [ $i -ge {ticks} ]; then
+    echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
+    exit 1
+  fi
+  sleep 0.1; i=$((i+1))
+done
+"""
