@@ -100,6 +100,10 @@ class SwitchError(BgError):
     exit_code = ExitCode.SWITCH
 
 
+class SlotDiedError(SwitchError):
+    """The new live slot died after the switch, before the old one was retired."""
+
+
 class HostError(BgError):
     exit_code = ExitCode.HOST
 

@@ -235,12 +235,14 @@ def stage_script(config: Config, content: str) -> str:
     """
     f = files(config)
     live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
+    # No `set -e`: sh ignores it in a subshell whose status is tested, so every step that
+    # can fail (a full disk) says so itself.
+    fail = f"{{ echo 'staging the upstream failed'; rm -f {staged}; exit 1; }}"
     return f"""(
-set -e
-mkdir -p {q(posixpath.dirname(f.live))}
-printf '%s' {q(content)} > {staged}
-if [ -f {live} ]; then cp -p {live} {held}; else rm -f {held}; fi
-cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}
+mkdir -p {q(posixpath.dirname(f.live))} || {fail}
+printf '%s' {q(content)} > {staged} || {fail}
+if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
+{{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
 rc=0; out=$( ({config.nginx.test_command}) 2>&1 ) || rc=$?
 if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
 if [ $rc -ne 0 ]; then

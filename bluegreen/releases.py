@@ -44,19 +44,19 @@ def extract_script(paths: Layout, version: str, sha256: str) -> str:
     rel = paths.release(version)
     upload = upload_path(paths, version)
     tmp = f"{paths.releases}/.tmp-{version}"
-    return f"""set -e
-if ! echo {q(sha256 + "  " + upload)} | sha256sum -c --status; then
+    failed = (f"{{ rm -rf {q(tmp)}; rm -f {q(upload)};"
+              f" echo 'extracting release {version} failed'; exit {ScriptExit.EXTRACT_FAILED}; }}")
+    # No `set -e`: sh ignores it when this script runs as a tested subshell, so every
+    # step that can fail (a full disk, corrupt data) exits with a code of its own.
+    return f"""if ! echo {q(sha256 + "  " + upload)} | sha256sum -c --status; then
   rm -f {q(upload)}; echo "checksum mismatch after upload"; exit {ScriptExit.SHA_MISMATCH}
 fi
-rm -rf {q(tmp)} {q(rel)}
-mkdir -p {q(tmp)}
-if ! tar -xzf {q(upload)} -C {q(tmp)} --no-same-owner --no-same-permissions 2>&1; then
-  rm -rf {q(tmp)}; rm -f {q(upload)}
-  echo "extracting release {version} failed"; exit {ScriptExit.EXTRACT_FAILED}
-fi
-chmod -R go-w {q(tmp)}
-printf '%s\\n' {q(sha256)} > {q(tmp + "/" + SHA_FILE)}
-mv {q(tmp)} {q(rel)}
+rm -rf {q(tmp)} {q(rel)} || {failed}
+mkdir -p {q(tmp)} || {failed}
+tar -xzf {q(upload)} -C {q(tmp)} --no-same-owner --no-same-permissions 2>&1 || {failed}
+chmod -R go-w {q(tmp)} || {failed}
+printf '%s\\n' {q(sha256)} > {q(tmp + "/" + SHA_FILE)} || {failed}
+mv {q(tmp)} {q(rel)} || {failed}
 rm -f {q(upload)}
 """
 
@@ -116,3 +116,10 @@ def upstream_install_script(upstream_file: str, initial_upstream: str) -> str:
         '  created="$created upstream"',
         "fi",
     )
+
+
+def clean_uploads_script(paths: Layout) -> str:
+    """Remove upload leftovers (temporary files of a transfer cut off, tarballs never
+    extracted); run under the lock, so no transfer of ours is under way."""
+    return (f"find {q(paths.uploads)} -maxdepth 1 -type f"
+            " \\( -name '.*.tmp' -o -name '*.tar.gz' \\) -delete 2>/dev/null || true")

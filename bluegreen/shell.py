@@ -28,6 +28,7 @@ class ScriptExit(IntEnum):
     EXTRACT_FAILED = 77  # tar could not extract the release (disk full, corrupt data)
     STATE_WRITE = 90  # state.json could not be written
     RETIRE_FAILED = 91  # the old slot could not be stopped
+    NEW_SLOT_DIED = 92  # the new live slot died after the switch, before the old one retired
     FAILPOINT = 99  # a test asked the script to stop at a named failpoint
 
 

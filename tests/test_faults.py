@@ -59,7 +59,7 @@ def local_intact(ws: Workspace, version: str, slot: str, *, staged_ok: bool = Fa
     assert r.status_code == 200 and f"hello {version} slot={slot}" in r.text, r.text
     st = ws.bg("--json", "status", check=False)
     assert st.returncode == 0, st.stdout + st.stderr
-    host = json.loads(st.stdout)["hosts"][0]
+    host = json.loads(st.stdout)["result"]["hosts"][0]
     assert (host["live"], host["version"]) == (slot, version), host
     nothing_half_written(ws.root, Path(ws.nginx.upstream_file), staged_ok=staged_ok)
 
@@ -116,13 +116,6 @@ def watch(until: Callable[[], bool], then: Callable[[], None]) -> threading.Thre
 # ----------------------------------------------------------------------------- nginx
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "executor (ops/steps.py, the switch step's abort()): after a failed reload it puts the old"
-    " upstream back and then runs the same failing reload_command again, and reports"
-    " 'NOT RESTORED, check by hand' although the old file is back and nginx never loaded"
-    " the new one; a host whose reload failed should get the file back without a"
-    " second reload (or a failed re-reload after a restored file should not be reported"
-    " as unrestored)"))
 def test_reload_fails(v1: Workspace, tmp_path: Path) -> None:
     before = v1.upstream()
     set_key(v1.config, "nginx", "reload_command", 'reload_command = "false"')
@@ -146,11 +139,6 @@ def test_reload_does_nothing_so_confirmation_fails(v1: Workspace, tmp_path: Path
 # ----------------------------------------------------------------------------- the new slot
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "executor: after the switch bg drains and retires the old slot without checking the new"
-    " one is still alive, so a new slot that dies right after the switch leaves nothing"
-    " live (502) and state says the dead slot is live; it should re-check the new slot's"
-    " health before retiring and switch back if it died"))
 def test_new_slot_dies_right_after_switch(v1: Workspace, tmp_path: Path) -> None:
     state = v1.root / "bg" / "state.json"
     killed: list[int] = []
@@ -271,7 +259,7 @@ def ssh_intact(sandbox: Sandbox, config: Path, version: str, slot: str, *,
     assert through_nginx(host) == (f"hello {version} slot={slot}", slot)
     st = ssh_bg(config, "--json", "status", check=False)
     assert st.returncode == 0, st.stdout + st.stderr
-    h = json.loads(st.stdout)["hosts"][0]
+    h = json.loads(st.stdout)["result"]["hosts"][0]
     assert (h["live"], h["version"]) == (slot, version), h
     nothing_half_written(host.srv("/srv/hello"), upstream_of(host),
                          upload_temps_ok=upload_temps_ok)
@@ -297,12 +285,6 @@ def drop_during_upload(sandbox: Sandbox, config: Path, tmp_path: Path) -> Path:
     return art
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "executor (since the lock-takeover rewrite): when the SSH connection drops during the"
-    " upload, bg exits 7 without reconnecting to release its lock, so `bg status` reports"
-    " an interrupted operation and exits 8 until the next deploy takes the lock over; the"
-    " host is reachable again at once, so the failure path should reconnect, release the"
-    " lock and journal the abort (the executor before the rewrite did)"))
 def test_connection_drops_during_upload(ssh_v1: tuple[Sandbox, Path], tmp_path: Path
                                         ) -> None:
     sandbox, config = ssh_v1
@@ -315,11 +297,6 @@ def test_connection_drops_during_upload(ssh_v1: tuple[Sandbox, Path], tmp_path: 
     assert through_nginx(host)[0] == "hello 2.0.0 slot=green"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "executor/ssh: an upload cut off by a dropped connection leaves its temporary file"
-    " (bg/uploads/.<version>.tar.gz.<id>.tmp) on the host and nothing removes it, not even"
-    " the next successful deploy; the release probe run under the lock could clear stale"
-    " upload temps"))
 def test_dropped_upload_leaves_no_temp_file(ssh_v1: tuple[Sandbox, Path], tmp_path: Path
                                             ) -> None:
     sandbox, config = ssh_v1

@@ -20,7 +20,15 @@ from types import FrameType
 
 from bluegreen.artifact import Artifact
 from bluegreen.config import warnings
-from bluegreen.errors import BgError, HealthCheckError, HookError, Interrupted
+from bluegreen.errors import (
+    BgError,
+    HookError,
+    HostFailures,
+    Interrupted,
+    SlotDiedError,
+    SwitchError,
+)
+from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
 from bluegreen.ops import steps
 from bluegreen.ops import switch as switching
@@ -29,6 +37,8 @@ from bluegreen.ops.hooks import run_hook
 from bluegreen.ops.plan import Action, Boot, Finish, Hook, Plan, Switch, Upload
 from bluegreen.ops.progress import FailpointFn, Progress
 from bluegreen.ops.session import Session
+from bluegreen.shell import lines
+from bluegreen.state import write_state_script
 
 BOUNDARIES = ("locked", "uploaded", "healthy", "staged", "reloaded", "switched", "finished")
 
@@ -75,13 +85,20 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
                 failpoint("switched")
                 try:
                     switching.verify_switched(ctx, session, step)
-                except HealthCheckError:
+                except SwitchError:
                     session.record("verify", "failed", step.hosts)
                     _switch_back(ctx, session, plan, progress)
                     raise
             elif isinstance(step, Finish):
                 last = step is plan.steps[-1]
-                notes += steps.finish(ctx, session, step, progress, release=last)
+                try:
+                    notes += steps.finish(ctx, session, step, progress, release=last)
+                except HostFailures as exc:
+                    dead = tuple(n for n, e in exc.errors.items() if isinstance(e, SlotDiedError))
+                    if dead:
+                        session.record("verify", "failed", dead, reason="new slot died")
+                        _switch_back(ctx, session, plan, progress, only=dead, recorded=True)
+                    raise
                 failpoint("finished")
     except BaseException as exc:
         error = _undo(ctx, session, plan, progress, exc)
@@ -111,22 +128,32 @@ def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
     return []
 
 
-def _switch_back(ctx: Context, session: Session, plan: Plan,
-                 progress: Progress) -> None:
-    """After a failed after_switch hook: traffic back to the old slots (still running: the
-    old slot is retired only after the hooks), then the new slots stopped."""
-    back = {h.host: h.old_slot for h in plan.acting if h.old_slot}
-    versions = {h.host: h.old_version or "" for h in plan.acting if h.old_slot}
+def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress, *,
+                 only: tuple[str, ...] | None = None, recorded: bool = False) -> None:
+    """Traffic back to the old slots (still running: an old slot is retired only after the
+    hooks and the last liveness check), then the new slots stopped. ``only`` limits it to
+    some hosts; ``recorded``: their state already named the new slot, so it is put back."""
+    acting = [h for h in plan.acting if only is None or h.host in only]
+    back = {h.host: h.old_slot for h in acting if h.old_slot}
+    versions = {h.host: h.old_version or "" for h in acting if h.old_slot}
     lbs = ctx.target.lbs
     # Behind load balancers every planned host is listed again as it was before.
     fleet = {h.host: h.old_slot for h in plan.hosts if h.old_slot} if lbs else {}
     if back:
-        switching.switch(ctx, session, Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
-                     Progress(), FailpointFn(""))
-    progress.started = {h.host: h.slot for h in plan.acting}
+        switching.switch(ctx, session,
+                         Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
+                         Progress(), FailpointFn(""))
+    progress.started = {h.host: h.slot for h in acting}
     steps.stop_started(ctx, session, progress)
     undo = discard_backup_script(ctx.config)
-    ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(lbs or tuple(back)))
+    if recorded:
+        def restore(host: Host) -> None:
+            script = lines(undo, write_state_script(ctx.paths, session.states[host.name]))
+            check(session.run(host, script), "recording the previous state again", host)
+
+        ctx.each(restore, "restore state", session.hosts(tuple(back)))
+    else:
+        ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(lbs or tuple(back)))
 
 
 def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,

@@ -9,19 +9,20 @@ reach the host before the next step starts without costing a round trip.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from bluegreen import nginx
 from bluegreen import state as st
-from bluegreen.errors import BgError, StateError
+from bluegreen.errors import BgError, HostFailures, StateError
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile
-from bluegreen.releases import layout_script
+from bluegreen.releases import clean_uploads_script, layout_script
 from bluegreen.shell import lines
 
 
@@ -101,7 +102,7 @@ class Session:
         if host in self.ctx.lbs:
             tail = lines(discard, lbtier.observation_script(self.ctx, marker))
         else:
-            tail = lines(layout_script(paths), discard,
+            tail = lines(layout_script(paths), discard, clean_uploads_script(paths),
                          observation_script(self.ctx, marker, self.version))
         result = host.run(lines(st.lock_script(paths, holder), tail))
         if result.exit_code == st.LOCKED_EXIT:
@@ -167,13 +168,21 @@ class Session:
             return
         paths = self.ctx.paths
 
+        scripts = {h.name: lines(self.journals[h.name].script() if h.name in self.journals
+                                 else "", st.release_script(paths)) for h in locked}
+
         def release(host: Host) -> None:
-            journal = self.journals.get(host.name)
-            script = lines(journal.script() if journal else "", st.release_script(paths))
-            check(host.run(script), "releasing the lock", host)
+            check(host.run(scripts[host.name]), "releasing the lock", host)
 
         try:
-            self.ctx.each(release, "releasing the lock", locked)
+            try:
+                self.ctx.each(release, "releasing the lock", locked)
+            except HostFailures as first:
+                # A connection that dropped mid-operation is usually back at once: the host
+                # reconnects on use, so try those hosts once more before giving up.
+                time.sleep(0.5)
+                again = [h for h in locked if h.name in first.errors]
+                self.ctx.each(release, "releasing the lock", again)
         except BgError as failure:
             if isinstance(exc, BgError):
                 exc.attach(failure)

@@ -17,6 +17,7 @@ from bluegreen.errors import (
     BgError,
     CommandError,
     HealthCheckError,
+    SlotDiedError,
     StateError,
     SwitchError,
 )
@@ -216,6 +217,9 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
                                                 port=ctx.config.slots[retire] if retire
                                                 else None))
             + "; then echo drained; else echo drain-timeout; fi",
+            # The last moment the old slot can still take traffic back: is the new one alive?
+            f"if ! ( {ctx.runner.alive_script(step.slots[host.name])}\n) >/dev/null 2>&1; then"
+            f" echo new-slot-died; exit {ScriptExit.NEW_SLOT_DIED}; fi" if retire else "",
             subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
             if retire else "",
             prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",
@@ -231,6 +235,11 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             result = session.run(host, script)
         if result.exit_code == ScriptExit.STATE_WRITE:
             check(result, "recording the state", host)
+        if result.exit_code == ScriptExit.NEW_SLOT_DIED:
+            slot = step.slots[host.name]
+            raise SlotDiedError(
+                f"{host.name}: {slot} ({step.versions[host.name]}) died right after the switch",
+                hint=f"traffic went back to {retire}, which was still running")
         check(result, f"stopping {retire}" if retire else "draining nginx", host)
         session.states[host.name] = new
         if release:

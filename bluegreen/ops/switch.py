@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bluegreen import nginx
-from bluegreen.errors import BgError, HealthCheckError, HostFailures, SwitchError
+from bluegreen.errors import BgError, HostFailures, SlotDiedError, SwitchError
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check
 from bluegreen.ops import lbtier
@@ -78,8 +78,10 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
 
     def commit_one(host: Host) -> None:
         slot = rendered[host.name][1]
-        reloaded.append(host)
+        reloaded.append(host)  # a connection lost mid-reload may have reloaded: undo it too
         result = session.run(host, nginx.commit_script(config))
+        if not result.ok:
+            reloaded.remove(host)  # the reload failed: nginx kept its old configuration
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
@@ -137,7 +139,7 @@ def verify_switched(ctx: Context, session: Session, step: Switch) -> None:
         slot = step.slots[host.name]
         report = wait_healthy(host.http_transport(), ctx.config.slots[slot], quick)
         if not report.healthy:
-            raise HealthCheckError(
+            raise SlotDiedError(
                 f"{host.name}: {slot} ({step.versions[host.name]}) stopped answering right"
                 f" after the switch ({report.last})",
                 hint="traffic went back to the previous slot, which was still running")
