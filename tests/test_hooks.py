@@ -7,6 +7,7 @@ after_switch hook with rollback_on_failure switches back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,10 +50,8 @@ def hooked(tmp_path: Path) -> Iterator[tuple[Workspace, Path]]:
         yield ws, log
     finally:
         for pidfile in (ws.root / "run").glob("*.pid"):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
         ws.nginx.stop()
 
 
