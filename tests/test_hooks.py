@@ -101,7 +101,7 @@ def test_failing_before_switch_hook_leaves_the_old_version_live(
 
 def test_failing_after_switch_hook_with_rollback_on_failure_switches_back(
         hooked: tuple[Workspace, Path], tmp_path: Path) -> None:
-    ws, log = hooked
+    ws, _ = hooked
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
     data = ws.config.read_text().replace('after_switch = [', 'after_switch = ["exit 3", ')
     ws.config.write_text(data.replace("[hooks]\n", "[hooks]\nrollback_on_failure = true\n"))
