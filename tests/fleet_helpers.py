@@ -1,4 +1,4 @@
-"""Shared plumbing of the fleet and load-balancer tests: bg over SSH, ``--hosts`` in-process,
+"""Shared plumbing of the fleet and load-balancer tests: bg over SSH, ``--hosts`` on the CLI,
 probes through nginx, and load (new connections only) with the project's load client."""
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bluegreen import config as configuration
 from bluegreen.loadclient import Load, ok, outcome_name
-from bluegreen.ops import deploy as ops
-from bluegreen.ops.core import Context, OperationResult, open_hosts
-from bluegreen.ops.deploy import DryRun
 from bluegreen.sandbox.hosts import SandboxHost
 
 
@@ -33,32 +29,25 @@ def bg(config: Path, *args: str, check: bool = True, timeout: float = 180,
 
 
 def bg_json(config: Path, *args: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(bg(config, "--json", *args).stdout)
+    """The ``result`` of bg's --json envelope."""
+    data: dict[str, Any] = json.loads(bg(config, "--json", *args).stdout)["result"]
     return data
 
 
 def status(config: Path) -> dict[str, Any]:
+    """``bg status``'s result, problems or not (the envelope carries it either way)."""
     data: dict[str, Any] = json.loads(bg(config, "--json", "status", check=False).stdout)
-    return data
+    result: dict[str, Any] = data["result"]
+    return result
 
 
 def on_hosts(config: Path, only: Sequence[str], operation: str, artifact: Path | None = None
-             ) -> OperationResult:
-    """``bg <operation> --hosts ...``, called in-process: the same ops API the CLI's --hosts
-    flag calls (``open_hosts(only=...)``)."""
-    cfg = configuration.load(config)
-    target = cfg.target(None)
-    ctx = Context(config=cfg, target=target, hosts=open_hosts(cfg, target, only=only))
-    try:
-        if operation == "deploy":
-            assert artifact is not None
-            result = ops.deploy(ctx, artifact)
-        else:
-            result = ops.rollback(ctx)
-    finally:
-        ctx.close()
-    assert not isinstance(result, DryRun)
-    return result
+             ) -> dict[str, Any]:
+    """``bg <operation> --hosts A,B [ARTIFACT]`` through the CLI; its JSON result."""
+    args = [operation, "--hosts", ",".join(only)]
+    if artifact is not None:
+        args.append(str(artifact))
+    return bg_json(config, *args)
 
 
 def get(address: str, port: int = 80, path: str = "/") -> tuple[int, str, dict[str, str]]:

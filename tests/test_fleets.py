@@ -78,7 +78,7 @@ def test_canary_then_fleet_and_a_diverged_fleet(make_sandbox: MakeSandbox, tmp_p
 
     # Canary: 2.0.0 on the first host only, then on all of them: no refusal.
     canary = on_hosts(config, [first.spec], "deploy", build_sample(art, "2.0.0"))
-    assert [h.host for h in canary.hosts] == [first.spec]
+    assert [h["host"] for h in canary["hosts"]] == [first.spec]
     assert serving(sandbox.hosts) == ["hello 2.0.0 slot=green"] + ["hello 1.0.0 slot=blue"] * 2
     st = status(config)
     assert st["diverged"] is True
