@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bluegreen.rehearse.envs import free_port
 from bluegreen.sandbox.nginx import NGINX_BIN, NginxServer
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.tomlwriter import dumps
@@ -33,25 +32,8 @@ from loadgen import HOST, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "hello"
-LOW_PORT, HIGH_PORT = 10000, 20000  # below the ephemeral range; not the tests' 20000-30000
 
 Log = Callable[[str], None]
-
-
-def free_port(taken: set[int]) -> int:
-    """A free TCP port on 127.0.0.1 in [LOW_PORT, HIGH_PORT): below the ephemeral range."""
-    for _ in range(500):
-        port = random.randint(LOW_PORT, HIGH_PORT - 1)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError(f"no free port in [{LOW_PORT}, {HIGH_PORT})")
 
 
 def bg_startup_seconds(runs: int = 3) -> float:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Workspace, make_workspace, need
+from tests.helpers import Workspace, make_workspace, need, stop_workspace
+from tests.operator_fixtures import stock  # noqa: F401  (registered once)
 from tests.sandbox_fixtures import isolated_home, make_sandbox, sandbox_1  # noqa: F401
 from tests.ssh_fixtures import (  # noqa: F401  (registered once: one session-wide sshd)
     authorized,
@@ -32,13 +33,4 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     try:
         yield ws
     finally:
-        # stop every slot bg started, then nginx
-        for pidfile in (ws.root / "run").glob("*.pid"):
-            try:
-                import os
-                import signal
-
-                os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
-            except (ValueError, ProcessLookupError, PermissionError):
-                pass
-        ws.nginx.stop()
+        stop_workspace(ws)

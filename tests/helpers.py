@@ -127,3 +127,15 @@ def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "
         tmp / "bluegreen.toml", merge(document, parse_fragment(extra, "extra"))
     )
     return Workspace(tmp, config, nginx, root, {"blue": blue, "green": green}, listen)
+
+
+def stop_workspace(ws: Workspace) -> None:
+    """Stop every slot bg started in the workspace, then its nginx."""
+    import contextlib
+    import os
+    import signal
+
+    for pidfile in (ws.root / "run").glob("*.pid"):
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
+    ws.nginx.stop()

@@ -3,11 +3,9 @@ a local workspace whose nginx site is stock (no X-BG-Slot line, no probe_url).""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Workspace, make_workspace, need
+from tests.helpers import Workspace, make_workspace, need, stop_workspace
 
 STOCK_SITE = """\
 server {{
@@ -80,13 +78,6 @@ def stock_workspace(tmp: Path) -> Workspace:
     text = ws.config.read_text()
     ws.config.write_text(re.sub(r"(?m)^probe_url = .*\n", "", text))
     return ws
-
-
-def stop_workspace(ws: Workspace) -> None:
-    for pidfile in (ws.root / "run").glob("*.pid"):
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-            os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)
-    ws.nginx.stop()
 
 
 @pytest.fixture

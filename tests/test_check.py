@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from bluegreen import checks
 from bluegreen.config import parse
 from bluegreen.errors import ExitCode
 from tests.helpers import Workspace
-from tests.operator_fixtures import envelope, stock_workspace, stop_workspace
+from tests.operator_fixtures import envelope
 
 
 def cfg(**nginx: Any) -> Any:
@@ -121,17 +120,6 @@ def test_dump_command_follows_the_test_command() -> None:
 # ------------------------------------------------------------ real nginx, this machine
 
 
-@pytest.fixture
-def ready(tmp_path: Path) -> Iterator[Workspace]:
-    ws = stock_workspace(tmp_path)
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
-        yield ws
-    finally:
-        stop_workspace(ws)
-
-
 def run_check(ws: Workspace) -> tuple[int, dict[str, str], dict[str, Any]]:
     proc = ws.bg("--json", "check", check=False)
     doc = envelope(proc)
@@ -158,9 +146,9 @@ def edit(ws: Workspace, key: str, value: str) -> None:
     ws.config.write_text(re.sub(rf"(?m)^{key} = .*$", f'{key} = "{value}"', text))
 
 
-def test_check_passes_on_a_good_host_and_names_each_broken_part(ready: Workspace,
+def test_check_passes_on_a_good_host_and_names_each_broken_part(stock: Workspace,
                                                                 tmp_path: Path) -> None:
-    ws = ready
+    ws = stock
     code, by_name, result = run_check(ws)
     assert code == 0, result
     assert by_name["nginx master"] == "ok" and by_name["upstream included"] == "ok"
