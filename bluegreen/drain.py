@@ -235,3 +235,10 @@ while :; do
   sleep 0.1; i=$((i+1))
 done
 """
+
+
+def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = None) -> str:
+    """:func:`drain_script` that never fails the script: prints ``drained`` or
+    ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
+    return (f"if (\n{drain_script(pids, timeout, port=port)}\n); then echo drained;"
+            " else echo drain-timeout; fi")

@@ -123,3 +123,18 @@ def clean_uploads_script(paths: Layout) -> str:
     extracted); run under the lock, so no transfer of ours is under way."""
     return (f"find {q(paths.uploads)} -maxdepth 1 -type f"
             " \\( -name '.*.tmp' -o -name '*.tar.gz' \\) -delete 2>/dev/null || true")
+
+
+def point_slot_script(paths: Layout, slot: str, version: str) -> str:
+    """Point ``slots/<slot>`` at ``releases/<version>`` atomically (a new link renamed over
+    the old one); exits 1 when it cannot."""
+    link = paths.slot(safe_token(slot, "slot"))
+    target = "../releases/" + safe_token(version, "version")
+    return (f"{{ ln -sfn {q(target)} {q(link + '.tmp')} && mv -Tf {q(link + '.tmp')} {q(link)}; }}"
+            f" || {{ echo 'cannot point {slot} at {version}'; exit 1; }}")
+
+
+def lb_setup_script(upstream_file: str, initial_upstream: str) -> str:
+    """A load balancer's part of `bg setup`: the upstream file when absent."""
+    return lines('created=""', upstream_install_script(upstream_file, initial_upstream),
+                 'echo "created:$created"')

@@ -67,3 +67,22 @@ def subshell(script: str, *, or_exit: int | None = None) -> str:
 def lines(*parts: str) -> str:
     """Join non-empty script fragments with newlines."""
     return "\n".join(p for p in parts if p)
+
+
+def exports(env: dict[str, str]) -> str:
+    """``export K=V`` lines, every value quoted (keys are bg's own BG_* names)."""
+    return "\n".join(f"export {k}={q(v)}" for k, v in env.items() if _ENV_KEY.match(k))
+
+
+_ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def cd_quietly(path: str) -> str:
+    """Change to ``path`` when it exists; stay put otherwise."""
+    return f"cd {q(path)} 2>/dev/null || true"
+
+
+def guard(script: str, exit_code: int, message: str) -> str:
+    """Exit ``exit_code`` (printing ``message``) unless ``script`` succeeds."""
+    return (f"if ! (\n{script}\n) >/dev/null 2>&1; then echo {q(message)};"
+            f" exit {int(exit_code)}; fi")

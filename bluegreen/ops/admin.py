@@ -8,18 +8,17 @@ from typing import Any
 
 import httpx
 
-from bluegreen import nginx
+from bluegreen import nginx, runners
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import wait_healthy
-from bluegreen.host import Host, check, q
+from bluegreen.host import Host, check
 from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
-from bluegreen.releases import setup_script, upstream_install_script
-from bluegreen.shell import lines
+from bluegreen.releases import lb_setup_script, setup_script
 
 
 def setup(ctx: Context) -> OperationResult:
@@ -38,9 +37,7 @@ def setup(ctx: Context) -> OperationResult:
         initial_state=st.HostState(updated_at=st.now_iso()).to_json().decode(),
         runner_setup=runner_setup_script(ctx),
     )
-    lb_script = lines("set -e", 'created=""',
-                      upstream_install_script(nginx.files(config).live, initial),
-                      'echo "created:$created"')
+    lb_script = lb_setup_script(nginx.files(config).live, initial)
     outcomes: dict[str, str] = {}
 
     def one(host: Host) -> None:
@@ -89,22 +86,7 @@ def setup(ctx: Context) -> OperationResult:
 
 def runner_setup_script(ctx: Context) -> str:
     """Runner-specific setup: the Erlang cookie; the systemd template unit's reload."""
-    app = ctx.config.app
-    if app.runner == "command":
-        return ""
-    from bluegreen.runners.elixir import cookie_script
-    from bluegreen.runners.systemd import slot_env_file
-
-    script = "\n" + cookie_script(ctx.paths) + "\n"
-    if app.runner == "systemd":
-        for slot, port in ctx.config.slots.items():
-            script += f"printf 'PORT=%s\\n' {port} > {q(slot_env_file(ctx.paths, slot))}\n"
-        script += (
-            "if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then"
-            " systemctl daemon-reload; else echo 'warning: systemd is not running here';"
-            " fi\n"
-        )
-    return script
+    return runners.setup_script(ctx.config, ctx.paths)
 
 
 def migrate(ctx: Context, slot: str | None) -> OperationResult:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
 
 from bluegreen.errors import HookError
 from bluegreen.host import Host
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Hook, Plan
 from bluegreen.ops.session import Session
-from bluegreen.shell import lines, q
+from bluegreen.shell import cd_quietly, exports, lines
 
 HOOK_TIMEOUT = 3600.0
 
@@ -34,10 +33,6 @@ def hook_env(ctx: Context, plan: Plan, host: str | None) -> dict[str, str]:
         "BG_TARGET": ctx.target.name,
         "BG_OPERATION": plan.operation,
     }
-
-
-def _exports(env: Mapping[str, str]) -> str:
-    return "\n".join(f"export {k}={q(v)}" for k, v in env.items())
 
 
 def run_hook(ctx: Context, plan: Plan, hook: Hook, session: Session) -> None:
@@ -61,11 +56,11 @@ def run_hook(ctx: Context, plan: Plan, hook: Hook, session: Session) -> None:
 
         def one(host: Host) -> None:
             hp = plan.host(host.name)
-            env = _exports(hook_env(ctx, plan, host.name))
+            env = exports(hook_env(ctx, plan, host.name))
             if cmd == "migrate":
                 script = lines(env, ctx.runner.eval_script(hp.slot, ctx.config.app.migrate))
             else:
-                script = lines(f"cd {q(ctx.paths.slot(hp.slot))} 2>/dev/null || true", env, cmd)
+                script = lines(cd_quietly(ctx.paths.slot(hp.slot)), env, cmd)
             result = session.run(host, script, timeout=HOOK_TIMEOUT)
             if not result.ok:
                 raise HookError(

@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 import httpx
 
 from bluegreen import nginx
+from bluegreen.drain import drain_noted_script
 from bluegreen.errors import SwitchError
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
-from bluegreen.shell import lines, subshell
+from bluegreen.shell import lines
 
 MIXED = "mixed"  # the X-BG-Slot label of an upstream whose app hosts serve different slots
 _SERVER = re.compile(r"(?:^|[{;])\s*server\s+(\[[^\]]+\]|[^\s:;\[]+):(\d+)\b", re.M)
@@ -161,6 +162,5 @@ def drain_script(ctx: Context, pids: list[int]) -> str:
     """On an LB after the switch is recorded: drop its backup file, wait for old workers."""
     return lines(
         nginx.discard_backup_script(ctx.config),
-        "if " + subshell(nginx.drain_script(pids, ctx.config.switch.drain_timeout))
-        + "; then echo drained; else echo drain-timeout; fi",
+        drain_noted_script(pids, ctx.config.switch.drain_timeout),
     )

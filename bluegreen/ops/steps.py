@@ -12,6 +12,7 @@ import hashlib
 
 from bluegreen import nginx
 from bluegreen.artifact import Artifact
+from bluegreen.drain import drain_noted_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -30,9 +31,15 @@ from bluegreen.ops.progress import Progress
 from bluegreen.ops.session import Session
 from bluegreen.ops.switch import slots_label as _slots
 from bluegreen.ports import port_free_script
-from bluegreen.releases import extract_script, parse_pruned, prune_script, require_script
+from bluegreen.releases import (
+    extract_script,
+    parse_pruned,
+    point_slot_script,
+    prune_script,
+    require_script,
+)
 from bluegreen.releases import upload_path as upload_target
-from bluegreen.shell import ScriptExit, lines, q, subshell
+from bluegreen.shell import ScriptExit, guard, lines, subshell
 from bluegreen.state import write_state_script
 
 # ----------------------------------------------------------------------------- upload
@@ -63,13 +70,10 @@ def upload(ctx: Context, session: Session, step: Upload, art: Artifact | None) -
 def _start_script(ctx: Context, slot: str, version: str) -> str:
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
-    link = paths.slot(slot)
     return lines(
         require_script(paths, version),
         runner.stop_script(slot),
-        "set -e",
-        f"ln -sfn {q('../releases/' + version)} {q(link + '.tmp')}",
-        f"mv -Tf {q(link + '.tmp')} {q(link)}",
+        point_slot_script(paths, slot, version),
         port_free_script(port, ScriptExit.PORT_BUSY),
         runner.start_script(slot, port, version),
     )
@@ -212,14 +216,11 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         script = lines(
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
-            "if " + subshell(nginx.drain_script(progress.old_workers.get(host.name, []),
-                                                timeout,
-                                                port=ctx.config.slots[retire] if retire
-                                                else None))
-            + "; then echo drained; else echo drain-timeout; fi",
+            drain_noted_script(progress.old_workers.get(host.name, []), timeout,
+                               port=ctx.config.slots[retire] if retire else None),
             # The last moment the old slot can still take traffic back: is the new one alive?
-            f"if ! ( {ctx.runner.alive_script(step.slots[host.name])}\n) >/dev/null 2>&1; then"
-            f" echo new-slot-died; exit {ScriptExit.NEW_SLOT_DIED}; fi" if retire else "",
+            guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
+                  "new-slot-died") if retire else "",
             subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
             if retire else "",
             prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",

@@ -53,3 +53,17 @@ def runner_for(config: Config, *, bind: str = BIND_LOOPBACK) -> Runner:
 
         return SystemdRunner(paths, config.app, bind=bind)
     raise AssertionError(config.app.runner)
+
+
+def setup_script(config: Config, paths: Layout) -> str:
+    """What `bg setup` does for the runner: the Erlang cookie; systemd's per-slot env
+    files and daemon-reload. Empty for runner ``command``."""
+    from bluegreen.runners.elixir import cookie_script
+    from bluegreen.runners.systemd import systemd_setup_script
+
+    if config.app.runner == "command":
+        return ""
+    out = cookie_script(paths)
+    if config.app.runner == "systemd":
+        out += "\n" + systemd_setup_script(paths, dict(config.slots))
+    return out

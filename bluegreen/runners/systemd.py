@@ -85,3 +85,13 @@ def render_unit(app: AppConfig, *, user: str = "root") -> str:
         stop_timeout=int(app.stop_timeout),
         user=user,
     )
+
+
+def systemd_setup_script(paths: Layout, ports: dict[str, int]) -> str:
+    """Each slot's PORT file and a daemon-reload (warns when systemd is not running)."""
+    parts = [f"printf 'PORT=%s\\n' {int(port)} > {q(slot_env_file(paths, slot))}"
+             for slot, port in ports.items()]
+    parts.append("if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then"
+                 " systemctl daemon-reload; else echo 'warning: systemd is not running here';"
+                 " fi")
+    return "\n".join(parts)
