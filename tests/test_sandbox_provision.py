@@ -62,14 +62,15 @@ def test_provision_runs_the_real_script_on_one_host_only(make_sandbox: MakeSandb
     provision(done)  # idempotent, like the script
 
     inside = ssh(sandbox, done, (
-        "readlink /etc/nginx/sites-enabled/hello; cat /etc/sudoers.d/bg-root; "
+        "readlink /etc/nginx/sites-enabled/hello;"
+        " test ! -e /etc/sudoers.d/bg-root && echo no-sudoers-for-root; "
         "test ! -e /etc/nginx/sites-enabled/default && echo no-default; "
         "cat /etc/nginx/conf.d/hello-bluegreen-include.conf; nginx -q -t && echo valid"
     ))
     assert inside.returncode == 0, inside.stderr
     lines = inside.stdout.splitlines()
     assert lines[0] == "/etc/nginx/sites-available/hello"
-    assert "root ALL=(root) NOPASSWD: /usr/sbin/nginx -t" in lines[1]
+    assert lines[1] == "no-sudoers-for-root"  # root needs no sudo rule
     assert lines[2:] == ["no-default", "include /srv/hello/nginx/*.conf;", "valid"]
     upstream = done.srv("/srv/hello/nginx/hello.bluegreen.conf").read_text()
     assert "upstream hello_live { server 127.0.0.1:4001; }" in upstream
@@ -91,4 +92,8 @@ def test_provision_failure_names_the_host_and_step(make_sandbox: MakeSandbox) ->
     host = sandbox.hosts[0]
     with pytest.raises(SandboxError, match=f"{host.netns}: provisioning failed") as info:
         provision(host, app="hello", user="no-such-user-bg")
-    assert "no-such-user-bg" in info.value.detail
+    # Where sudo is missing the script stops at installing it (packages are only checked on
+    # a sandbox host); where it is there, at the unknown user. Either way the failing
+    # step's own words reach the error.
+    detail = info.value.detail
+    assert "no-such-user-bg" in detail or "not installed on this machine: sudo" in detail, detail
