@@ -16,12 +16,13 @@ from typing import Any
 
 from bluegreen import nginx
 from bluegreen import state as st
+from bluegreen.drain import drain_noted_script
 from bluegreen.errors import BgError, HostFailures, StateError
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
-from bluegreen.ops.reconcile import reconcile
+from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.releases import clean_uploads_script, layout_script
 from bluegreen.shell import lines
 
@@ -147,11 +148,19 @@ class Session:
                  if self.observed.get(h.name) and self.observed[h.name].backup is not None]
         if not hosts:
             return 0
-        script = lines(nginx.abort_script(self.ctx.config), self.ctx.config.nginx.reload_command)
+        config = self.ctx.config
+        script = lines(nginx.abort_script(config), nginx.reload_script(config))
 
         def one(host: Host) -> None:
-            check(self.run(host, script), "restoring the upstream of an interrupted switch",
-                  host)
+            # What the interrupted switch left nginx serving: drained before anything goes on,
+            # because the operation that follows may stop exactly that slot.
+            left = served_slot(config, self.observed[host.name].upstream)
+            result = self.run(host, script)
+            check(result, "restoring the upstream of an interrupted switch", host)
+            drain = drain_noted_script(nginx.parse_old_workers(result.stdout),
+                                       config.switch.drain_timeout,
+                                       port=config.slots[left] if left else None)
+            check(self.run(host, drain), "draining nginx after the restore", host)
             self.journals[host.name].record("recover", "ok", undone="interrupted switch")
 
         self.ctx.each(one, "recovery", hosts)
