@@ -20,7 +20,7 @@ from typing import Any
 
 from bluegreen.config import SLOTS
 from bluegreen.errors import LockHeldError, StaleLockError, StateError
-from bluegreen.host import Host, check, controller_identity
+from bluegreen.host import Host, controller_identity
 from bluegreen.layout import Layout
 from bluegreen.shell import ScriptExit, q, safe_token
 
@@ -289,26 +289,6 @@ def parse_holder(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return holder if isinstance(holder, dict) else {}
-
-
-STATE_MARK = "@@bg-state@@"
-PROBE_MARK = "@@bg-probe@@"
-
-
-def acquire(host: Host, paths: Layout, command: str, probe: str = "") -> tuple[str, str]:
-    """Take the lock, and in the same round trip read the raw state and run ``probe``."""
-    script = (
-        lock_script(paths, holder_info(command))
-        + f"\necho {STATE_MARK}; cat {q(paths.state)} 2>/dev/null || true"
-        + f"\necho {PROBE_MARK}\n{probe or 'true'}"
-    )
-    result = host.run(script)
-    if result.exit_code == LOCKED_EXIT:
-        raise_held(host, paths, result.stdout)
-    check(result, "taking the lock", host)
-    _, _, rest = result.stdout.partition(STATE_MARK + "\n")
-    raw, _, probed = rest.partition(PROBE_MARK + "\n")
-    return raw, probed
 
 
 def parse_state(host: Host, paths: Layout, raw: str) -> HostState:
