@@ -140,15 +140,20 @@ echo "{MASTER_MARK} ${{master:--}} $method${{where:+ $where}}"
 
 
 def _children_script() -> str:
-    """Shell printing the pids whose parent is ``$master`` (no ``ps`` needed)."""
+    """Shell printing the pids whose parent is ``$master`` (no ``ps`` needed): the kernel's
+    list of the master's children, else a scan of /proc with shell builtins only."""
     return """old=""
 if [ -n "$master" ]; then
-  for d in /proc/[0-9]*; do
-    s=$(cat "$d/stat" 2>/dev/null) || continue
-    s=${s##*) }
-    set -- $s
-    [ "$2" = "$master" ] && old="$old ${d#/proc/}"
-  done
+  if [ -r "/proc/$master/task/$master/children" ]; then
+    { read -r old < "/proc/$master/task/$master/children"; } 2>/dev/null || :
+  else
+    for d in /proc/[0-9]*; do
+      { read -r s < "$d/stat"; } 2>/dev/null || continue
+      s=${s##*) }
+      set -- $s
+      [ "$2" = "$master" ] && old="$old ${d#/proc/}"
+    done
+  fi
 fi
 """
 

@@ -5,6 +5,9 @@ between attempts, ``timeout`` per attempt, ``deadline`` for the whole gate (star
 included), ``successes`` consecutive good answers required, ``expect`` the status.
 The request travels through the host's own transport, so for a remote host it goes
 through the SSH connection and the slot's port never has to be reachable from outside.
+
+:func:`healthy_now` asks the same question without waiting for a boot (``bg status``,
+warm slots, right after a switch) with one-shot probes (:mod:`bluegreen.probe`).
 """
 
 from __future__ import annotations
@@ -12,17 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_fixed,
-)
+from typing import TYPE_CHECKING
 
 from bluegreen.config import HealthConfig
+from bluegreen.probe import ProbeError, Prober
+
+if TYPE_CHECKING:  # imported where used: only the gate waiting for a boot needs them
+    import httpx
+
 
 
 class NotHealthy(Exception):
@@ -50,7 +50,16 @@ def wait_healthy(
     alive: Callable[[], bool] | None = None,
     alive_every: float = 1.0,
 ) -> HealthReport:
-    url = f"http://127.0.0.1:{port}{cfg.path}"
+    import httpx
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception_type,
+        stop_after_delay,
+        wait_fixed,
+    )
+
+    url = health_url(port, cfg)
     started = time.monotonic()
     state = _Progress(checked=started)
 
@@ -95,6 +104,33 @@ def wait_healthy(
         except SlotDied:
             return _report(False, state, started, died=True)
     return _report(True, state, started)
+
+
+def health_url(port: int, cfg: HealthConfig) -> str:
+    return f"http://127.0.0.1:{port}{cfg.path}"
+
+
+def healthy_now(host: Prober, port: int, cfg: HealthConfig, *, within: float = 0.0
+                ) -> HealthReport:
+    """Is the slot healthy right now? One probe (``cfg.timeout`` capped at 2 s), repeated
+    every ``cfg.interval`` (at most 50 ms) while ``within`` seconds have not passed; one
+    expected answer is enough."""
+    url = health_url(port, cfg)
+    started = time.monotonic()
+    state = _Progress(checked=started)
+    while True:
+        state.attempts += 1
+        try:
+            status = host.http_probe(url, timeout=min(cfg.timeout, 2.0)).status
+            state.last = f"HTTP {status}"
+            if status == cfg.expect:
+                return _report(True, state, started)
+            state.last += f" (expected {cfg.expect})"
+        except ProbeError as exc:
+            state.last = str(exc)
+        if time.monotonic() - started >= within:
+            return _report(False, state, started)
+        time.sleep(min(cfg.interval, 0.05))
 
 
 @dataclass

@@ -11,8 +11,8 @@ Rules every implementation keeps:
   It raises :class:`~bluegreen.errors.HostError` only when the host itself could not
   be reached or the command timed out.
 * Secrets never travel in a command line: scripts read them from files on the host.
-* ``http_transport`` opens TCP connections *from the host's own network*, so
-  ``http://127.0.0.1:4001/`` means port 4001 on that host.
+* ``probe`` and ``http_transport`` open TCP connections *from the host's own network*,
+  so ``http://127.0.0.1:4001/`` means port 4001 on that host.
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ import ssl
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from bluegreen.errors import CommandError, HostError
+from bluegreen.probe import Answer, Stream, http_get, via_httpx
+
+if TYPE_CHECKING:  # imported where used: `bg status` and `bg switch` never need it
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class Host(Protocol):
 
     def http_transport(self) -> httpx.BaseTransport:
         """An httpx transport whose connections start on the host itself."""
+        ...
+
+    def http_probe(self, url: str, *, timeout: float,
+              headers: Mapping[str, str] | None = None) -> Answer:
+        """One GET from the host itself (:mod:`bluegreen.probe`); raises ProbeError."""
         ...
 
     def close(self) -> None: ...
@@ -176,10 +184,22 @@ class LocalHost:
             raise HostError(f"{self.name}: cannot write {path}: {exc.strerror}") from exc
 
     def http_transport(self) -> httpx.BaseTransport:
+        import httpx
+
         return httpx.HTTPTransport(verify=_ssl_context())
+
+    def http_probe(self, url: str, *, timeout: float,
+              headers: Mapping[str, str] | None = None) -> Answer:
+        if url.startswith("https:"):
+            return via_httpx(self.http_transport(), url, timeout=timeout, headers=headers)
+        return http_get(_connect, url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         pass
+
+
+def _connect(address: str, port: int, timeout: float) -> Stream:
+    return socket.create_connection((address, port), timeout=timeout)
 
 
 @functools.cache

@@ -35,13 +35,14 @@ from bluegreen.drain import parse_master as parse_master
 from bluegreen.drain import parse_old_workers as parse_old_workers
 from bluegreen.drain import reload_script as reload_script
 from bluegreen.errors import ConfigError
+from bluegreen.probe import Answer, ProbeError, Prober
 from bluegreen.resources import resource_dir
 from bluegreen.shell import ScriptExit, q
 from bluegreen.state import now_iso
 
 if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need neither
-    import httpx
     import jinja2
+
 
 SLOT_HEADER = "X-BG-Slot"
 TEST_FAILED_EXIT = 74
@@ -121,6 +122,7 @@ def render_upstream(config: Config, *, slot: str, version: str,
             servers=[s.to_template() for s in servers],
             time=now_iso(),
             probe_port=config.nginx.probe_port,
+            probe_address=generation_address(slot),
         )
     except jinja2.TemplateError as exc:
         where = config.nginx.template or "templates/upstream.conf.j2"
@@ -165,6 +167,23 @@ APP_HEADER = "X-BG-App"
 UPSTREAM_HEADER = "X-BG-Upstream"
 
 
+# The probe server also listens on a loopback address of its own per slot label. nginx's
+# master starts the new workers on a reload, then waits 100 ms before telling the old ones
+# to stop accepting: for those 100 ms a connection to a port both generations listen on
+# may still reach an old worker. An address only the new configuration listens on reaches
+# only new workers, so the switch is confirmed as soon as they run.
+_GENERATION_ADDRESSES = {"blue": "127.0.0.2", "green": "127.0.0.3"}
+
+
+def generation_address(slot: str) -> str:
+    return _GENERATION_ADDRESSES.get(slot, "127.0.0.4")
+
+
+def generation_url(config: Config, slot: str) -> str:
+    return (f"http://{generation_address(slot)}:{config.nginx.probe_port}"
+            + config.health.path)
+
+
 def probe_urls(config: Config) -> tuple[str, ...]:
     """Where a switch is confirmed: bg's probe server, and the user's ``probe_url`` when set."""
     own = config.nginx.probe_server_url + config.health.path
@@ -179,45 +198,52 @@ class Confirmation:
     detail: str
 
 
-def confirm(
-    transport: httpx.BaseTransport, config: Config, slot: str, *, timeout: float = 10.0
-) -> Confirmation:
+def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0) -> Confirmation:
     """Probe through nginx until every URL of :func:`probe_urls` answers from ``slot``.
 
     bg's probe server must also name this app (another app's probe server on the same
     port would otherwise confirm for us) and the slot's port as the upstream that answered.
-    A reload is asynchronous: the first probes may still reach an old worker.
+    A reload is asynchronous: the first probes may still reach an old worker, so probes
+    repeat, 5 ms apart at first, then 50 ms. The probe server is asked at ``slot``'s own
+    address first (:func:`generation_address`: only the new workers listen there), then
+    at its usual one (a template without the per-slot ``listen``, or nginx still starting
+    the new workers).
     """
-    import httpx
-
     started = time.monotonic()
     attempts = 0
     detail = "no answer"
     own, *others = probe_urls(config)
+    fresh = generation_url(config, slot)
     port = config.slots.get(slot)  # None for "mixed" (a load-balancer tier in transition)
     pending = [own, *others]
-    with httpx.Client(transport=transport, timeout=httpx.Timeout(2.0)) as client:
-        while True:
-            attempts += 1
-            try:
-                while pending:
-                    url = pending[0]
-                    r = client.get(url, headers={"Connection": "close"})
-                    problem = _judge(r, url, slot, port, config.app.name, ours=url == own)
-                    if problem:
-                        detail = problem
-                        break
-                    pending.pop(0)
-                if not pending:
-                    return Confirmation(True, attempts, time.monotonic() - started, "")
-            except httpx.HTTPError as exc:
-                detail = f"{pending[0]}: {type(exc).__name__}: {exc}"
-                if pending[0] == own:
-                    detail += (f" (is bg's probe server on 127.0.0.1:{config.nginx.probe_port}"
-                               " loaded? `bg check` tells)")
-            if time.monotonic() - started >= timeout:
-                return Confirmation(False, attempts, time.monotonic() - started, detail)
-            time.sleep(0.05)
+    while True:
+        attempts += 1
+        try:
+            while pending:
+                url = pending[0]
+                if url == own:
+                    try:
+                        r = host.http_probe(fresh, timeout=2.0)
+                        url = fresh
+                    except ProbeError:
+                        r = host.http_probe(own, timeout=2.0)
+                else:
+                    r = host.http_probe(url, timeout=2.0)
+                problem = _judge(r, url, slot, port, config.app.name, ours=url in (own, fresh))
+                if problem:
+                    detail = problem
+                    break
+                pending.pop(0)
+            if not pending:
+                return Confirmation(True, attempts, time.monotonic() - started, "")
+        except ProbeError as exc:
+            detail = f"{pending[0]}: {exc}"
+            if pending[0] == own:
+                detail += (f" (is bg's probe server on 127.0.0.1:{config.nginx.probe_port}"
+                           " loaded? `bg check` tells)")
+        if time.monotonic() - started >= timeout:
+            return Confirmation(False, attempts, time.monotonic() - started, detail)
+        time.sleep(0.005 if attempts < 20 else 0.05)
 
 
 def discard_backup_script(config: Config) -> str:
@@ -270,21 +296,21 @@ def discard_staged_script(config: Config) -> str:
     return f"rm -f {q(f.staged)} {q(f.staged + '.held')}"
 
 
-def _judge(r: httpx.Response, url: str, slot: str, port: int | None, app: str, *, ours: bool
+def _judge(r: Answer, url: str, slot: str, port: int | None, app: str, *, ours: bool
            ) -> str:
     """What is wrong with one probe's answer ("" when it came from ``slot``)."""
-    got = r.headers.get(SLOT_HEADER)
-    if ours and r.headers.get(APP_HEADER) != app:
-        return (f"{url}: answered for app {r.headers.get(APP_HEADER)!r}, not {app!r}: give each"
+    got = r.header(SLOT_HEADER)
+    if ours and r.header(APP_HEADER) != app:
+        return (f"{url}: answered for app {r.header(APP_HEADER)!r}, not {app!r}: give each"
                 " app on this nginx its own [nginx] probe_port")
     if got is None:
-        return (f"{url}: HTTP {r.status_code} without an {SLOT_HEADER} header: add"
+        return (f"{url}: HTTP {r.status} without an {SLOT_HEADER} header: add"
                 f" `add_header {SLOT_HEADER} ${app}_slot always;` to the site")
     if got != slot:
-        return f"{url}: HTTP {r.status_code} from slot {got!r}, expected {slot!r}"
-    if r.status_code >= 500:
-        return f"{url}: HTTP {r.status_code} from slot {slot!r}"
-    upstream = r.headers.get(UPSTREAM_HEADER)
+        return f"{url}: HTTP {r.status} from slot {got!r}, expected {slot!r}"
+    if r.status >= 500:
+        return f"{url}: HTTP {r.status} from slot {slot!r}"
+    upstream = r.header(UPSTREAM_HEADER)
     if ours and port is not None and upstream is not None \
             and not upstream.rstrip().endswith(f":{port}"):
         return f"{url}: answered by upstream {upstream}, expected port {port}"

@@ -24,7 +24,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +44,7 @@ from bluegreen.hostkeys import (
     unknown_key_error,
 )
 from bluegreen.hostspec import SshTarget, parse_host_spec
+from bluegreen.probe import Answer, ProbeError, Stream, http_get, via_httpx
 from bluegreen.ssh_http import ChannelBackend, SshHttpTransport, describe_error
 
 # Importers of the names that moved to hostspec/hostkeys keep working.
@@ -164,6 +165,25 @@ class SshHost:
 
     def http_transport(self) -> httpx.BaseTransport:
         return SshHttpTransport(ChannelBackend(self.name, self._ensure_open))
+
+    def http_probe(self, url: str, *, timeout: float,
+              headers: Mapping[str, str] | None = None) -> Answer:
+        if url.startswith("https:"):
+            return via_httpx(self.http_transport(), url, timeout=timeout, headers=headers)
+        return http_get(self._channel, url, timeout=timeout, headers=headers)
+
+    def _channel(self, address: str, port: int, timeout: float) -> Stream:
+        """A direct-tcpip channel: a TCP connection the host's sshd opens."""
+        transport = self._ensure_open()
+        where = f"{address}:{port} on {self.name}"
+        try:
+            channel: Stream = transport.open_channel(
+                "direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise ProbeError(f"cannot connect to {where}: {exc.text}") from exc
+        except paramiko.SSHException as exc:
+            raise ProbeError(f"cannot connect to {where}: {exc}") from exc
+        return channel
 
     def close(self) -> None:
         with self._open_lock, self._sftp_lock:

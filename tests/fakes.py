@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bluegreen import config as bgconfig
-from bluegreen import nginx
+from bluegreen import nginx, probe
 from bluegreen import state as st
 from bluegreen.config import SLOTS, Config
 from bluegreen.host import CommandResult, Host
@@ -47,6 +47,7 @@ from bluegreen.layout import Layout
 from bluegreen.ops.core import Context, StepTiming
 from bluegreen.ops.reconcile import served_slot
 from bluegreen.runners import runner_for
+from bluegreen.runners.base import read_pid
 from bluegreen.shell import ScriptExit
 
 Reply = CommandResult | tuple[int, str]  # a tuple is (exit code, stdout)
@@ -179,6 +180,11 @@ class FakeHost:
     def http_transport(self) -> httpx.BaseTransport:
         return httpx.MockTransport(self._http)
 
+    def http_probe(self, url: str, *, timeout: float,
+              headers: Mapping[str, str] | None = None) -> probe.Answer:
+        return probe.ViaHttpx(self.http_transport()).http_probe(url, timeout=timeout,
+                                                               headers=headers)
+
     def close(self) -> None:
         self.closed = True
 
@@ -242,8 +248,8 @@ class FakeHost:
             m.backup = m.staged = None
 
         for slot in SLOTS:
-            pid = shlex.quote(paths.pid(slot))
-            if f"pid=$(cat {pid} 2>/dev/null || true)" in script:  # stop_pid_script
+            if read_pid(paths.pid(slot)) + '\nif alive "$pid"; then\n  kill -TERM' in script:
+                # stop_pid_script
                 m.alive.discard(slot)
             link = re.search(r"ln -sfn '?\.\./releases/([^'\s]+)'? '?"
                              + re.escape(paths.slot(slot)) + r"\.tmp", script)

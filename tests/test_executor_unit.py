@@ -240,7 +240,7 @@ def test_fault_failed_health_gate_is_journaled_with_exit_3(tmp_path: Path) -> No
     for h in (a, b):
         assert journal_outcomes(h, "health") == ["failed"]
         assert journal_outcomes(h, "stop") == ["ok"]
-        assert h.sent(r"pid=\$\(cat /srv/hello/run/green.pid")  # the started slot stopped
+        assert h.sent(r"read -r pid < /srv/hello/run/green.pid; .*\nif alive")  # stopped
         assert not h.sent(COMMIT)
     assert_untouched([a, b])
 
@@ -250,7 +250,7 @@ def test_a_slot_that_dies_fails_the_gate_with_its_log(tmp_path: Path) -> None:
     b.health["green"] = lambda request: (_ for _ in ()).throw(
         httpx.ConnectError("refused", request=request))
     b.on(r"^tail -n 20", (0, "** (RuntimeError) boom\n"))
-    b.on(lambda s: s.endswith('alive "$(cat /srv/hello/run/green.pid 2>/dev/null)"'), (1, ""))
+    b.on(lambda s: s.endswith(ctx.runner.alive_script("green")), (1, ""))
     with pytest.raises(HealthCheckError) as info:
         deploy(ctx, tmp_path)
     assert "its process exited" in info.value.message

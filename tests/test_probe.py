@@ -11,6 +11,7 @@ import pytest
 from bluegreen import nginx
 from bluegreen.config import Config, parse
 from bluegreen.errors import ExitCode
+from bluegreen.probe import ViaHttpx
 from bluegreen.sandbox.sample import build_sample
 from tests.helpers import Workspace
 from tests.operator_fixtures import stock  # noqa: F401  (fixture)
@@ -56,7 +57,7 @@ def answer(app: str, slot: str, upstream: str, status: int = 200) -> httpx.MockT
 ])
 def test_confirm_judges_the_probe_answer(app: str, slot: str, upstream: str, status: int,
                                          ok: bool, says: str) -> None:
-    got = nginx.confirm(answer(app, slot, upstream, status), cfg(), "green",
+    got = nginx.confirm(ViaHttpx(answer(app, slot, upstream, status)), cfg(), "green",
                         timeout=0.1)
     assert got.ok is ok
     assert says in got.detail
@@ -71,7 +72,7 @@ def test_a_probe_url_is_checked_too() -> None:
             return httpx.Response(200, headers={"X-BG-App": "shop", "X-BG-Slot": "green"})
         return httpx.Response(200)  # the user's site without the X-BG-Slot line
 
-    got = nginx.confirm(httpx.MockTransport(handle), config, "green",
+    got = nginx.confirm(ViaHttpx(httpx.MockTransport(handle)), config, "green",
                         timeout=0.1)
     assert not got.ok and "http://127.0.0.1/" in got.detail and "add_header" in got.detail
 

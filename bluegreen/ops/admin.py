@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
-
-import httpx
 
 from bluegreen import nginx, runners
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HookError
-from bluegreen.health import wait_healthy
+from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
 from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
+from bluegreen.probe import ProbeError, Prober
 from bluegreen.releases import lb_setup_script, setup_script
 
 
@@ -122,9 +120,6 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     config = ctx.config
     rec = reconcile(config, recorded, obs)
     state = rec.state
-    transport = host.http_transport()
-    quick = replace(config.health, start_delay=0.0, deadline=0.1, successes=1,
-                    timeout=min(config.health.timeout, 2.0))
     slots: dict[str, Any] = {}
     for slot, port in config.slots.items():
         running = bool(obs.alive.get(slot))
@@ -133,12 +128,12 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
             "version": state.version_of(slot),
             "release": obs.links.get(slot),
             "running": running,
-            "healthy": running and wait_healthy(transport, port, quick).healthy,
+            "healthy": running and healthy_now(host, port, config.health).healthy,
             "live": state.live == slot,
         }
     upstream_slot = served_slot(config, obs.upstream)
     # Behind load balancers the app host has no nginx: status() probes each LB instead.
-    serving = None if ctx.lbs else probe_slot(transport, nginx.probe_urls(config)[-1])
+    serving = None if ctx.lbs else probe_slot(host, nginx.probe_urls(config)[-1])
     problems = list(rec.notes)
     if state.live and upstream_slot not in (None, state.live):
         problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
@@ -169,14 +164,11 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     }
 
 
-def probe_slot(transport: httpx.BaseTransport, url: str) -> str | None:
+def probe_slot(host: Prober, url: str) -> str | None:
     """The X-BG-Slot nginx answers ``url`` with (None: no answer)."""
     try:
-        with httpx.Client(transport=transport, timeout=2.0) as client:
-            slot: str | None = client.get(url, headers={"Connection": "close"}).headers.get(
-                nginx.SLOT_HEADER)
-            return slot
-    except httpx.HTTPError:
+        return host.http_probe(url, timeout=2.0).header(nginx.SLOT_HEADER)
+    except ProbeError:
         return None
 
 
@@ -187,7 +179,7 @@ def lb_status(ctx: Context) -> list[dict[str, Any]]:
     def one(lb: Host) -> dict[str, Any]:
         obs = observed[lb.name]
         listed = lbtier.parse_servers(obs.upstream)
-        serving = probe_slot(lb.http_transport(), ctx.config.nginx.probe_url)
+        serving = probe_slot(lb, ctx.config.nginx.probe_url)
         problems = [] if serving is not None else ["nginx does not answer with X-BG-Slot"]
         if obs.backup is not None:
             problems.append("an interrupted switch left a backup upstream file")

@@ -3,8 +3,10 @@ session, step reporting and the result objects the CLI renders."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
+import importlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -245,3 +247,17 @@ def open_lbs(config: Config, target: TargetConfig, *, accept_new_host_keys: bool
         )
         for spec in target.lbs
     ]
+
+
+def prefetch(*modules: str) -> None:
+    """Import ``modules`` on a daemon thread while the operation's first round trip waits
+    (a subprocess or SSH wait releases the GIL): jinja2 for the upstream file, httpx and
+    tenacity for the health gate. An import that fails here fails again, loudly, where it
+    is used."""
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=load, name="bg-prefetch", daemon=True).start()

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bluegreen import artifact as artifacts
 from bluegreen import nginx
-from bluegreen.health import wait_healthy
+from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
-from bluegreen.ops.core import Context, OperationResult
+from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.executor import counted, execute, interruptible
 from bluegreen.ops.plan import HostFacts, Plan, Switch, plan_deploy, plan_rollback, plan_switch
 from bluegreen.ops.reconcile import reconcile
@@ -63,14 +63,13 @@ def _facts(ctx: Context, states: Mapping[str, HostState], observed: Mapping[str,
     """Each host's state plus whether the slots that matter answer their health check now
     (a quick probe, no SSH round trip: HTTP travels through the host's transport)."""
     cfg = ctx.config.health
-    quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 2.0), successes=1)
 
     def one(host: Host) -> HostFacts:
         state, obs = states[host.name], observed[host.name]
         warm = {}
         for slot in interesting(state):
-            warm[slot] = bool(obs.alive.get(slot)) and wait_healthy(
-                host.http_transport(), ctx.config.slots[slot], quick).healthy
+            warm[slot] = bool(obs.alive.get(slot)) and healthy_now(
+                host, ctx.config.slots[slot], cfg, within=min(cfg.deadline, 2.0)).healthy
         return HostFacts(state=state, warm=warm, release_sha=obs.release_sha)
 
     return ctx.each(one, "warm check")
@@ -111,6 +110,7 @@ def _all_slots(state: HostState) -> set[str]:
 
 def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
            dry_run: bool = False) -> OperationResult | DryRun:
+    prefetch("jinja2", "httpx", "tenacity")
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
         art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version,
@@ -134,6 +134,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
 
 def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun:
+    prefetch("jinja2", "httpx", "tenacity")  # a cold previous slot boots
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:
@@ -151,6 +152,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
 def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
            ) -> OperationResult | DryRun:
+    prefetch("jinja2")
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:

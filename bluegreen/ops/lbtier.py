@@ -18,14 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-import httpx
-
 from bluegreen import nginx
 from bluegreen.drain import drain_noted_script
 from bluegreen.errors import SwitchError
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
+from bluegreen.probe import ProbeError
 from bluegreen.shell import lines
 
 MIXED = "mixed"  # the X-BG-Slot label of an upstream whose app hosts serve different slots
@@ -117,24 +116,23 @@ def check_reach(ctx: Context, slots: Mapping[str, str], lbs: Sequence[Host]) -> 
     cfg = ctx.config.health
 
     def one(lb: Host) -> None:
-        with httpx.Client(transport=lb.http_transport(), timeout=cfg.timeout) as client:
-            for spec, slot in slots.items():
-                addr = ctx.target.address_of(spec)
-                host = f"[{addr}]" if ":" in addr else addr
-                url = f"http://{host}:{ctx.config.slots[slot]}{cfg.path}"
-                try:
-                    status = client.get(url, headers={"Connection": "close"}).status_code
-                    why = "" if status == cfg.expect else f"HTTP {status}"
-                except httpx.HTTPError as exc:
-                    why = f"{type(exc).__name__}: {exc}"
-                if why:
-                    raise SwitchError(
-                        f"{lb.name}: load balancer cannot reach {spec}'s {slot} at {url}"
-                        f" ({why}); nothing was switched",
-                        hint="the app must listen on the address in $BG_BIND (0.0.0.0 behind"
-                        " load balancers), and the LBs must reach the app hosts' ports;"
-                        " [targets.<name>.addresses] sets the address they use",
-                    )
+        for spec, slot in slots.items():
+            addr = ctx.target.address_of(spec)
+            host = f"[{addr}]" if ":" in addr else addr
+            url = f"http://{host}:{ctx.config.slots[slot]}{cfg.path}"
+            try:
+                status = lb.http_probe(url, timeout=cfg.timeout).status
+                why = "" if status == cfg.expect else f"HTTP {status}"
+            except ProbeError as exc:
+                why = str(exc)
+            if why:
+                raise SwitchError(
+                    f"{lb.name}: load balancer cannot reach {spec}'s {slot} at {url}"
+                    f" ({why}); nothing was switched",
+                    hint="the app must listen on the address in $BG_BIND (0.0.0.0 behind"
+                    " load balancers), and the LBs must reach the app hosts' ports;"
+                    " [targets.<name>.addresses] sets the address they use",
+                )
 
     with ctx.step(f"load balancers reach the new slots ({len(slots)} app host(s))"):
         ctx.each(one, "reach check", lbs)

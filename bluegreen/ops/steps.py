@@ -67,11 +67,15 @@ def upload(ctx: Context, session: Session, step: Upload, art: Artifact | None) -
 # ----------------------------------------------------------------------------- boot
 
 
-def _start_script(ctx: Context, slot: str, version: str) -> str:
+def _start_script(ctx: Context, slot: str, version: str, *, running: bool = False) -> str:
+    """Stop what the slot runs (after nginx stopped using it), point it at ``version``,
+    start it. A switch that kept the old slot running did not wait for nginx's old workers
+    (nothing stopped); a slot found ``running`` is drained here, by its port, first."""
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
     return lines(
         require_script(paths, version),
+        drain_noted_script([], ctx.config.switch.drain_timeout, port=port) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
         port_free_script(port, ScriptExit.PORT_BUSY),
@@ -108,7 +112,8 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
            progress: Progress, sha256: str, label: str) -> None:
     def one(host: Host) -> None:
         slot = step.slots[host.name]
-        script = _start_script(ctx, slot, step.version)
+        running = bool(session.observed[host.name].alive.get(slot))
+        script = _start_script(ctx, slot, step.version, running=running)
         if host.name in step.extract:
             script = lines(subshell(extract_script(ctx.paths, step.version, sha256),
                                     or_exit=None) + " || exit $?", script)
@@ -216,8 +221,10 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         script = lines(
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
+            # Only a slot about to stop needs nginx's old workers gone; one kept running is
+            # drained by whatever stops it later (_start_script).
             drain_noted_script(progress.old_workers.get(host.name, []), timeout,
-                               port=ctx.config.slots[retire] if retire else None),
+                               port=ctx.config.slots[retire]) if retire else "",
             # The last moment the old slot can still take traffic back: is the new one alive?
             guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
                   "new-slot-died") if retire else "",
@@ -248,12 +255,12 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         return result.stdout
 
     notes: list[str] = []
-    if step.lbs:  # every LB's old workers gone before any old slot stops
+    if step.lbs and step.retire:  # every LB's old workers gone before any old slot stops
         notes += lbtier.drain(ctx, session.hosts(step.lbs), session.run,
                               progress.old_workers)
-    parts = ["record state"] + ([] if step.lbs else ["drain nginx workers"])
+    parts = ["record state"]
     if step.retire:
-        parts.append("retire " + _slots(step.retire))
+        parts += ([] if step.lbs else ["drain nginx workers"]) + ["retire " + _slots(step.retire)]
     if step.prune:
         parts.append("prune")
     with ctx.step(", ".join(parts)) as note:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from bluegreen import nginx
 from bluegreen.errors import BgError, HostFailures, SlotDiedError, SwitchError
-from bluegreen.health import wait_healthy
+from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
@@ -85,7 +85,7 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
-        conf = nginx.confirm(host.http_transport(), config, slot)
+        conf = nginx.confirm(host, config, slot)
         if not conf.ok:
             raise SwitchError(
                 f"{host.name}: nginx did not send traffic to {slot} after the reload"
@@ -132,12 +132,11 @@ def verify_switched(ctx: Context, session: Session, step: Switch) -> None:
     answers its health check (HTTP through the host's transport, no round trip)."""
     cfg = ctx.config.health
     # Short: while a dead slot is live every request fails, so decide fast.
-    quick = replace(cfg, start_delay=0.0, deadline=min(cfg.deadline, 0.5), successes=1,
-                    interval=min(cfg.interval, 0.05), timeout=min(cfg.timeout, 0.5))
+    quick = replace(cfg, timeout=min(cfg.timeout, 0.5))
 
     def one(host: Host) -> None:
         slot = step.slots[host.name]
-        report = wait_healthy(host.http_transport(), ctx.config.slots[slot], quick)
+        report = healthy_now(host, ctx.config.slots[slot], quick, within=min(cfg.deadline, 0.5))
         if not report.healthy:
             raise SlotDiedError(
                 f"{host.name}: {slot} ({step.versions[host.name]}) stopped answering right"

@@ -11,6 +11,7 @@ from bluegreen.runners.base import (
     bind_exports,
     env_prelude,
     log_tail_script,
+    read_pid,
     start_banner,
     stop_pid_script,
 )
@@ -55,7 +56,7 @@ test -s {pidfile}
         return stop_pid_script(self.paths.pid(slot), self.stop_timeout)
 
     def alive_script(self, slot: str) -> str:
-        return SH_ALIVE + f'alive "$(cat {q(self.paths.pid(slot))} 2>/dev/null)"'
+        return SH_ALIVE + read_pid(self.paths.pid(slot)) + '\nalive "$pid"'
 
     def check_script(self, slot: str) -> str | None:
         return None
