@@ -1,6 +1,6 @@
 """Speed of bg itself, each figure beside its floor, from one run (issue 11).
 
-    python bench/speed.py [--runs 5] [--ssh] [--out bench/out]
+    python bench/speed.py [--runs 5] [--ssh] [--elixir] [--fleet] [--out bench/out]
 
 Figures (median of --runs, at least 5):
   start-up     `bg --version`                 vs `python -c pass`
@@ -11,7 +11,14 @@ Figures (median of --runs, at least 5):
   deploy-ssh   `bg deploy` to one sandbox host vs one SSH round trip (--ssh; root)
   commands     commands per host for a deploy (`bg -v` prints them; each is a round trip
                over SSH)
-Writes <out>/speed.json. Everything runs on 127.0.0.1 or inside the sandbox's namespaces.
+  elixir       `bg deploy` of a real `mix release`, wall  vs the release's own boot
+               (--elixir; builds --runs releases, offline)
+  fleet        `bg deploy` to 16 sandbox hosts             vs the same deploy to 1 host
+               (--fleet; root; bench/deploy_hosts.py with sizes 1 and 16)
+bluegreen's modules are byte-compiled first and PYTHONDONTWRITEBYTECODE is dropped, as
+for an installed bg (pip compiles on install): compiling the sources on every run would
+be measured otherwise. Writes <out>/speed.json. Everything runs on 127.0.0.1 or inside
+the sandbox's namespaces.
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ from bluegreen.sandbox.sample import build_sample
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)
 TARGETS = {"version": 0.12, "status": 0.2, "switch": 0.3, "deploy": 0.5, "deploy_ssh": 0.8,
-           "commands": 4}
+           "commands": 4, "elixir": 1.0, "fleet": 2.0}
 
 
 def free_port() -> int:
@@ -220,7 +228,41 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         local.stop()
     if args.ssh:
         out.update(measure_ssh(n, workdir))
+    if args.elixir:
+        out.update(measure_elixir(n, workdir))
+    if args.fleet:
+        out.update(measure_fleet(n, workdir))
     return out
+
+
+def measure_elixir(n: int, workdir: Path) -> dict[str, Any]:
+    """Deploys of a real `mix release` (a new version each time: upload, extract, boot,
+    switch, retire), beside the release's own boot time."""
+    from stand import Stand, elixir_app
+
+    stand = Stand(elixir_app(), workdir / "elixir")
+    if stand.prepare(log) != 0:
+        raise SystemExit("the Elixir stand could not be prepared")
+    walls = []
+    with stand.serving():
+        if not stand.first_deploys():
+            raise SystemExit("the first Elixir deploy failed")
+        for i in range(n):
+            code, data, started, ended = stand.bg("deploy", str(stand.artifact(f"3.{i}.0")))
+            if code:
+                raise SystemExit(f"Elixir deploy failed: {data}")
+            walls.append(ended - started)
+    log(f"elixir boot {median(stand.boot_idle):.3f} s, deploy {median(walls):.3f} s")
+    return {"elixir_boot_s": stand.boot_idle, "elixir_deploy_s": walls}
+
+
+def measure_fleet(n: int, workdir: Path) -> dict[str, Any]:
+    from deploy_hosts import measure as deploy_hosts
+
+    one, sixteen = deploy_hosts([1, 16], n, workdir / "fleet")
+    log(f"fleet: 1 host {one['deploy_wall_median_s']:.2f} s,"
+        f" 16 hosts {sixteen['deploy_wall_median_s']:.2f} s")
+    return {"fleet_1_s": one["deploy_wall_s"], "fleet_16_s": sixteen["deploy_wall_s"]}
 
 
 def measure_ssh(n: int, workdir: Path) -> dict[str, Any]:
@@ -278,6 +320,14 @@ def report(m: dict[str, Any]) -> list[dict[str, Any]]:
             ("SSH round trips per host, deploy", float(median(m["deploy_ssh_commands"])),
              "1 round trip", 1.0, TARGETS["commands"]),
         ]
+    if "elixir_deploy_s" in m:
+        eboot = median(m["elixir_boot_s"])
+        rows.append(("Elixir deploy - release boot", median(m["elixir_deploy_s"]) - eboot,
+                     "release boot", eboot, TARGETS["elixir"]))
+    if "fleet_16_s" in m:
+        one = median(m["fleet_1_s"])
+        rows.append(("16 hosts / 1 host (deploy wall)", median(m["fleet_16_s"]) / one,
+                     "1 host (s)", one, TARGETS["fleet"]))
     return [{"figure": f, "value": v, "floor_name": fn, "floor": fl, "ratio": v / fl,
              "target": t, "met": v <= t} for f, v, fn, fl, t in rows]
 
@@ -287,15 +337,20 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ssh", action="store_true", help="also one sandbox host (root)")
+    parser.add_argument("--elixir", action="store_true", help="also a real mix release")
+    parser.add_argument("--fleet", action="store_true", help="also 16 sandbox hosts (root)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     args.runs = max(5, args.runs)
+    # What `pip install` does: bytecode on disk, not a compile of every module per run.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "bluegreen")],
+                   check=True, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="bg-speed-") as tmp:
         m = measure(args, Path(tmp))
     rows = report(m)
     print(f"{'figure':<36} {'median':>9} {'floor':>22} {'ratio':>7} {'target':>8}")
     for r in rows:
-        unit = "" if "commands" in r["figure"] or "trips" in r["figure"] else " s"
+        unit = "" if any(w in r["figure"] for w in ("commands", "trips", "/")) else " s"
         print(f"{r['figure']:<36} {r['value']:>7.3f}{unit:2} "
               f"{r['floor_name'] + ' ' + format(r['floor'], '.3f'):>22} {r['ratio']:>6.1f}x"
               f" {r['target']:>7}{'' if r['met'] else ' MISSED'}")

@@ -29,6 +29,7 @@ from bluegreen.shell import join, q
 # connection left (or the timeout passed), instead of skipping without a word.
 
 MASTER_MARK = "master:"
+_TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
 WORKERS_MARK = "old-workers:"
 METHOD_PID_FILE = "pid_file"
 METHOD_NGINX_T = "nginx -T"
@@ -204,18 +205,21 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None) ->
     slot's; read from /proc/net/tcp*, so it needs no ``ss``). With neither, say so: the
     drain is never skipped silently.
     """
-    ticks = max(1, int(timeout * 10))
+    ticks = max(1, int(timeout / _TICK))
     if pids:
         plist = " ".join(str(int(p)) for p in pids)
+        # Shell builtins only: read each pid's /proc stat; an nginx that is not a zombie is
+        # still draining (a reused pid is never an nginx of ours within the timeout).
         return f"""i=0
 while :; do
   left=""
   for p in {plist}; do
-    if grep -qs nginx /proc/$p/cmdline; then left="$left $p"; fi
+    s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
+    case "$s" in *"(nginx"*") Z "*|*"(nginx"*") X "*) ;; *"(nginx"*) left="$left $p";; esac
   done
   [ -z "$left" ] && exit 0
   [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep 0.1; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 """
     if port is None:
@@ -237,7 +241,7 @@ while :; do
     echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
     exit 1
   fi
-  sleep 0.1; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 """
 

@@ -130,7 +130,9 @@ def test_invalid_template_is_never_loaded(workspace: Workspace, tmp_path: Path) 
     workers_after = subprocess.run(
         ["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True
     ).stdout.split()
-    assert workers_after == workers_before  # nginx was not reloaded
+    # nginx was not reloaded: no new worker (the first deploy's old workers may still be
+    # on their way out: nothing was retired, so bg did not wait for them)
+    assert workers_after and set(workers_after) <= set(workers_before)
     assert answer(ws) == ("hello 1.0.0 slot=blue", "blue")
     assert ws.status()["hosts"][0]["slots"]["green"]["running"] is False
 

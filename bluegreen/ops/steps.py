@@ -228,8 +228,8 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             # The last moment the old slot can still take traffic back: is the new one alive?
             guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
                   "new-slot-died") if retire else "",
-            subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
-            if retire else "",
+            subshell(ctx.runner.retire_script(retire, ctx.config.slots[retire]),
+                     or_exit=ScriptExit.RETIRE_FAILED) if retire else "",
             prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",
         )
         if release:

@@ -42,6 +42,9 @@ alive() {
 """
 
 
+STOP_TICK = 0.02  # seconds between two looks at a stopping process (builtins only)
+
+
 def read_pid(path: str) -> str:
     """Shell setting ``$pid`` to the first line of ``path`` (empty when unreadable)."""
     return f"pid=; {{ read -r pid < {q(path)}; }} 2>/dev/null || :"
@@ -72,6 +75,12 @@ class Runner(Protocol):
     def start_script(self, slot: str, port: int, version: str) -> str: ...
 
     def stop_script(self, slot: str) -> str: ...
+
+    def retire_script(self, slot: str, port: int) -> str:
+        """Stop a slot nginx no longer sends anything to. May return once the slot stopped
+        listening on ``port`` if the rest of its exit is certain (bounded, then SIGKILL, on
+        the host); whatever starts the slot again runs :meth:`stop_script` first."""
+        ...
 
     def alive_script(self, slot: str) -> str:
         """Exits 0 when the slot's process runs."""
@@ -106,7 +115,7 @@ def start_banner(paths: Layout, slot: str, port: int, version: str) -> str:
 
 def stop_pid_script(pidfile: str, timeout: float) -> str:
     """SIGTERM the session led by the recorded pid, wait, then SIGKILL; remove the pidfile."""
-    ticks = max(1, int(timeout * 10))
+    ticks = max(1, int(timeout / STOP_TICK))
     pf = q(pidfile)
     return (
         SH_ALIVE
@@ -115,7 +124,7 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
 if alive "$pid"; then
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   i=0
-  while alive "$pid" && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done
+  while alive "$pid" && [ $i -lt {ticks} ]; do sleep {STOP_TICK}; i=$((i+1)); done
   if alive "$pid"; then
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     echo {q(f"killed after {timeout:g}s")}
@@ -124,6 +133,16 @@ fi
 rm -f {pf}
 """
     )
+
+
+def listening_script(port: int) -> str:
+    """Shell function ``listening``: true while something listens on ``port`` (from
+    /proc/net/tcp*, so no ``ss`` is needed)."""
+    return f"""listening() {{
+  awk -v p={int(port):04X} 'FNR > 1 && $4 == "0A" {{ split($2, a, ":"); if (a[2] == p) n++ }}
+      END {{ exit n ? 0 : 1 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}}
+"""
 
 
 def log_tail_script(paths: Layout, slot: str, lines: int = 20) -> str:
