@@ -17,6 +17,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
@@ -28,7 +29,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bluegreen.errors import CommandError, HostError
 from bluegreen.probe import Answer, Stream, http_get, via_httpx
@@ -65,8 +66,11 @@ class Host(Protocol):
         """How many round trips (commands and file transfers) this host has served."""
         ...
 
-    def run(self, script: str, *, timeout: float | None = None) -> CommandResult:
-        """Run ``script`` with ``/bin/sh -c`` on the host."""
+    def run(self, script: str, *, timeout: float | None = None,
+            stdin: Path | None = None) -> CommandResult:
+        """Run ``script`` with ``/bin/sh -c`` on the host; ``stdin`` is a local file whose
+        bytes the script reads on its standard input (a release rides the command that
+        extracts it: no round trip of its own)."""
         ...
 
     def put(self, local: Path, remote: str, *, mode: int = 0o644) -> None:
@@ -128,20 +132,28 @@ class LocalHost:
         with self._lock:
             self._count += 1
 
-    def run(self, script: str, *, timeout: float | None = None) -> CommandResult:
+    def run(self, script: str, *, timeout: float | None = None,
+            stdin: Path | None = None) -> CommandResult:
         self._tick()
-        try:
-            proc = subprocess.run(
-                ["/bin/sh", "-c", script],
-                capture_output=True,
-                stdin=subprocess.DEVNULL,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise HostError(
-                f"{self.name}: command timed out after {timeout}s", detail=script
-            ) from exc
+        with contextlib.ExitStack() as stack:
+            source: Any = subprocess.DEVNULL
+            if stdin is not None:
+                try:
+                    source = stack.enter_context(stdin.open("rb"))
+                except OSError as exc:
+                    raise HostError(f"{self.name}: cannot read {stdin}: {exc.strerror}") from exc
+            try:
+                proc = subprocess.run(
+                    ["/bin/sh", "-c", script],
+                    capture_output=True,
+                    stdin=source,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise HostError(
+                    f"{self.name}: command timed out after {timeout}s", detail=script
+                ) from exc
         return CommandResult(
             command=script,
             exit_code=proc.returncode,

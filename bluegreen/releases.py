@@ -34,6 +34,21 @@ def upload_path(paths: Layout, version: str) -> str:
     return f"{paths.uploads}/{safe_token(version, 'version')}.tar.gz"
 
 
+def receive_script(paths: Layout, version: str) -> str:
+    """Write the command's stdin (the release, sent with it) to the upload path: under a
+    temporary name, mode 0600, renamed when complete. :func:`extract_script` then checks
+    its sha256 (a cut connection leaves a short file, never a wrong release)."""
+    version = safe_token(version, "version")
+    upload = upload_path(paths, version)
+    tmp = q(f"{paths.uploads}/.{version}.") + '"$$.tmp"'
+    return f"""(umask 077; t={tmp}
+if ! cat > "$t"; then
+  rm -f "$t"; echo 'receiving release {version} failed (disk full?)'
+  exit {ScriptExit.EXTRACT_FAILED}
+fi
+mv -f "$t" {q(upload)}) || exit $?"""
+
+
 def extract_script(paths: Layout, version: str, sha256: str) -> str:
     """Verify the uploaded tarball, extract it beside its final place, rename it in.
 

@@ -21,6 +21,7 @@ import logging
 import os
 import posixpath
 import secrets
+import select
 import shlex
 import threading
 import time
@@ -113,8 +114,11 @@ class SshHost:
     def commands_run(self) -> int:
         return self._count
 
-    def run(self, script: str, *, timeout: float | None = None) -> CommandResult:
+    def run(self, script: str, *, timeout: float | None = None,
+            stdin: Path | None = None) -> CommandResult:
         self._tick()
+        if stdin is not None:
+            return self._run_fed(script, stdin, timeout)
         self._ensure_open()
         # The login shell only sees one quoted word, so its flavour (bash, zsh, fish...) is moot.
         command = f"/bin/sh -c {shlex.quote(script)} < /dev/null"
@@ -140,6 +144,59 @@ class SshHost:
         return CommandResult(
             command=script, exit_code=result.exited, stdout=result.stdout, stderr=result.stderr
         )
+
+    def _run_fed(self, script: str, stdin: Path, timeout: float | None) -> CommandResult:
+        """``run`` with a local file on the command's stdin, on a channel of our own:
+        invoke's ``in_stream`` decodes text a byte at a time, unfit for a release."""
+        try:
+            source = stdin.open("rb")
+        except OSError as exc:
+            raise HostError(f"{self.name}: cannot read {stdin}: {exc.strerror}") from exc
+        transport = self._ensure_open()
+        started = time.monotonic()
+        failed: list[BaseException] = []
+        out, err = bytearray(), bytearray()
+        with source:
+            try:
+                chan = transport.open_session(timeout=timeout)
+                chan.exec_command(f"/bin/sh -c {shlex.quote(script)}")
+
+                def feed() -> None:
+                    try:
+                        while chunk := source.read(_CHUNK):
+                            chan.sendall(chunk)
+                        chan.shutdown_write()
+                    except (OSError, EOFError, paramiko.SSHException) as exc:
+                        failed.append(exc)  # the script ended early or the link dropped
+
+                feeder = threading.Thread(target=feed, name=f"bg-feed-{self.name}", daemon=True)
+                feeder.start()
+                while not (chan.exit_status_ready() and not chan.recv_ready()
+                           and not chan.recv_stderr_ready()):
+                    if timeout is not None and time.monotonic() - started >= timeout:
+                        chan.close()
+                        raise HostError(f"{self.name}: command timed out after {timeout}s",
+                                        detail=script)
+                    if chan.recv_ready():
+                        out += chan.recv(_CHUNK)
+                    elif chan.recv_stderr_ready():
+                        err += chan.recv_stderr(_CHUNK)
+                    elif chan.closed or not transport.is_active():
+                        break
+                    else:
+                        select.select([chan], [], [], 0.05)  # data, EOF or close wake it
+                code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+                feeder.join(timeout=5)
+                chan.close()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise HostError(f"{self.name}: command failed over SSH: {exc}",
+                                detail=script) from exc
+        if code == -1:
+            raise HostError(f"{self.name}: SSH connection lost while running a command",
+                            detail=script)
+        return CommandResult(command=script, exit_code=code,
+                             stdout=out.decode("utf-8", "replace"),
+                             stderr=err.decode("utf-8", "replace"))
 
     def put(self, local: Path, remote: str, *, mode: int = 0o644) -> None:
         self._tick()

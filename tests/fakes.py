@@ -137,10 +137,15 @@ class FakeHost:
     def commands_run(self) -> int:
         return self._count
 
-    def run(self, script: str, *, timeout: float | None = None) -> CommandResult:
+    def run(self, script: str, *, timeout: float | None = None,
+            stdin: Path | None = None) -> CommandResult:
         with self._mutex:
             self._count += 1
             self.scripts.append(script)
+            received = re.search(r'mv -f "\$t" (\S+)\)', script)
+            if stdin is not None and received:  # receive_script: the release on stdin
+                self.files[shlex.split(received.group(1))[0]] = Path(stdin).read_bytes()
+                self.modes[shlex.split(received.group(1))[0]] = 0o600
             if self.trace is not None:
                 self.trace.append((self._name, script))
             # Written ahead: the journal runs first, whatever follows fails. Rules and

@@ -6,6 +6,7 @@ names no nginx (the issue measured 45 x 502 in that setup)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import socket
 import subprocess
 import threading
@@ -71,8 +72,34 @@ def test_parse_master_and_workers() -> None:
 
 
 @pytest.mark.unit
+def test_drain_waits_for_live_nginx_pids_only(tmp_path: Path) -> None:
+    """The pid-list drain (shell builtins over /proc/PID/stat) waits while a listed pid is a
+    live process named nginx, and not for a gone pid or another program."""
+    fake = tmp_path / "nginx"
+    shutil.copy("/bin/sleep", fake)
+    worker = subprocess.Popen([str(fake), "30"])
+    other = subprocess.Popen(["sleep", "30"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        def drain(pids: list[int]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", "-c", nginx.drain_script(pids, 0.3)],
+                                  capture_output=True, text=True, check=False)
+
+        assert drain([gone.pid, other.pid]).returncode == 0
+        waited = drain([gone.pid, worker.pid])
+        assert waited.returncode == 1 and f"still draining: {worker.pid}" in waited.stdout
+        worker.kill()
+        worker.wait()  # reaped: gone
+        assert drain([worker.pid]).returncode == 0
+    finally:
+        for proc in (worker, other):
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.unit
 def test_drain_script_forms() -> None:
-    assert "/proc/$p/cmdline" in nginx.drain_script([7, 8], 1.0)
     # the same meaning with a port: a worker list wins
     assert "/proc/net/tcp" not in nginx.drain_script([7], 1.0, port=4001)
     by_port = nginx.drain_script([], 1.0, port=4001)

@@ -199,6 +199,7 @@ def scripts_for(cfg: Config, root: str, upstream: str, pid_file: str, version: s
         "releases.layout": releases.layout_script(paths),
         "releases.probe": releases.probe_script(paths, ok),
         "releases.extract": releases.extract_script(paths, ok, "ab" * 32),
+        "releases.receive": releases.receive_script(paths, ok),
         "releases.require": releases.require_script(paths, ok),
         "releases.prune": releases.prune_script(paths, 3, [ok]),
         "releases.setup": releases.setup_script(
@@ -254,6 +255,8 @@ def test_version_taking_builders_refuse_hostile_versions(version: str) -> None:
         releases.probe_script(paths, version)
     with pytest.raises(ValueError):
         releases.extract_script(paths, version, "ab" * 32)
+    with pytest.raises(ValueError):
+        releases.receive_script(paths, version)
     with pytest.raises(ValueError):
         releases.require_script(paths, version)
     with pytest.raises(ValueError):

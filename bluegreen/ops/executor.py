@@ -72,10 +72,10 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
         failpoint("locked")
         for step in plan.steps:
             if isinstance(step, Upload):
-                steps.upload(ctx, session, step, art)
+                steps.upload(ctx, session, step)
                 failpoint("uploaded")
             elif isinstance(step, Boot):
-                steps.boot(ctx, session, step, progress, art.sha256 if art else "")
+                steps.boot(ctx, session, step, progress, art)
                 failpoint("healthy")
             elif isinstance(step, Hook):
                 notes += _hook(ctx, session, plan, step, progress)

@@ -139,16 +139,19 @@ def check_reach(ctx: Context, slots: Mapping[str, str], lbs: Sequence[Host]) -> 
 
 
 def drain(ctx: Context, lbs: Sequence[Host], run: Callable[[Host, str], CommandResult],
-          old_workers: Mapping[str, list[int]]) -> list[str]:
-    """After the switch, before any old slot stops: every LB's old workers gone (or the
-    drain timeout passed). ``run`` is the session's (it carries the journal). Notes."""
+          old_workers: Mapping[str, list[int]], *, wait: bool = True) -> list[str]:
+    """After the switch is recorded: every LB drops its backup upstream file and, with
+    ``wait`` (an old slot is about to stop), waits for its old workers (or the drain
+    timeout). ``run`` is the session's (it carries the journal). Notes."""
     timeout = ctx.config.switch.drain_timeout
 
     def one(host: Host) -> str:
-        script = drain_script(ctx, old_workers.get(host.name, []))
+        script = (drain_script(ctx, old_workers.get(host.name, [])) if wait
+                  else nginx.discard_backup_script(ctx.config))
         return check(run(host, script), "draining nginx", host).stdout
 
-    with ctx.step(f"drain nginx workers on {len(lbs)} load balancer(s)") as note:
+    title = "drain nginx workers on" if wait else "drop the backup upstream on"
+    with ctx.step(f"{title} {len(lbs)} load balancer(s)") as note:
         outputs = ctx.each(one, "drain", lbs)
         if any("drain-timeout" in out for out in outputs.values()):
             note.append(f"drain timed out after {timeout:g}s on some")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from bluegreen import nginx
@@ -200,11 +201,12 @@ class Session:
 
     # -------------------------------------------------------------------- during
 
-    def run(self, host: Host, script: str, *, timeout: float | None = None) -> CommandResult:
+    def run(self, host: Host, script: str, *, timeout: float | None = None,
+            stdin: Path | None = None) -> CommandResult:
         """Run ``script`` on ``host`` with the journal's pending entries in front."""
         journal = self.journals.get(host.name)
         head = journal.script() if journal else ""
-        return host.run(lines(head, script) if head else script, timeout=timeout)
+        return host.run(lines(head, script) if head else script, timeout=timeout, stdin=stdin)
 
     def release_tail(self, host: Host) -> str:
         """Script that flushes the journal and releases this host's lock: appended to the

@@ -36,16 +36,18 @@ from bluegreen.releases import (
     parse_pruned,
     point_slot_script,
     prune_script,
+    receive_script,
     require_script,
 )
-from bluegreen.releases import upload_path as upload_target
 from bluegreen.shell import ScriptExit, guard, lines, subshell
 from bluegreen.state import write_state_script
 
 # ----------------------------------------------------------------------------- upload
 
 
-def upload(ctx: Context, session: Session, step: Upload, art: Artifact | None) -> None:
+def upload(ctx: Context, session: Session, step: Upload) -> None:
+    """The env file, to the hosts where its sha256 differs. The release itself travels
+    on the stdin of the round trip that extracts and starts it (:func:`boot`)."""
     env = ctx.config.app.env_file
     if env is not None and step.env_hosts:
         data = env.read_bytes()
@@ -53,15 +55,6 @@ def upload(ctx: Context, session: Session, step: Upload, art: Artifact | None) -
         stale = tuple(h for h in step.env_hosts if session.observed[h].env_sha != digest)
         ctx.each(lambda h: h.write_atomic(ctx.paths.env_file, data, mode=0o600),
                  "env upload", session.hosts(stale))
-    if not step.hosts or art is None:
-        return
-    target = upload_target(ctx.paths, art.version)
-    with ctx.step(f"upload {art.version} ({art.size / 1024:.0f} KiB,"
-                  f" sha256 {art.sha256[:12]})") as note:
-        ctx.each(lambda h: h.put(art.path, target, mode=0o600), "upload",
-                 session.hosts(step.hosts))
-        note.append(f"to {len(step.hosts)} host(s)")
-    session.record("upload", "ok", step.hosts, version=art.version, sha256=art.sha256)
 
 
 # ----------------------------------------------------------------------------- boot
@@ -84,7 +77,7 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
 
 
 def boot(ctx: Context, session: Session, step: Boot, progress: Progress,
-         sha256: str = "") -> None:
+         art: Artifact | None = None) -> None:
     """Start the new slots, ``step.batch`` hosts at a time, and health-gate each batch.
 
     The same round trip stages and tests each host's new upstream (phase one of the
@@ -100,7 +93,7 @@ def boot(ctx: Context, session: Session, step: Boot, progress: Progress,
     try:
         for n, batch in enumerate(batches, 1):
             label = f" (batch {n}/{len(batches)})" if len(batches) > 1 else ""
-            _start(ctx, session, step, batch, progress, sha256, label)
+            _start(ctx, session, step, batch, progress, art, label)
             _gate(ctx, session, step, batch, label)
     except BaseException:
         with contextlib.suppress(BgError):
@@ -109,19 +102,27 @@ def boot(ctx: Context, session: Session, step: Boot, progress: Progress,
 
 
 def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
-           progress: Progress, sha256: str, label: str) -> None:
+           progress: Progress, art: Artifact | None, label: str) -> None:
     def one(host: Host) -> None:
         slot = step.slots[host.name]
         running = bool(session.observed[host.name].alive.get(slot))
         script = _start_script(ctx, slot, step.version, running=running)
-        if host.name in step.extract:
-            script = lines(subshell(extract_script(ctx.paths, step.version, sha256),
-                                    or_exit=None) + " || exit $?", script)
         if not ctx.lbs:  # behind load balancers, nginx (and staging) is on the LBs only
             content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
             script = lines(script, nginx.stage_script(ctx.config, content))
+        ship = art is not None and host.name in step.extract
+        if ship and art is not None:
+            # The release rides this round trip's stdin: received, journaled (so a crash
+            # during the start still leaves "upload ok" on the host), checked, extracted.
+            head = session.journals[host.name].script()
+            session.record("upload", "ok", (host.name,), version=art.version,
+                           sha256=art.sha256)
+            script = lines(head, receive_script(ctx.paths, art.version),
+                           session.journals[host.name].script(),
+                           subshell(extract_script(ctx.paths, step.version, art.sha256),
+                                    or_exit=None) + " || exit $?", script)
         progress.started[host.name] = slot
-        result = session.run(host, script)
+        result = session.run(host, script, stdin=art.path if ship and art else None)
         if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
             raise SwitchError(
                 f"{host.name}: nginx rejected the new upstream ({ctx.config.nginx.test_command});"
@@ -142,7 +143,9 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         if not ctx.lbs:
             progress.staged.add(host.name)
 
-    extract = "extract, " if any(h in step.extract for h in batch) else ""
+    shipped = art is not None and any(h in step.extract for h in batch)
+    extract = (f"upload ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]}), extract, "
+               if shipped and art is not None else "")
     with ctx.step(f"{extract}start {step.version}{label}"):
         ctx.each(one, "start", session.hosts(tuple(batch)))
     session.record("start", "ok", batch, version=step.version)
@@ -228,8 +231,8 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             # The last moment the old slot can still take traffic back: is the new one alive?
             guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
                   "new-slot-died") if retire else "",
-            subshell(ctx.runner.retire_script(retire, ctx.config.slots[retire]),
-                     or_exit=ScriptExit.RETIRE_FAILED) if retire else "",
+            subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
+            if retire else "",
             prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",
         )
         if release:
@@ -255,9 +258,9 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         return result.stdout
 
     notes: list[str] = []
-    if step.lbs and step.retire:  # every LB's old workers gone before any old slot stops
+    if step.lbs:  # every LB's old workers gone before any old slot stops
         notes += lbtier.drain(ctx, session.hosts(step.lbs), session.run,
-                              progress.old_workers)
+                              progress.old_workers, wait=bool(step.retire))
     parts = ["record state"]
     if step.retire:
         parts += ([] if step.lbs else ["drain nginx workers"]) + ["retire " + _slots(step.retire)]

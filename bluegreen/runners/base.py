@@ -76,12 +76,6 @@ class Runner(Protocol):
 
     def stop_script(self, slot: str) -> str: ...
 
-    def retire_script(self, slot: str, port: int) -> str:
-        """Stop a slot nginx no longer sends anything to. May return once the slot stopped
-        listening on ``port`` if the rest of its exit is certain (bounded, then SIGKILL, on
-        the host); whatever starts the slot again runs :meth:`stop_script` first."""
-        ...
-
     def alive_script(self, slot: str) -> str:
         """Exits 0 when the slot's process runs."""
         ...
@@ -133,16 +127,6 @@ fi
 rm -f {pf}
 """
     )
-
-
-def listening_script(port: int) -> str:
-    """Shell function ``listening``: true while something listens on ``port`` (from
-    /proc/net/tcp*, so no ``ss`` is needed)."""
-    return f"""listening() {{
-  awk -v p={int(port):04X} 'FNR > 1 && $4 == "0A" {{ split($2, a, ":"); if (a[2] == p) n++ }}
-      END {{ exit n ? 0 : 1 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}}
-"""
 
 
 def log_tail_script(paths: Layout, slot: str, lines: int = 20) -> str:

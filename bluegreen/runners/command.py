@@ -55,9 +55,6 @@ test -s {pidfile}
     def stop_script(self, slot: str) -> str:
         return stop_pid_script(self.paths.pid(slot), self.stop_timeout)
 
-    def retire_script(self, slot: str, port: int) -> str:
-        return self.stop_script(slot)
-
     def alive_script(self, slot: str) -> str:
         return SH_ALIVE + read_pid(self.paths.pid(slot)) + '\nalive "$pid"'
 

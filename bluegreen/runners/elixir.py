@@ -29,7 +29,6 @@ from bluegreen.runners.base import (
     STOP_TICK,
     bind_exports,
     env_prelude,
-    listening_script,
     start_banner,
 )
 from bluegreen.shell import q
@@ -155,41 +154,6 @@ fi
 # What the VM leaves behind when it was killed, or had not started yet: run_erl, its child
 # setup process, a VM that appeared meanwhile.
 for p in $(slot_procs {q(_NODE_PROCESSES)}); do kill -KILL "$p" 2>/dev/null || true; done
-true
-"""
-
-    def retire_script(self, slot: str, port: int) -> str:
-        """SIGTERM the VM, wait until it stopped listening on ``port`` (its applications
-        are stopping: nothing reaches it any more), and leave the rest of its exit to a
-        watcher on the host: OTP's graceful stop ends with a fixed 1 s wait for pending
-        output (``user_sup``) that a deploy need not sit through. The watcher waits up to
-        ``stop_timeout`` for those pids only, then SIGKILLs what is left of them; a start
-        in this slot meanwhile stops (and waits for) the old node first."""
-        timeout = self.app.stop_timeout
-        ticks = max(1, int(timeout / STOP_TICK))
-        tmp, root = q(self.paths.tmp(slot) + "/"), q(self.paths.root + "/")
-        return SH_RUNNING + self.slot_processes(slot) + "\n" + listening_script(port) + f"""
-pids=$(slot_procs {q(_BEAM)}); rest=$(slot_procs {q(_NODE_PROCESSES)})
-if [ -n "$pids" ]; then
-  kill -TERM $pids 2>/dev/null || true
-  i=0
-  while [ $i -lt {ticks} ] && listening; do sleep {STOP_TICK}; i=$((i+1)); done
-  bg_watch() {{
-    i=0
-    while [ $i -lt {ticks} ]; do
-      left=""
-      for p in $pids; do if running "$p"; then left="$left $p"; fi; done
-      [ -n "$left" ] || break
-      sleep {STOP_TICK}; i=$((i+1))
-    done
-    for p in $rest; do
-      if running "$p" && grep -qs -e {tmp} -e {root} "/proc/$p/cmdline"; then
-        kill -KILL "$p" 2>/dev/null || true
-      fi
-    done
-  }}
-  (bg_watch) </dev/null >/dev/null 2>&1 &
-fi
 true
 """
 

@@ -40,9 +40,6 @@ systemctl start {q(self.unit(slot))}
     def stop_script(self, slot: str) -> str:
         return f"systemctl stop {q(self.unit(slot))} 2>/dev/null || true"
 
-    def retire_script(self, slot: str, port: int) -> str:
-        return self.stop_script(slot)
-
     def alive_script(self, slot: str) -> str:
         return f"systemctl is-active --quiet {q(self.unit(slot))}"
 
