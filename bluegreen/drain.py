@@ -198,7 +198,8 @@ def parse_old_workers(stdout: str) -> list[int]:
     return []
 
 
-def drain_script(pids: list[int], timeout: float, *, port: int | None = None) -> str:
+def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
+                 accepting_only: bool = False) -> str:
     """Wait (on the host) until nginx's old workers exited; exit 1 on timeout.
 
     Without a worker list, wait until no established TCP connection uses ``port`` (the old
@@ -209,13 +210,19 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None) ->
     if pids:
         plist = " ".join(str(int(p)) for p in pids)
         # Shell builtins only: read each pid's /proc stat; an nginx that is not a zombie is
-        # still draining (a reused pid is never an nginx of ours within the timeout).
+        # still draining (a reused pid is never an nginx of ours within the timeout). With
+        # ``accepting_only``, a worker retitled "shutting down" counts as done: it no longer
+        # takes new connections (nothing is stopped behind it, so its requests may finish).
+        done = ('c=; { read -r c < /proc/$p/cmdline; } 2>/dev/null\n'
+                '    case "$c" in *"shutting down"*) continue;; esac\n    '
+                if accepting_only else "")
         return f"""i=0
 while :; do
   left=""
   for p in {plist}; do
     s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
-    case "$s" in *"(nginx"*") Z "*|*"(nginx"*") X "*) ;; *"(nginx"*) left="$left $p";; esac
+    case "$s" in *"(nginx"*") Z "*|*"(nginx"*") X "*) continue;; *"(nginx"*) ;; *) continue;; esac
+    {done}left="$left $p"
   done
   [ -z "$left" ] && exit 0
   [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
@@ -246,8 +253,10 @@ done
 """
 
 
-def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = None) -> str:
+def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = None,
+                       accepting_only: bool = False) -> str:
     """:func:`drain_script` that never fails the script: prints ``drained`` or
     ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
-    return (f"if (\n{drain_script(pids, timeout, port=port)}\n); then echo drained;"
+    script = drain_script(pids, timeout, port=port, accepting_only=accepting_only)
+    return (f"if (\n{script}\n); then echo drained;"
             " else echo drain-timeout; fi")

@@ -230,14 +230,6 @@ def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0) -
                 else:
                     r = host.http_probe(url, timeout=2.0)
                 problem = _judge(r, url, slot, port, config.app.name, ours=url in (own, fresh))
-                if not problem and url == fresh:
-                    # The usual address must be this app's too (old workers may still name
-                    # the old slot there): a probe_port two apps share is refused.
-                    shared = host.http_probe(own, timeout=2.0).header(APP_HEADER)
-                    if shared != config.app.name:
-                        problem = (f"{own}: answered for app {shared!r}, not"
-                                   f" {config.app.name!r}: give each app on this nginx its own"
-                                   " [nginx] probe_port")
                 if problem:
                     detail = problem
                     break

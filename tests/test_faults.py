@@ -154,8 +154,21 @@ def test_new_slot_dies_right_after_switch(v1: Workspace, tmp_path: Path) -> None
             return bool(json.loads(state.read_text())["live"] == "green")
         return False
 
-    watcher = watch(switched, kill_green)
-    proc = v1.bg("deploy", str(build_sample(tmp_path / "arts", "2.0.0")), check=False)
+    # A request still being sent to an old nginx worker keeps the drain (between recording
+    # the state and retiring blue) open until the watcher has killed green: no race.
+    held = socket.create_connection(("127.0.0.1", v1.listen_port))
+    held.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+
+    def kill_green_then_let_go() -> None:
+        kill_green()
+        time.sleep(0.3)
+        held.close()
+
+    watcher = watch(switched, kill_green_then_let_go)
+    try:
+        proc = v1.bg("deploy", str(build_sample(tmp_path / "arts", "2.0.0")), check=False)
+    finally:
+        held.close()
     watcher.join(5)
     assert killed, "the watcher never saw the switch"
     fails(proc, ExitCode.SWITCH, "green")

@@ -103,14 +103,17 @@ def test_stock_site_deploy_switch_rollback_confirmed(stock: Workspace,  # noqa: 
 
 def test_two_apps_with_one_probe_port_refuse_to_confirm(stock: Workspace,  # noqa: F811
                                                         tmp_path: Path) -> None:
-    """A second app whose upstream file claims the same probe port: nginx ignores its probe
-    server (first one wins), so its switch must not be confirmed by the other app's."""
+    """A second app whose upstream file claims the same probe port (its probe server on the
+    usual and on green's own address, as bg renders it): nginx ignores our probe server
+    there (first one wins), so our switch must not be confirmed by the other app's."""
     ws = stock
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
     port = nginx_probe_port(ws)
     other = ws.nginx.prefix / "conf.d" / "aaa-other.conf"  # sorted first: its server wins
+    green = nginx.generation_address("green")
     other.write_text(f"upstream other_live {{ server 127.0.0.1:{ws.ports['green']}; }}\n"
-                     f"server {{ listen 127.0.0.1:{port}; location / {{\n"
+                     f"server {{ listen 127.0.0.1:{port}; listen {green}:{port};"
+                     " location / {\n"
                      f"  proxy_pass http://other_live;\n"
                      f'  add_header X-BG-App "other" always; add_header X-BG-Slot "green" always;'
                      f"\n}} }}\n")

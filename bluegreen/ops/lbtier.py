@@ -146,11 +146,10 @@ def drain(ctx: Context, lbs: Sequence[Host], run: Callable[[Host, str], CommandR
     timeout = ctx.config.switch.drain_timeout
 
     def one(host: Host) -> str:
-        script = (drain_script(ctx, old_workers.get(host.name, [])) if wait
-                  else nginx.discard_backup_script(ctx.config))
+        script = drain_script(ctx, old_workers.get(host.name, []), accepting_only=not wait)
         return check(run(host, script), "draining nginx", host).stdout
 
-    title = "drain nginx workers on" if wait else "drop the backup upstream on"
+    title = "drain nginx workers on" if wait else "old nginx workers stop accepting on"
     with ctx.step(f"{title} {len(lbs)} load balancer(s)") as note:
         outputs = ctx.each(one, "drain", lbs)
         if any("drain-timeout" in out for out in outputs.values()):
@@ -159,9 +158,11 @@ def drain(ctx: Context, lbs: Sequence[Host], run: Callable[[Host, str], CommandR
     return []
 
 
-def drain_script(ctx: Context, pids: list[int]) -> str:
-    """On an LB after the switch is recorded: drop its backup file, wait for old workers."""
+def drain_script(ctx: Context, pids: list[int], *, accepting_only: bool = False) -> str:
+    """On an LB after the switch is recorded: drop its backup file, wait for old workers
+    (to exit, or with ``accepting_only`` to stop taking new connections)."""
     return lines(
         nginx.discard_backup_script(ctx.config),
-        drain_noted_script(pids, ctx.config.switch.drain_timeout),
+        drain_noted_script(pids, ctx.config.switch.drain_timeout,
+                           accepting_only=accepting_only),
     )

@@ -224,10 +224,14 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         script = lines(
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
-            # Only a slot about to stop needs nginx's old workers gone; one kept running is
-            # drained by whatever stops it later (_start_script).
+            # A slot about to stop needs nginx's old workers gone. One kept running only needs
+            # them to stop taking new connections (every new request then reaches the new
+            # slot when bg returns); whatever stops it later drains it (_start_script).
             drain_noted_script(progress.old_workers.get(host.name, []), timeout,
-                               port=ctx.config.slots[retire]) if retire else "",
+                               port=ctx.config.slots[retire]) if retire else
+            drain_noted_script(progress.old_workers.get(host.name, []), timeout,
+                               accepting_only=True)
+            if progress.old_workers.get(host.name) else "",
             # The last moment the old slot can still take traffic back: is the new one alive?
             guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
                   "new-slot-died") if retire else "",
