@@ -39,7 +39,7 @@ TWO = ("a", "b")
 STAGE = r"\.conf\.bg-tmp"  # phase one: stage and test (in the round trip that starts the slot)
 COMMIT = r"the staged upstream file is gone"  # phase two: swap in the staged file, reload
 RELOAD = r"old-workers:"  # only the commit's reload lists nginx's old workers
-FINISH = r"then echo drained; else echo drain-timeout; fi"
+FINISH = r"state\.json\.tmp.* && mv -f .*state\.json"  # the finish records the state
 
 
 def two_hosts(trace: list[tuple[str, str]] | None = None, **sections: Any

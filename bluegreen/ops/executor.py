@@ -30,7 +30,7 @@ from bluegreen.errors import (
 )
 from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
-from bluegreen.ops import steps
+from bluegreen.ops import lbtier, steps
 from bluegreen.ops import switch as switching
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.hooks import run_hook
@@ -139,12 +139,17 @@ def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress,
     lbs = ctx.target.lbs
     # Behind load balancers every planned host is listed again as it was before.
     fleet = {h.host: h.old_slot for h in plan.hosts if h.old_slot} if lbs else {}
+    returned = Progress()
     if back:
         switching.switch(ctx, session,
                          Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
-                         Progress(), FailpointFn(""))
+                         returned, FailpointFn(""))
+    if lbs and returned.old_workers:  # the LBs' old workers proxy to the slots to stop
+        lbtier.drain(ctx, session.hosts(lbs), session.run, returned.old_workers)
     progress.started = {h.host: h.slot for h in acting}
-    steps.stop_started(ctx, session, progress)
+    # nginx's workers from before the switch back still proxy to the new slots: each host
+    # waits for them (or, behind LBs, for the slot's port to go quiet) before stopping.
+    steps.stop_started(ctx, session, progress, drain=returned.old_workers)
     undo = discard_backup_script(ctx.config)
     if recorded:
         def restore(host: Host) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Mapping
 
 from bluegreen import nginx
 from bluegreen.artifact import Artifact
@@ -188,17 +189,24 @@ def _gate(ctx: Context, session: Session, step: Boot, batch: list[str], label: s
     session.record("health", "ok", batch, version=step.version)
 
 
-def stop_started(ctx: Context, session: Session, progress: Progress) -> None:
-    """Stop every slot this operation started and did not switch to."""
+def stop_started(ctx: Context, session: Session, progress: Progress, *,
+                 drain: Mapping[str, list[int]] | None = None) -> None:
+    """Stop every slot this operation started and did not switch to. ``drain``: nginx's
+    workers from before a switch back (host -> pids), still proxying to those slots; each
+    host waits for its own to exit first."""
     if not progress.started:
         return
     started, progress.started = dict(progress.started), {}
 
     discard = nginx.discard_staged_script(ctx.config)
+    timeout = ctx.config.switch.drain_timeout
 
     def one(host: Host) -> None:
-        check(session.run(host, lines(discard, ctx.runner.stop_script(started[host.name]))),
-              f"stopping {started[host.name]}", host)
+        slot = started[host.name]
+        wait = (drain_noted_script(drain.get(host.name, []), timeout,
+                                   port=ctx.config.slots[slot]) if drain is not None else "")
+        check(session.run(host, lines(discard, wait, ctx.runner.stop_script(slot))),
+              f"stopping {slot}", host)
 
     with ctx.step("stop the new slots (not switched)"):
         ctx.each(one, "stop", session.hosts(tuple(started)))
