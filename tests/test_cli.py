@@ -102,6 +102,9 @@ def test_global_option_before_and_after_every_command(typed: list[str], field: s
             continue  # rehearse's own -c/--config and --json take them after the command
         assert getattr(after, field) == value, (cmd, "after")
         assert after.command == " ".join(cmd)
+        if len(cmd) == 2:  # between a group and its command: `bg lock --json status`
+            between = recorded([cmd[0], *typed, cmd[1], *required])
+            assert getattr(between, field) == value, (cmd, "between")
 
 
 @pytest.mark.unit
@@ -241,3 +244,17 @@ def test_quiet_and_json_print_no_progress() -> None:
         printer.info("y")
         printer.close()
         assert stream.getvalue() == ""
+
+
+@pytest.mark.unit
+def test_only_the_named_command_is_built() -> None:
+    """`bg` builds only the command it runs (Typer walks each command's signature); help, a
+    word naming no command and no command at all get the whole tree. A global option's
+    value is never taken for the command word, even when it looks like one."""
+    every = set(cli_app.build().commands)
+    for cmd in commands():
+        for args in ([*cmd], ["-c", "status", *cmd], ["-t", "deploy", "--json", *cmd],
+                     ["--config=x.toml", *cmd, "-v"]):
+            assert set(cli_app.build(args).commands) == {cmd[0]}, args
+    for args in (["--help"], ["status", "--help"], ["nosuch"], [], ["-c", "x.toml"]):
+        assert set(cli_app.build(args).commands) == every, args

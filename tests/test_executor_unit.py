@@ -487,3 +487,29 @@ def test_deploying_what_is_live_and_healthy_does_nothing(tmp_path: Path) -> None
     for h in hosts:
         assert h.model.reloads == 0 and not h.sent("setsid") and h.files == {}
         assert h.model.lock is None
+
+
+def test_a_single_host_switch_stages_tests_and_reloads_in_one_round_trip() -> None:
+    cfg = make_config()
+    ctx, (a,) = fleet(cfg, ("a",), state=deployed("2.0.0", "green", idle="1.0.0"),
+                      alive=("blue", "green"))
+    result = ops.switch(ctx)
+    assert isinstance(result, OperationResult)
+    (commit,) = a.sent(COMMIT)
+    assert re.search(STAGE, commit) and commit.index(".bg-tmp") < commit.index("old-workers:")
+    assert not [s for s in a.sent(STAGE) if s is not commit]  # no separate stage round trip
+    assert a.model.serving == "blue" and a.commands_run == 3  # lock, stage + reload, finish
+
+
+def test_a_single_host_switch_rejected_by_nginx_reloads_nothing() -> None:
+    cfg = make_config()
+    ctx, (a,) = fleet(cfg, ("a",), state=deployed("2.0.0", "green", idle="1.0.0"),
+                      alive=("blue", "green"))
+    a.nginx_test_exit = 1
+    with pytest.raises(SwitchError) as info:
+        ops.switch(ctx)
+    assert "nginx rejected the new upstream" in info.value.message
+    assert "fake test failure" in info.value.detail
+    assert a.model.reloads == 0 and a.model.staged is None
+    assert a.model.serving == "green" and a.upstream_slot == "green" and a.model.lock is None
+    assert journal_outcomes(a, "switch") == ["intent", "aborted"]

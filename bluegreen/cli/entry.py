@@ -3,6 +3,8 @@ options) and run it, mapping what escapes to exit codes."""
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 from typing import Any
 
@@ -15,9 +17,44 @@ from bluegreen.cli.options import GlobalOptions, install
 from bluegreen.errors import BgError, ConfigError, ExitCode
 
 
-def build() -> Any:
-    """The click command tree with the global options on every command."""
-    return install(typer.main.get_command(app))
+def build(args: list[str] | None = None) -> Any:
+    """The click command tree with the global options on every command. Given the command
+    line, only the command it names is built (each command costs Typer a signature walk):
+    the whole tree for help, completion, or a word that names no command."""
+    return install(typer.main.get_command(_only(args) or app))
+
+
+# Global options that take a value: their value is not the command word.
+_VALUED = frozenset({"-c", "--config", "-t", "--target"})
+
+
+def command_word(args: list[str]) -> str | None:
+    """The command ``args`` name (the first word that is neither an option nor a value)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--":
+            return None
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _only(args: list[str] | None) -> typer.Typer | None:
+    if args is None or "--help" in args or any(k.endswith("_COMPLETE") for k in os.environ):
+        return None
+    word = command_word(args)
+    named = [c for c in app.registered_commands if word is not None and word == (
+        c.name or typer.main.get_command_name(getattr(c.callback, "__name__", "")))]
+    groups = [g for g in app.registered_groups if word is not None and g.name == word]
+    if not named and not groups:
+        return None
+    only = copy.copy(app)
+    only.registered_commands, only.registered_groups = named, groups
+    return only
 
 
 def run_main(argv: list[str] | None = None) -> None:
@@ -28,7 +65,7 @@ def run_main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     try:
-        group = build()
+        group = build(args)
         rv = group.main(args=args, prog_name="bg", standalone_mode=False)
     except ClickException as exc:  # bad command line: nothing was touched
         if as_json:

@@ -102,6 +102,11 @@ def install(root: Any) -> Any:
     for p in globals_:
         # Shown in a panel of their own in every command's help.
         p.rich_help_panel = "Global options"
+    for group in _groups(root):  # `bg lock --json status`: options between group and command
+        names = {p.name for p in group.params}
+        added = [p for p in globals_ if p.name not in names]
+        group.params.extend(added)
+        group.invoke = _before_invoke(group.invoke, tuple(p.name for p in added))
     for cmd in _leaves(root):
         taken = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
         names = {p.name for p in cmd.params}
@@ -124,6 +129,32 @@ def _leaves(group: Any) -> list[Any]:
         else:
             out.append(cmd)
     return out
+
+
+def _groups(group: Any) -> list[Any]:
+    """The groups below ``group`` (``lock``), at any depth."""
+    out = []
+    for cmd in getattr(group, "commands", {}).values():
+        if hasattr(cmd, "commands"):
+            out += [cmd, *_groups(cmd)]
+    return out
+
+
+def _before_invoke(invoke: Callable[[Any], Any], added: tuple[str, ...]
+                   ) -> Callable[[Any], Any]:
+    """A group's copy of the global options counts as typed before the command."""
+    def merged(ctx: Any) -> Any:
+        given = {name: ctx.params.pop(name, None) for name in added}
+        before = dict(ctx.meta.get(_BEFORE, {}))
+        for name, value in given.items():
+            if name == "verbose":
+                before[name] = int(before.get(name) or 0) + int(value or 0)
+            elif value is not None and value is not False:
+                before[name] = value
+        ctx.meta[_BEFORE] = before
+        return invoke(ctx)
+
+    return merged
 
 
 def _patch_help_option(cmd: Any) -> None:

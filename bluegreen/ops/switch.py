@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -64,9 +65,15 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
     session.record("switch", "intent", (*step.hosts, *step.lbs), slots=dict(step.slots))
     if step.lbs:
         lbtier.check_reach(ctx, step.slots, nginx_hosts)
-    with ctx.step(f"nginx test (stage upstream -> {slots_label(step.slots)})"):
+    # One nginx host has nothing to be all-or-nothing with: its stage and test ride the
+    # round trip that reloads (the script stops before the reload when the test fails).
+    merged = len(nginx_hosts) == 1 and nginx_hosts[0].name not in progress.staged
+    rejected: list[str] = []
+    with contextlib.nullcontext() if merged else ctx.step(
+            f"nginx test (stage upstream -> {slots_label(step.slots)})"):
         try:
-            ctx.each(do_prepare, "nginx test", nginx_hosts)
+            if not merged:
+                ctx.each(do_prepare, "nginx test", nginx_hosts)
             failpoint("staged")
         except BaseException as exc:
             if isinstance(exc, BgError):
@@ -78,10 +85,21 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
 
     def commit_one(host: Host) -> None:
         slot = rendered[host.name][1]
+        script = nginx.commit_script(config)
+        if merged:
+            prepared.append(host)
+            script = lines(nginx.stage_script(config, rendered[host.name][0]), script)
         reloaded.append(host)  # a connection lost mid-reload may have reloaded: undo it too
-        result = session.run(host, nginx.commit_script(config))
+        result = session.run(host, script)
         if not result.ok:
             reloaded.remove(host)  # the reload failed: nginx kept its old configuration
+        if merged and result.exit_code == ScriptExit.NGINX_TEST_FAILED:
+            rejected.append(host.name)
+            raise SwitchError(
+                f"{host.name}: nginx rejected the new upstream ({config.nginx.test_command});"
+                " nothing was reloaded",
+                detail=result.output,
+            )
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
@@ -104,7 +122,8 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
             raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
 
     masters: dict[str, str] = {}  # how each host's nginx master was found (for the drain)
-    with ctx.step(f"switch nginx -> {slots_label(step.slots)} (reload, confirm)") as note:
+    title = f"switch nginx -> {slots_label(step.slots)} (reload, confirm)"
+    with ctx.step(("stage, nginx test, " if merged else "") + title) as note:
         try:
             ctx.each(do_commit, "switch", nginx_hosts)
             failpoint("reloaded")
@@ -115,7 +134,10 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
                         " the old slot's port to go quiet")
         except BaseException as exc:
             restored = abort(reloaded)
-            session.record("switch", "restored", step.hosts)
+            if rejected and not reloaded:
+                session.record("switch", "aborted", step.hosts, reason="nginx test")
+            else:
+                session.record("switch", "restored", step.hosts)
             if isinstance(exc, BgError):
                 exc.detail += restored
             raise
