@@ -513,3 +513,19 @@ def test_a_single_host_switch_rejected_by_nginx_reloads_nothing() -> None:
     assert a.model.reloads == 0 and a.model.staged is None
     assert a.model.serving == "green" and a.upstream_slot == "green" and a.model.lock is None
     assert journal_outcomes(a, "switch") == ["intent", "aborted"]
+
+
+def test_an_undone_switch_drains_the_workers_it_abandoned_before_stopping(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restoring reload leaves workers of the new configuration behind, still proxying
+    to the new slot: the undo waits for them before it stops that slot."""
+    monkeypatch.setattr(nginx, "confirm", functools.partial(nginx.confirm, timeout=0.2))
+    ctx, (_, b) = two_hosts()
+    b.old_workers = [4242]
+    b.probe = lambda request: httpx.Response(200, headers={
+        nginx.SLOT_HEADER: "blue", nginx.APP_HEADER: "hello"})
+    with pytest.raises(SwitchError):
+        deploy(ctx, tmp_path)
+    (stop,) = [s for s in b.sent(r"rm -f /srv/hello/run/green\.pid") if "4242" in s]
+    assert stop.index("for p in 4242") < stop.index("kill -TERM")
+    assert b.model.serving == "blue" and "green" not in b.model.alive

@@ -173,7 +173,10 @@ def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,
     if isinstance(error, BgError):
         try:
             with _no_interrupt():
-                steps.stop_started(ctx, session, progress)
+                if ctx.lbs and progress.abandoned:  # the LBs' workers proxy to the slots
+                    lbtier.drain(ctx, session.hosts(ctx.target.lbs), session.run,
+                                 progress.abandoned)
+                steps.stop_started(ctx, session, progress, drain=progress.abandoned)
         except BgError as more:
             error.attach(more)
         for cmd in ctx.config.hooks.on_failure:

@@ -18,6 +18,9 @@ class Progress:
     staged: set[str] = field(default_factory=set)  # hosts whose new upstream passed the test
     switched: bool = False
     old_workers: dict[str, list[int]] = field(default_factory=dict)
+    # host -> nginx workers a restoring reload left behind, still proxying to the new slot
+    # (drained before an undo stops it); None until a switch was undone with a reload
+    abandoned: dict[str, list[int]] | None = None
 
 
 class FailpointFn:

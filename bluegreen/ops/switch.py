@@ -51,10 +51,15 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
 
     def abort(reload_too: list[Host]) -> str:
         undo = nginx.abort_script(config)
+        if reload_too:
+            progress.abandoned = {}
 
         def one(host: Host) -> None:
-            script = lines(undo, config.nginx.reload_command if host in reload_too else "")
-            check(session.run(host, script), "restoring the previous nginx upstream", host)
+            reload = nginx.reload_script(config) if host in reload_too else ""
+            result = check(session.run(host, lines(undo, reload)),
+                           "restoring the previous nginx upstream", host)
+            if reload and progress.abandoned is not None:
+                progress.abandoned[host.name] = nginx.parse_old_workers(result.stdout)
 
         try:
             ctx.each(one, "restore", list(prepared))
