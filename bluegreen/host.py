@@ -22,9 +22,7 @@ import functools
 import os
 import shlex
 import socket
-import ssl
 import subprocess
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +32,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bluegreen.errors import CommandError, HostError
 from bluegreen.probe import Answer, Stream, http_get, via_httpx
 
-if TYPE_CHECKING:  # imported where used: `bg status` and `bg switch` never need it
+if TYPE_CHECKING:  # imported where used: `bg status` and `bg switch` never need them
+    import ssl
+
     import httpx
 
 
@@ -181,6 +181,8 @@ class LocalHost:
             self._tick()
         target = Path(path)
         try:
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             try:
                 os.fchmod(fd, mode)
@@ -211,12 +213,29 @@ class LocalHost:
 
 
 def _connect(address: str, port: int, timeout: float) -> Stream:
+    # An IP literal (every probe bg makes) connects without getaddrinfo, whose IDNA
+    # encoding of the name would import ~10 ms of codecs into `bg status`.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, address)
+        except OSError:
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((address, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     return socket.create_connection((address, port), timeout=timeout)
 
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """Loading the CA bundle costs ~25 ms: once per process, not per transport."""
+    import ssl
+
     return ssl.create_default_context()
 
 

@@ -37,7 +37,7 @@ from bluegreen.drain import reload_script as reload_script
 from bluegreen.errors import ConfigError
 from bluegreen.probe import Answer, ProbeError, Prober
 from bluegreen.resources import resource_dir
-from bluegreen.shell import ScriptExit, q
+from bluegreen.shell import ScriptExit, q, remove_files
 from bluegreen.state import now_iso
 
 if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need neither
@@ -249,7 +249,7 @@ def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0) -
 def discard_backup_script(config: Config) -> str:
     """The switch is recorded: its backup file must not be mistaken for an interrupted one."""
     f = files(config)
-    return f"rm -f {q(f.backup)} {q(f.staged)}"
+    return remove_files(f.backup, f.staged)
 
 
 def stage_script(config: Config, content: str) -> str:
@@ -293,7 +293,7 @@ mv -f {staged} {live}
 def discard_staged_script(config: Config) -> str:
     """Drop a staged upstream that will not be committed (a failed or interrupted start)."""
     f = files(config)
-    return f"rm -f {q(f.staged)} {q(f.staged + '.held')}"
+    return remove_files(f.staged, f.staged + ".held")
 
 
 def _judge(r: Answer, url: str, slot: str, port: int | None, app: str, *, ours: bool

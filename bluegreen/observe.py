@@ -9,14 +9,14 @@ nginx serves for the idle one.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bluegreen.config import SLOTS
 from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
-from bluegreen.shell import q
+from bluegreen.shell import cat_file, q
 
 _SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock")
 
@@ -35,7 +35,7 @@ class Observation:
 
 def new_marker() -> str:
     """A section marker no file on the host can contain by accident."""
-    return "@@bg-" + secrets.token_hex(8)
+    return "@@bg-" + os.urandom(8).hex()
 
 
 def observe_script(
@@ -51,13 +51,13 @@ def observe_script(
     def head(name: str) -> str:
         return f"echo {q(marker + ' ' + name)}"
 
-    # `cat FILE && echo`: the echo ends the file's last line, so the next marker always
-    # starts a line of its own; an absent file prints nothing at all.
-    parts = [head("state"), f"cat {q(paths.state)} 2>/dev/null && echo"]
+    # `cat FILE && echo` (in builtins): the echo ends the file's last line, so the next
+    # marker always starts a line of its own; an absent file prints nothing at all.
+    parts = [head("state"), f"{cat_file(paths.state)} && echo"]
     if upstream_file:
-        parts += [head("upstream"), f"cat {q(upstream_file)} 2>/dev/null && echo"]
+        parts += [head("upstream"), f"{cat_file(upstream_file)} && echo"]
     if backup_file:
-        parts += [head("backup"), f"cat {q(backup_file)} 2>/dev/null && echo"]
+        parts += [head("backup"), f"{cat_file(backup_file)} && echo"]
     parts.append(head("links"))
     for slot in SLOTS:
         parts.append(f"printf '%s %s\\n' {slot} \"$(readlink {q(paths.slot(slot))} 2>/dev/null)\"")
@@ -66,8 +66,10 @@ def observe_script(
         parts.append(f"( {script}\n) >/dev/null 2>&1 && echo {slot}")
     if version is not None:
         parts += [head("release"), probe_script(paths, version)]
-    parts += [head("env"), f"sha256sum {q(paths.env_file)} 2>/dev/null | cut -c1-64"]
-    parts += [head("lock"), f"cat {q(paths.lock + '/holder.json')} 2>/dev/null && echo"]
+    env = q(paths.env_file)
+    parts += [head("env"), f"[ ! -f {env} ] || sha256sum {env} 2>/dev/null"
+                           " | { read -r h _ && echo \"$h\"; }"]
+    parts += [head("lock"), f"{cat_file(paths.lock + '/holder.json')} && echo"]
     parts.append("true")
     return "\n".join(parts)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bluegreen.layout import Layout
-from bluegreen.shell import ScriptExit, lines, q, safe_token
+from bluegreen.shell import ScriptExit, cat_file, lines, q, safe_token
 
 SHA_FILE = ".bg-sha256"
 
@@ -18,7 +18,10 @@ SHA_FILE = ".bg-sha256"
 def layout_script(paths: Layout) -> str:
     """Create the host layout (idempotent); ``shared`` holds secrets, so it is 0700."""
     dirs = " ".join(q(d) for d in paths.directories)
-    return f"umask 022; mkdir -p {dirs} && chmod 700 {q(paths.shared)}"
+    there = " && ".join(f"[ -d {q(d)} ]" for d in paths.directories)
+    # Usually all there: test with builtins before forking mkdir.
+    return (f"umask 022; {{ {there}; }} || mkdir -p {dirs}; [ -d {q(paths.shared)} ]"
+            f" && chmod 700 {q(paths.shared)}")
 
 
 def sha_path(paths: Layout, version: str) -> str:
@@ -27,7 +30,7 @@ def sha_path(paths: Layout, version: str) -> str:
 
 def probe_script(paths: Layout, version: str) -> str:
     """Print the recorded sha256 of ``releases/<version>`` (nothing when absent)."""
-    return f"cat {q(sha_path(paths, version))} 2>/dev/null || true"
+    return f"{cat_file(sha_path(paths, version))} || true"
 
 
 def upload_path(paths: Layout, version: str) -> str:
@@ -136,8 +139,9 @@ def upstream_install_script(upstream_file: str, initial_upstream: str) -> str:
 def clean_uploads_script(paths: Layout) -> str:
     """Remove upload leftovers (temporary files of a transfer cut off, tarballs never
     extracted); run under the lock, so no transfer of ours is under way."""
-    return (f"find {q(paths.uploads)} -maxdepth 1 -type f"
-            " \\( -name '.*.tmp' -o -name '*.tar.gz' \\) -delete 2>/dev/null || true")
+    up = q(paths.uploads)
+    return (f"for f in {up}/.*.tmp {up}/*.tar.gz; do"
+            ' if [ -f "$f" ]; then rm -f "$f"; fi; done')
 
 
 def point_slot_script(paths: Layout, slot: str, version: str) -> str:

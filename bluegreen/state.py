@@ -256,7 +256,8 @@ def lock_script(paths: Layout, holder: dict[str, Any]) -> str:
     lock = q(paths.lock)
     info = q(json.dumps(holder, sort_keys=True))
     return (
-        f"umask 022; mkdir -p {q(paths.bg)} && if mkdir {lock} 2>/dev/null; then "
+        f"umask 022; {{ [ -d {q(paths.bg)} ] || mkdir -p {q(paths.bg)}; }}"
+        f" && if mkdir {lock} 2>/dev/null; then "
         f"printf '%s\\n' {info} > {lock}/holder.json; "
         f"else cat {lock}/holder.json 2>/dev/null; exit {LOCKED_EXIT}; fi"
     )

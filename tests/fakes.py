@@ -321,8 +321,8 @@ class FakeHost:
             parts.append(f"{slot} {'../releases/' + target if target else ''}\n")
         parts.append(f"{marker} alive\n")
         parts.extend(f"{slot}\n" for slot in SLOTS if slot in m.alive)
-        release = re.search(r"cat '?" + re.escape(self.paths.releases) + r"/([^/]+)/\.bg-sha256",
-                            script)
+        release = re.search(r"(?:cat |< )'?" + re.escape(self.paths.releases)
+                            + r"/([^/]+)/\.bg-sha256", script)
         if f"{marker} release" in script:
             parts.append(f"{marker} release\n")
             if release and release.group(1) in m.releases:

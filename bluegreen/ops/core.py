@@ -10,7 +10,6 @@ import importlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -146,6 +145,8 @@ class Context:
             except BgError as exc:
                 errors[hosts[0].name] = exc
         else:
+            from concurrent.futures import ThreadPoolExecutor  # one host runs inline
+
             workers = max(1, min(self.target.parallel, len(hosts)))
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bg-host")
             try:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bluegreen import artifact as artifacts
 from bluegreen import nginx
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
@@ -110,6 +109,8 @@ def _all_slots(state: HostState) -> set[str]:
 
 def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
            dry_run: bool = False) -> OperationResult | DryRun:
+    from bluegreen import artifact as artifacts  # a switch or rollback never reads one
+
     prefetch("jinja2", "httpx", "tenacity")
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:

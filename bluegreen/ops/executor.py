@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from bluegreen.artifact import Artifact
 from bluegreen.config import warnings
 from bluegreen.errors import (
     BgError,
@@ -39,6 +39,9 @@ from bluegreen.ops.progress import FailpointFn, Progress
 from bluegreen.ops.session import Session
 from bluegreen.shell import lines
 from bluegreen.state import write_state_script
+
+if TYPE_CHECKING:  # a switch or rollback never reads a tarball
+    from bluegreen.artifact import Artifact
 
 BOUNDARIES = ("locked", "uploaded", "healthy", "staged", "reloaded", "switched", "finished")
 

@@ -8,11 +8,10 @@ undoes what earlier steps did. Shell comes from the engine's builders only.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.artifact import Artifact
 from bluegreen.drain import drain_noted_script
 from bluegreen.errors import (
     ArtifactError,
@@ -43,6 +42,9 @@ from bluegreen.releases import (
 from bluegreen.shell import ScriptExit, guard, lines, subshell
 from bluegreen.state import write_state_script
 
+if TYPE_CHECKING:  # a switch or rollback never reads a tarball
+    from bluegreen.artifact import Artifact
+
 # ----------------------------------------------------------------------------- upload
 
 
@@ -51,6 +53,8 @@ def upload(ctx: Context, session: Session, step: Upload) -> None:
     on the stdin of the round trip that extracts and starts it (:func:`boot`)."""
     env = ctx.config.app.env_file
     if env is not None and step.env_hosts:
+        import hashlib
+
         data = env.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         stale = tuple(h for h in step.env_hosts if session.observed[h].env_sha != digest)
