@@ -324,12 +324,14 @@ def report(m: dict[str, Any]) -> list[dict[str, Any]]:
         eboot = median(m["elixir_boot_s"])
         rows.append(("Elixir deploy - release boot", median(m["elixir_deploy_s"]) - eboot,
                      "release boot", eboot, TARGETS["elixir"]))
-    if "fleet_16_s" in m:
-        one = median(m["fleet_1_s"])
-        rows.append(("16 hosts / 1 host (deploy wall)", median(m["fleet_16_s"]) / one,
-                     "1 host (s)", one, TARGETS["fleet"]))
-    return [{"figure": f, "value": v, "floor_name": fn, "floor": fl, "ratio": v / fl,
-             "target": t, "met": v <= t} for f, v, fn, fl, t in rows]
+    out = [{"figure": f, "value": v, "floor_name": fn, "floor": fl, "ratio": v / fl,
+            "target": t, "met": v <= t} for f, v, fn, fl, t in rows]
+    if "fleet_16_s" in m:  # its target is a ratio: 16 hosts within 2x the time of 1 host
+        one, sixteen = median(m["fleet_1_s"]), median(m["fleet_16_s"])
+        out.append({"figure": "bg deploy, 16 SSH hosts", "value": sixteen,
+                    "floor_name": "1 host", "floor": one, "ratio": sixteen / one,
+                    "target": f"{TARGETS['fleet']:g}x", "met": sixteen / one <= TARGETS["fleet"]})
+    return out
 
 
 def main() -> int:

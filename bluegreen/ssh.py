@@ -23,6 +23,7 @@ import posixpath
 import secrets
 import select
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -290,6 +291,7 @@ class SshHost:
                 raise HostError(f"{self.name}: cannot connect over SSH: {why}") from exc
             transport = self._conn.transport
             transport.set_keepalive(_KEEPALIVE_SECONDS)
+            _no_delay(transport)
             return transport
 
     def _endpoint(self) -> tuple[str, int]:
@@ -328,6 +330,16 @@ class SshHost:
                     raise
             except FileNotFoundError as exc:
                 raise HostError(f"{self.name}: cannot write {path}: {describe_error(exc)}") from exc
+
+
+def _no_delay(transport: paramiko.Transport) -> None:
+    """TCP_NODELAY on the connection, as OpenSSH sets for interactive sessions: bg's
+    exchanges are small request/answer pairs (a script, an HTTP probe), which Nagle's
+    algorithm would hold back for the peer's delayed ACK, ~40 ms each time."""
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):  # not a ProxyCommand or a jump host's channel
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _BytesReader:
