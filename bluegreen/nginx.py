@@ -16,6 +16,7 @@ start with a dot, which nginx's ``include *.conf`` glob never matches.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import time
@@ -62,24 +63,32 @@ def files(config: Config) -> UpstreamFiles:
 
 
 def _template(config: Config) -> jinja2.Template:
+    if config.nginx.template is not None:
+        return _load_template(str(config.nginx.template.parent), config.nginx.template.name)
+    return _load_template(str(resource_dir("templates")), "upstream.conf.j2")
+
+
+def _load_template(directory: str, name: str) -> jinja2.Template:
     import jinja2
 
-    if config.nginx.template is not None:
-        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(config.nginx.template.parent))
-        name = config.nginx.template.name
-    else:
-        loader = jinja2.FileSystemLoader(str(resource_dir("templates")))
-        name = "upstream.conf.j2"
-    env = jinja2.Environment(
-        loader=loader,
+    try:
+        return _environment(directory).get_template(name)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"nginx template {name}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(directory: str) -> jinja2.Environment:
+    """One per template directory and process: a deploy renders per host and per phase,
+    and the environment keeps each compiled template (reloaded when the file changes)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
-    try:
-        return env.get_template(name)
-    except jinja2.TemplateError as exc:
-        raise ConfigError(f"nginx template {name}: {exc}") from exc
 
 
 @dataclass(frozen=True)
