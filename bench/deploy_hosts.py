@@ -55,6 +55,12 @@ def bg(config: Path, *args: str) -> dict[str, Any]:
 
 def app_boot_seconds(workdir: Path, runs: int = 5) -> float:
     """Median time from spawning the sample app to its first 200 on /health."""
+    return statistics.median(app_boot_samples(workdir, runs))
+
+
+def app_boot_samples(workdir: Path, runs: int, every: float = 0.005) -> list[float]:
+    """Spawn the sample app ``runs`` times; each time until its first 200 on /health,
+    asked every ``every`` seconds."""
     import tarfile
 
     art = build_sample(workdir / "boot", "0.0.1")
@@ -77,14 +83,14 @@ def app_boot_seconds(workdir: Path, runs: int = 5) -> float:
                         if b" 200 " in c.recv(64):
                             break
                 except OSError:
-                    time.sleep(0.005)
+                    time.sleep(every)
                 if time.monotonic() - started > 10:
                     raise SystemExit("sample app did not boot in 10 s")
             times.append(time.monotonic() - started)
         finally:
             proc.terminate()
             proc.wait()
-    return statistics.median(times)
+    return times
 
 
 def measure(sizes: list[int], deploys: int, workdir: Path) -> list[dict[str, Any]]:

@@ -31,7 +31,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -106,33 +105,9 @@ def median(samples: list[float]) -> float:
 
 def app_boot(workdir: Path, runs: int) -> list[float]:
     """Spawn the sample app and wait for its first 200 on /health, ``runs`` times."""
-    art = build_sample(workdir / "boot", "0.0.1")
-    rel = workdir / "boot" / "rel"
-    with tarfile.open(art) as tar:
-        tar.extractall(rel, filter="data")
-    times = []
-    for _ in range(runs):
-        port = free_port()
-        started = time.perf_counter()
-        deadline = time.monotonic() + 10
-        proc = subprocess.Popen([str(rel / "bin" / "server")], env={**os.environ,
-                                "PORT": str(port)}, stdout=subprocess.DEVNULL)
-        try:
-            while True:
-                try:
-                    r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    if r.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the sample app did not answer /health in 10 s")
-                time.sleep(0.002)
-            times.append(time.perf_counter() - started)
-        finally:
-            proc.terminate()
-            proc.wait()
-    return times
+    from deploy_hosts import app_boot_samples
+
+    return app_boot_samples(workdir, runs, every=0.002)
 
 
 class Local:

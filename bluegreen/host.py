@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bluegreen.errors import CommandError, HostError
-from bluegreen.probe import Answer, Stream, http_get, via_httpx
+from bluegreen.probe import Answer, Stream, ask
 
 if TYPE_CHECKING:  # imported where used: `bg status` and `bg switch` never need them
     import ssl
@@ -204,9 +204,8 @@ class LocalHost:
 
     def http_probe(self, url: str, *, timeout: float,
               headers: Mapping[str, str] | None = None) -> Answer:
-        if url.startswith("https:"):
-            return via_httpx(self.http_transport(), url, timeout=timeout, headers=headers)
-        return http_get(_connect, url, timeout=timeout, headers=headers)
+        return ask(url, connect=_connect, transport=self.http_transport, timeout=timeout,
+                   headers=headers)
 
     def close(self) -> None:
         pass

@@ -46,7 +46,6 @@ if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need ne
 
 
 SLOT_HEADER = "X-BG-Slot"
-TEST_FAILED_EXIT = 74
 
 
 @dataclass(frozen=True)
@@ -139,23 +138,6 @@ def render_upstream(config: Config, *, slot: str, version: str,
     if "\x00" in text:
         raise ConfigError("nginx template rendered a NUL byte")
     return text
-
-
-def prepare_script(config: Config, content: str) -> str:
-    """Stage, keep the old file, swap, test; on a failed test put the old file back."""
-    f = files(config)
-    live, staged, backup = q(f.live), q(f.staged), q(f.backup)
-    return f"""set -e
-mkdir -p {q(posixpath.dirname(f.live))}
-printf '%s' {q(content)} > {staged}
-if [ -f {live} ]; then cp -p {live} {backup}; else rm -f {backup}; fi
-mv -f {staged} {live}
-if ! out=$( ({config.nginx.test_command}) 2>&1 ); then
-  if [ -f {backup} ]; then mv -f {backup} {live}; else rm -f {live}; fi
-  printf '%s\\n' "$out"
-  exit {TEST_FAILED_EXIT}
-fi
-"""
 
 
 def abort_script(config: Config) -> str:

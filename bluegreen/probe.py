@@ -127,6 +127,15 @@ def parse_head(head: bytes, where: str) -> Answer:
     return Answer(int(code), found)
 
 
+def ask(url: str, *, connect: Connect, transport: Callable[[], httpx.BaseTransport],
+        timeout: float, headers: Mapping[str, str] | None = None) -> Answer:
+    """What a host's ``http_probe`` does: ``http://`` over ``connect``, ``https://``
+    through the host's httpx ``transport`` (TLS is httpx's job)."""
+    if url.startswith("https:"):
+        return via_httpx(transport(), url, timeout=timeout, headers=headers)
+    return http_get(connect, url, timeout=timeout, headers=headers)
+
+
 def via_httpx(transport: httpx.BaseTransport, url: str, *, timeout: float,
               headers: Mapping[str, str] | None = None) -> Answer:
     """The same question through an httpx transport (https, and test doubles)."""

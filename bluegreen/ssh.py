@@ -46,8 +46,14 @@ from bluegreen.hostkeys import (
     unknown_key_error,
 )
 from bluegreen.hostspec import SshTarget, parse_host_spec
-from bluegreen.probe import Answer, ProbeError, Stream, http_get, via_httpx
-from bluegreen.ssh_http import ChannelBackend, SshHttpTransport, describe_error
+from bluegreen.probe import Answer, ProbeError, Stream, ask
+from bluegreen.ssh_http import (
+    ChannelBackend,
+    ChannelOpenError,
+    SshHttpTransport,
+    describe_error,
+    open_direct_tcpip,
+)
 
 # Importers of the names that moved to hostspec/hostkeys keep working.
 __all__ = ["HostKeyPolicy", "SshHost", "SshTarget", "fingerprint", "parse_host_spec"]
@@ -226,21 +232,16 @@ class SshHost:
 
     def http_probe(self, url: str, *, timeout: float,
               headers: Mapping[str, str] | None = None) -> Answer:
-        if url.startswith("https:"):
-            return via_httpx(self.http_transport(), url, timeout=timeout, headers=headers)
-        return http_get(self._channel, url, timeout=timeout, headers=headers)
+        return ask(url, connect=self._channel, transport=self.http_transport,
+                   timeout=timeout, headers=headers)
 
     def _channel(self, address: str, port: int, timeout: float) -> Stream:
         """A direct-tcpip channel: a TCP connection the host's sshd opens."""
-        transport = self._ensure_open()
-        where = f"{address}:{port} on {self.name}"
         try:
-            channel: Stream = transport.open_channel(
-                "direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=timeout)
-        except paramiko.ChannelException as exc:
-            raise ProbeError(f"cannot connect to {where}: {exc.text}") from exc
-        except paramiko.SSHException as exc:
-            raise ProbeError(f"cannot connect to {where}: {exc}") from exc
+            channel: Stream = open_direct_tcpip(self._ensure_open(), self.name, address, port,
+                                                timeout)
+        except ChannelOpenError as exc:
+            raise ProbeError(str(exc)) from exc
         return channel
 
     def close(self) -> None:

@@ -28,6 +28,32 @@ def describe_error(exc: BaseException) -> str:
 # -- HTTP through direct-tcpip channels -------------------------------------------------
 
 
+class ChannelOpenError(Exception):
+    """The host's sshd did not open the TCP connection (``timed_out``: it timed out)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def open_direct_tcpip(transport: paramiko.Transport, name: str, host: str, port: int,
+                      timeout: float | None) -> paramiko.Channel:
+    """A TCP connection to ``host:port`` opened by the sshd of host ``name``."""
+    where = f"{host}:{port} on {name}"
+    try:
+        return transport.open_channel(
+            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+        )
+    except paramiko.ChannelException as exc:
+        raise ChannelOpenError(f"cannot connect to {where}: {exc.text}") from exc
+    except paramiko.SSHException as exc:
+        if "Timeout" in str(exc):
+            raise ChannelOpenError(f"timed out connecting to {where}", timed_out=True) from exc
+        raise ChannelOpenError(f"cannot connect to {where}: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise ChannelOpenError(f"cannot connect to {where}: {describe_error(exc)}") from exc
+
+
 class _ChannelStream(httpcore.NetworkStream):
     def __init__(self, channel: paramiko.Channel, address: tuple[str, int]) -> None:
         self._channel = channel
@@ -89,21 +115,11 @@ class ChannelBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        transport = self._open_transport()
-        where = f"{host}:{port} on {self._name}"
         try:
-            channel = transport.open_channel(
-                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
-            )
-        except paramiko.ChannelException as exc:
-            raise httpcore.ConnectError(f"cannot connect to {where}: {exc.text}") from exc
-        except paramiko.SSHException as exc:
-            if "Timeout" in str(exc):
-                raise httpcore.ConnectTimeout(f"timed out connecting to {where}") from exc
-            raise httpcore.ConnectError(f"cannot connect to {where}: {exc}") from exc
-        except (OSError, EOFError) as exc:
-            why = describe_error(exc)
-            raise httpcore.ConnectError(f"cannot connect to {where}: {why}") from exc
+            channel = open_direct_tcpip(self._open_transport(), self._name, host, port, timeout)
+        except ChannelOpenError as exc:
+            error = httpcore.ConnectTimeout if exc.timed_out else httpcore.ConnectError
+            raise error(str(exc)) from exc
         return _ChannelStream(channel, (host, port))
 
     def connect_unix_socket(

@@ -180,7 +180,6 @@ def scripts_for(cfg: Config, root: str, upstream: str, pid_file: str, version: s
     elixir = ElixirRunner(paths, cfg.app)
     systemd = SystemdRunner(paths, cfg.app)
     scripts = {
-        "nginx.prepare": nginx.prepare_script(cfg, f"# {version}\n"),
         "nginx.abort": nginx.abort_script(cfg),
         "nginx.discovery": nginx.master_discovery_script(cfg),
         "nginx.reload": nginx.reload_script(cfg),

@@ -15,6 +15,7 @@ from bluegreen.errors import ArtifactError, ConfigError, StateError
 from bluegreen.health import wait_healthy
 from bluegreen.layout import Layout
 from bluegreen.runners import CommandRunner
+from bluegreen.shell import ScriptExit
 from bluegreen.state import HostState
 
 pytestmark = pytest.mark.unit
@@ -58,7 +59,7 @@ def test_broken_template_is_config_error(tmp_path: Path) -> None:
         nginx.render_upstream(cfg, slot="blue", version="1")
 
 
-def test_prepare_script_restores_on_failed_test(tmp_path: Path) -> None:
+def test_stage_script_restores_on_failed_test(tmp_path: Path) -> None:
     up = tmp_path / "up.conf"
     up.write_bytes(b"old contents\n\x01")
     cfg = config.parse(
@@ -68,8 +69,8 @@ def test_prepare_script_restores_on_failed_test(tmp_path: Path) -> None:
         },
         tmp_path / "bluegreen.toml",
     )
-    result = subprocess.run(["sh", "-c", nginx.prepare_script(cfg, "new")], capture_output=True)
-    assert result.returncode == nginx.TEST_FAILED_EXIT
+    result = subprocess.run(["sh", "-c", nginx.stage_script(cfg, "new")], capture_output=True)
+    assert result.returncode == ScriptExit.NGINX_TEST_FAILED
     assert b"boom" in result.stdout
     assert up.read_bytes() == b"old contents\n\x01"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["up.conf"]

@@ -30,7 +30,7 @@ from bluegreen.errors import (
 )
 from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
-from bluegreen.ops import lbtier, steps
+from bluegreen.ops import steps
 from bluegreen.ops import switch as switching
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.hooks import run_hook
@@ -147,11 +147,8 @@ def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress,
         switching.switch(ctx, session,
                          Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
                          returned, FailpointFn(""))
-    if lbs and returned.old_workers:  # the LBs' old workers proxy to the slots to stop
-        lbtier.drain(ctx, session.hosts(lbs), session.run, returned.old_workers)
     progress.started = {h.host: h.slot for h in acting}
-    # nginx's workers from before the switch back still proxy to the new slots: each host
-    # waits for them (or, behind LBs, for the slot's port to go quiet) before stopping.
+    # nginx's workers from before the switch back still proxy to the new slots.
     steps.stop_started(ctx, session, progress, drain=returned.old_workers)
     undo = discard_backup_script(ctx.config)
     if recorded:
@@ -176,9 +173,6 @@ def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,
     if isinstance(error, BgError):
         try:
             with _no_interrupt():
-                if ctx.lbs and progress.abandoned:  # the LBs' workers proxy to the slots
-                    lbtier.drain(ctx, session.hosts(ctx.target.lbs), session.run,
-                                 progress.abandoned)
                 steps.stop_started(ctx, session, progress, drain=progress.abandoned)
         except BgError as more:
             error.attach(more)

@@ -115,19 +115,19 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         if not ctx.lbs:  # behind load balancers, nginx (and staging) is on the LBs only
             content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
             script = lines(script, nginx.stage_script(ctx.config, content))
-        ship = art is not None and host.name in step.extract
-        if ship and art is not None:
+        ship = art if art is not None and host.name in step.extract else None
+        if ship is not None:
             # The release rides this round trip's stdin: received, journaled (so a crash
             # during the start still leaves "upload ok" on the host), checked, extracted.
             head = session.journals[host.name].script()
-            session.record("upload", "ok", (host.name,), version=art.version,
-                           sha256=art.sha256)
-            script = lines(head, receive_script(ctx.paths, art.version),
+            session.record("upload", "ok", (host.name,), version=ship.version,
+                           sha256=ship.sha256)
+            script = lines(head, receive_script(ctx.paths, ship.version),
                            session.journals[host.name].script(),
-                           subshell(extract_script(ctx.paths, step.version, art.sha256),
+                           subshell(extract_script(ctx.paths, step.version, ship.sha256),
                                     or_exit=None) + " || exit $?", script)
         progress.started[host.name] = slot
-        result = session.run(host, script, stdin=art.path if ship and art else None)
+        result = session.run(host, script, stdin=ship.path if ship else None)
         if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
             raise SwitchError(
                 f"{host.name}: nginx rejected the new upstream ({ctx.config.nginx.test_command});"
@@ -196,11 +196,14 @@ def _gate(ctx: Context, session: Session, step: Boot, batch: list[str], label: s
 def stop_started(ctx: Context, session: Session, progress: Progress, *,
                  drain: Mapping[str, list[int]] | None = None) -> None:
     """Stop every slot this operation started and did not switch to. ``drain``: nginx's
-    workers from before a switch back (host -> pids), still proxying to those slots; each
-    host waits for its own to exit first."""
+    workers that a reload back (an undone or reverted switch) left behind, host -> pids,
+    still proxying to those slots: each nginx host waits for its own to exit first (behind
+    load balancers the LBs do, and each app host waits for the slot's port to go quiet)."""
     if not progress.started:
         return
     started, progress.started = dict(progress.started), {}
+    if drain and ctx.target.lbs:
+        lbtier.drain(ctx, session.hosts(ctx.target.lbs), session.run, drain)
 
     discard = nginx.discard_staged_script(ctx.config)
     timeout = ctx.config.switch.drain_timeout
@@ -233,17 +236,15 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         new = session.states[host.name].switched(step.slots[host.name],
                                                  step.versions[host.name])
         retire = step.retire.get(host.name)
+        old = progress.old_workers.get(host.name, [])
         script = lines(
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
             # A slot about to stop needs nginx's old workers gone. One kept running only needs
             # them to stop taking new connections (every new request then reaches the new
             # slot when bg returns); whatever stops it later drains it (_start_script).
-            drain_noted_script(progress.old_workers.get(host.name, []), timeout,
-                               port=ctx.config.slots[retire]) if retire else
-            drain_noted_script(progress.old_workers.get(host.name, []), timeout,
-                               accepting_only=True)
-            if progress.old_workers.get(host.name) else "",
+            drain_noted_script(old, timeout, port=ctx.config.slots[retire]) if retire
+            else drain_noted_script(old, timeout, accepting_only=True) if old else "",
             # The last moment the old slot can still take traffic back: is the new one alive?
             guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
                   "new-slot-died") if retire else "",

@@ -31,13 +31,8 @@ running() {
 SH_ALIVE = SH_RUNNING + r"""
 alive() {
   running "$1" || return 1
-  if [ -r /proc/self/stat ]; then
-    set -- "$1" $bg_st
-    [ "$5" = "$1" ]
-  else
-    set -- "$1" $bg_st
-    [ "$3" = "$1" ]
-  fi
+  set -- "$1" $bg_st  # /proc: state ppid pgrp session ...; ps: stat sid
+  if [ -r /proc/self/stat ]; then [ "$5" = "$1" ]; else [ "$3" = "$1" ]; fi
 }
 """
 
