@@ -198,6 +198,42 @@ def parse_old_workers(stdout: str) -> list[int]:
     return []
 
 
+def _quit_old_script(plist: str) -> str:
+    """Shell that tells the old workers ``plist`` to shut down gracefully (SIGQUIT) once a
+    newer worker of their master runs.
+
+    After a reload nginx's master starts the new workers, sleeps 100 ms (``ngx_msleep(100)``
+    "allow new processes to start") and only then sends the old ones SIGQUIT: until then
+    they keep accepting, so a switch that promises new requests reach the new slot, or a
+    drain that waits for them to exit, waits those 100 ms. SIGQUIT is the master's own
+    graceful shutdown: a worker stops accepting at once and finishes its requests; the
+    master's later SIGQUIT is a no-op and it marks them exiting before reaping, so none is
+    respawned. Sent only when a worker of a newer generation (a child of the same master
+    not in ``plist``) already runs, and only to processes titled ``nginx: worker process``:
+    never to the only workers there are (a reload nginx rejected) or a binary-upgrade
+    master. Without /proc's children list it sends nothing (the drain just waits longer).
+    """
+    return f"""m=
+for p in {plist}; do
+  s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
+  case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
+done
+kids=; [ -n "$m" ] && {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
+newer=
+for k in $kids; do
+  case " {plist} " in *" $k "*) continue;; esac
+  c=; {{ read -r c < /proc/$k/cmdline; }} 2>/dev/null
+  case "$c" in *"shutting down"*) ;; "nginx: worker process"*) newer=$k; break;; esac
+done
+if [ -n "$newer" ]; then
+  for p in {plist}; do
+    c=; {{ read -r c < /proc/$p/cmdline; }} 2>/dev/null
+    case "$c" in *"shutting down"*) ;; "nginx: worker process"*) kill -QUIT "$p" 2>/dev/null;; esac
+  done
+fi
+"""
+
+
 def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
                  accepting_only: bool = False) -> str:
     """Wait (on the host) until nginx's old workers exited; exit 1 on timeout.
@@ -216,7 +252,7 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
         done = ('c=; { read -r c < /proc/$p/cmdline; } 2>/dev/null\n'
                 '    case "$c" in *"shutting down"*) continue;; esac\n    '
                 if accepting_only else "")
-        return f"""i=0
+        return _quit_old_script(plist) + f"""i=0
 while :; do
   left=""
   for p in {plist}; do

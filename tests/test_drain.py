@@ -6,7 +6,9 @@ names no nginx (the issue measured 45 x 502 in that setup)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -145,6 +147,66 @@ def test_master_found_by_each_method(workspace: Workspace) -> None:
     assert len(workers) == workspace.nginx.workers
     for pid in workers:
         assert "nginx: worker" in Path(f"/proc/{pid}/cmdline").read_text()
+
+
+def _children(master: int) -> list[int]:
+    return [int(p) for p in
+            Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return "gone"
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie its (frozen) master has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+def test_old_workers_are_told_to_quit_once_a_newer_generation_runs(
+        workspace: Workspace) -> None:
+    """After a reload nginx's master sleeps 100 ms before it tells the old workers to quit;
+    the drain does it as soon as a newer worker runs. The master is frozen (SIGSTOP) once
+    the new workers exist, so only the drain can make the old workers exit. Before any
+    reload the same drain signals nobody: they are the only workers."""
+    master = workspace.nginx.master_pid()
+    assert master is not None
+    old = _children(master)
+    assert len(old) == workspace.nginx.workers
+
+    # no newer generation: nothing is signalled, the drain times out, the workers serve on
+    r = _sh(nginx.drain_script(old, 0.3, accepting_only=True))
+    assert r.returncode == 1 and "still draining" in r.stdout, r
+    assert _children(master) == old
+    assert all(_title(p) == "nginx: worker process" for p in old)
+
+    subprocess.run(workspace.nginx.argv("-s", "reload"), check=True)
+    deadline = time.monotonic() + 5
+    while not set(_children(master)) - set(old):
+        assert time.monotonic() < deadline, "nginx started no new workers"
+    os.kill(master, signal.SIGSTOP)
+    try:
+        # the master is frozen inside its 100 ms: the old workers still accept
+        assert all(_title(p) == "nginx: worker process" for p in old), \
+            [_title(p) for p in old]
+        started = time.monotonic()
+        r = _sh(nginx.drain_script(old, 10.0))
+        assert r.returncode == 0, r
+        assert time.monotonic() - started < 5
+        assert all(_exited(p) for p in old), [_title(p) for p in old]
+    finally:
+        os.kill(master, signal.SIGCONT)
+    # the master catches up: it respawns none of the workers that quit early
+    time.sleep(0.5)
+    kids = _children(master)
+    assert len(kids) == workspace.nginx.workers and not set(kids) & set(old), kids
+    assert all(_title(p) == "nginx: worker process" for p in kids)
 
 
 def test_no_master_found_is_reported(tmp_path: Path) -> None:
