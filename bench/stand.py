@@ -139,6 +139,7 @@ class Stand:
         self.root = self.workdir / "srv" / APP
         self.artifacts = self.workdir / "artifacts"
         self.boot_idle: list[float] = []
+        self.stop_idle: list[float] = []  # SIGTERM to exit, idle (measure_boot)
         # The stop/start baseline's release, which serves until ``cleanup``.
         self.single_release: tuple[subprocess.Popen[bytes], Path] | None = None
         self._built: dict[str, Path] = {}
@@ -198,13 +199,16 @@ class Stand:
         rel = self.extract("0.0.1", self.workdir / "boot")
         port = free_port({self.listen, self.blue, self.green, self.single})
         times = []
+        self.stop_idle = []
         for _ in range(runs):
             started = time.monotonic()
             proc = self.app.spawn(rel, port, self.workdir / "boot.log")
             try:
                 up = wait_http(port, self.app.health_deadline, every=0.005)
             finally:
+                stopping = time.monotonic()
                 self.app.stop(proc, rel)
+                self.stop_idle.append(time.monotonic() - stopping)
             if up is None:
                 raise SystemExit(f"the {self.app.name} app never answered on :{port}")
             times.append(up - started)

@@ -31,6 +31,7 @@ from bluegreen.shell import join, q
 MASTER_MARK = "master:"
 _TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
 WORKERS_MARK = "old-workers:"
+_RELOAD_WAITS = 25  # looks (``_TICK`` apart) for nginx's new workers after a reload
 METHOD_PID_FILE = "pid_file"
 METHOD_NGINX_T = "nginx -T"
 METHOD_PROCESS_TREE = "process tree"
@@ -167,7 +168,10 @@ def reload_script(config: Config) -> str:
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
         + config.nginx.reload_command
-        + "\n"
+        # the old workers stop accepting as soon as the new ones run (not 100 ms later):
+        # the confirmation through nginx's own ports then needs no retry
+        + f'\nbg_rc=$?\nif [ $bg_rc = 0 ]; then\nbg_old=$old\n{_quit_old_script(_RELOAD_WAITS)}fi\n'
+        + "(exit $bg_rc)\n"
     )
 
 
@@ -198,9 +202,10 @@ def parse_old_workers(stdout: str) -> list[int]:
     return []
 
 
-def _quit_old_script(plist: str) -> str:
-    """Shell that tells the old workers ``plist`` to shut down gracefully (SIGQUIT) once a
-    newer worker of their master runs.
+def _quit_old_script(waits: int = 0) -> str:
+    """Shell that tells nginx's old workers, the pids in ``$bg_old``, to shut down
+    gracefully (SIGQUIT) once a worker of a newer generation runs; with ``waits``, it looks
+    for one that many times, ``_TICK`` apart (a reload is asynchronous).
 
     After a reload nginx's master starts the new workers, sleeps 100 ms (``ngx_msleep(100)``
     "allow new processes to start") and only then sends the old ones SIGQUIT: until then
@@ -208,25 +213,30 @@ def _quit_old_script(plist: str) -> str:
     drain that waits for them to exit, waits those 100 ms. SIGQUIT is the master's own
     graceful shutdown: a worker stops accepting at once and finishes its requests; the
     master's later SIGQUIT is a no-op and it marks them exiting before reaping, so none is
-    respawned. Sent only when a worker of a newer generation (a child of the same master
-    not in ``plist``) already runs, and only to processes titled ``nginx: worker process``:
-    never to the only workers there are (a reload nginx rejected) or a binary-upgrade
-    master. Without /proc's children list it sends nothing (the drain just waits longer).
+    respawned. Sent only when a newer worker (a child of the same master, not in
+    ``$bg_old``, titled ``nginx: worker process``: past its init, accepting) runs, and only
+    to processes so titled: never to the only workers there are (a reload nginx rejected)
+    nor a binary-upgrade master. Without /proc's children list it sends nothing: nginx's
+    master does it 100 ms later.
     """
     return f"""m=
-for p in {plist}; do
+for p in $bg_old; do
   s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
   case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
 done
-kids=; [ -n "$m" ] && {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
-newer=
-for k in $kids; do
-  case " {plist} " in *" $k "*) continue;; esac
-  c=; {{ read -r c < /proc/$k/cmdline; }} 2>/dev/null
-  case "$c" in *"shutting down"*) ;; "nginx: worker process"*) newer=$k; break;; esac
+newer=; i=0
+while [ -n "$m" ]; do
+  kids=; {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
+  for k in $kids; do
+    case " $bg_old " in *" $k "*) continue;; esac
+    c=; {{ read -r c < /proc/$k/cmdline; }} 2>/dev/null
+    case "$c" in *"shutting down"*) ;; "nginx: worker process"*) newer=$k; break;; esac
+  done
+  [ -n "$newer" ] || [ $i -ge {int(waits)} ] && break
+  sleep {_TICK}; i=$((i+1))
 done
 if [ -n "$newer" ]; then
-  for p in {plist}; do
+  for p in $bg_old; do
     c=; {{ read -r c < /proc/$p/cmdline; }} 2>/dev/null
     case "$c" in *"shutting down"*) ;; "nginx: worker process"*) kill -QUIT "$p" 2>/dev/null;; esac
   done
@@ -252,7 +262,7 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
         done = ('c=; { read -r c < /proc/$p/cmdline; } 2>/dev/null\n'
                 '    case "$c" in *"shutting down"*) continue;; esac\n    '
                 if accepting_only else "")
-        return _quit_old_script(plist) + f"""i=0
+        return f'bg_old="{plist}"\n' + _quit_old_script() + f"""i=0
 while :; do
   left=""
   for p in {plist}; do

@@ -209,6 +209,47 @@ def test_old_workers_are_told_to_quit_once_a_newer_generation_runs(
     assert all(_title(p) == "nginx: worker process" for p in kids)
 
 
+def test_the_reload_tells_the_old_workers_to_quit_once_the_new_ones_run(
+        workspace: Workspace) -> None:
+    """The reload script itself tells the old workers to quit as soon as a new one runs, so
+    the switch is confirmed through nginx's own ports at once. The reload command here
+    freezes the master once it forked the new workers: only bg can stop the old ones."""
+    cfg = load(workspace.config)
+    master = workspace.nginx.master_pid()
+    assert master is not None
+    old = _children(master)
+    freeze = f"""{cfg.nginx.reload_command}
+while :; do
+  for k in $(cat /proc/{master}/task/{master}/children); do
+    case " {' '.join(map(str, old))} " in *" $k "*) ;; *) kill -STOP {master}; break 2;; esac
+  done
+done"""
+    frozen = dataclasses.replace(cfg, nginx=dataclasses.replace(cfg.nginx,
+                                                                reload_command=freeze))
+    try:
+        r = _sh(nginx.reload_script(frozen))
+        assert r.returncode == 0, r
+        assert nginx.parse_old_workers(r.stdout) == old
+        deadline = time.monotonic() + 5
+        while not all(_exited(p) for p in old):  # idle: they exit as soon as told
+            assert time.monotonic() < deadline, [_title(p) for p in old]
+            time.sleep(0.01)
+        assert Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    finally:
+        os.kill(master, signal.SIGCONT)
+    time.sleep(0.5)
+    kids = _children(master)
+    assert len(kids) == workspace.nginx.workers and not set(kids) & set(old), kids
+
+    # a failed reload command: nothing is signalled, the workers serve on
+    failed = dataclasses.replace(cfg, nginx=dataclasses.replace(cfg.nginx,
+                                                                reload_command="false"))
+    r = _sh(nginx.reload_script(failed))
+    assert r.returncode == 1, r
+    assert _children(master) == kids
+    assert all(_title(p) == "nginx: worker process" for p in kids)
+
+
 def test_no_master_found_is_reported(tmp_path: Path) -> None:
     # a config no running nginx uses: every method fails, and the script says so
     cfg = _config(tmp_path, pid_file=str(tmp_path / "none.pid"),
