@@ -33,7 +33,6 @@ from typing import IO, Any
 import httpx
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut, ThreadException
 
 from bluegreen.errors import ConfigError, HostError
 from bluegreen.host import CommandResult
@@ -124,50 +123,35 @@ class SshHost:
     def run(self, script: str, *, timeout: float | None = None,
             stdin: Path | None = None) -> CommandResult:
         self._tick()
-        if stdin is not None:
-            return self._run_fed(script, stdin, timeout)
-        self._ensure_open()
-        # The login shell only sees one quoted word, so its flavour (bash, zsh, fish...) is moot.
-        command = f"/bin/sh -c {shlex.quote(script)} < /dev/null"
-        started = time.monotonic()
-        try:
-            result = self._conn.run(
-                command, hide=True, warn=True, pty=False, echo=False, in_stream=False,
-                encoding="utf-8", timeout=timeout, watchers=[],
-            )
-        except CommandTimedOut as exc:
-            message = f"{self.name}: command timed out after {timeout}s"
-            raise HostError(message, detail=script) from exc
-        except (ThreadException, paramiko.SSHException, EOFError, OSError) as exc:
-            message = f"{self.name}: command failed over SSH: {exc}"
-            raise HostError(message, detail=script) from exc
-        if result.exited == -1 and timeout is not None and time.monotonic() - started >= timeout:
-            # invoke's own check races with its timer thread and can miss the timeout
-            message = f"{self.name}: command timed out after {timeout}s"
-            raise HostError(message, detail=script)
-        if result.exited == -1 and not self._conn.is_connected:
-            message = f"{self.name}: SSH connection lost while running a command"
-            raise HostError(message, detail=script)
-        return CommandResult(
-            command=script, exit_code=result.exited, stdout=result.stdout, stderr=result.stderr
-        )
-
-    def _run_fed(self, script: str, stdin: Path, timeout: float | None) -> CommandResult:
-        """``run`` with a local file on the command's stdin, on a channel of our own:
-        invoke's ``in_stream`` decodes text a byte at a time, unfit for a release."""
+        if stdin is None:
+            return self._exec(script, None, timeout)
         try:
             source = stdin.open("rb")
         except OSError as exc:
             raise HostError(f"{self.name}: cannot read {stdin}: {exc.strerror}") from exc
+        with source:
+            return self._exec(script, source, timeout)
+
+    def _exec(self, script: str, source: IO[bytes] | None,
+              timeout: float | None) -> CommandResult:
+        """Run ``script`` with ``/bin/sh -c`` on a session channel of its own, ``source``
+        (a local file) on its stdin, else /dev/null. One loop woken by the channel (data,
+        EOF, exit): invoke's runner polls every 10 ms and starts two reader threads per
+        command, and its ``in_stream`` decodes text a byte at a time, unfit for a release.
+        The login shell only sees one quoted word, so its flavour (bash, zsh, fish...) is
+        moot."""
         transport = self._ensure_open()
         started = time.monotonic()
         failed: list[BaseException] = []
         out, err = bytearray(), bytearray()
-        with source:
-            try:
-                chan = transport.open_session(timeout=timeout)
-                chan.exec_command(f"/bin/sh -c {shlex.quote(script)}")
-
+        command = f"/bin/sh -c {shlex.quote(script)}" + ("" if source else " < /dev/null")
+        try:
+            chan = transport.open_session(timeout=timeout)
+            chan.exec_command(command)
+            feeder = None
+            if source is None:
+                chan.shutdown_write()
+            else:
                 def feed() -> None:
                     try:
                         while chunk := source.read(_CHUNK):
@@ -176,28 +160,30 @@ class SshHost:
                     except (OSError, EOFError, paramiko.SSHException) as exc:
                         failed.append(exc)  # the script ended early or the link dropped
 
-                feeder = threading.Thread(target=feed, name=f"bg-feed-{self.name}", daemon=True)
+                feeder = threading.Thread(target=feed, name=f"bg-feed-{self.name}",
+                                          daemon=True)
                 feeder.start()
-                while not (chan.exit_status_ready() and not chan.recv_ready()
-                           and not chan.recv_stderr_ready()):
-                    if timeout is not None and time.monotonic() - started >= timeout:
-                        chan.close()
-                        raise HostError(f"{self.name}: command timed out after {timeout}s",
-                                        detail=script)
-                    if chan.recv_ready():
-                        out += chan.recv(_CHUNK)
-                    elif chan.recv_stderr_ready():
-                        err += chan.recv_stderr(_CHUNK)
-                    elif chan.closed or not transport.is_active():
-                        break
-                    else:
-                        select.select([chan], [], [], 0.05)  # data, EOF or close wake it
-                code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            while not (chan.exit_status_ready() and not chan.recv_ready()
+                       and not chan.recv_stderr_ready()):
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    chan.close()
+                    raise HostError(f"{self.name}: command timed out after {timeout}s",
+                                    detail=script)
+                if chan.recv_ready():
+                    out += chan.recv(_CHUNK)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(_CHUNK)
+                elif chan.closed or not transport.is_active():
+                    break
+                else:
+                    select.select([chan], [], [], 0.05)  # data, EOF or close wake it
+            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            if feeder is not None:
                 feeder.join(timeout=5)
-                chan.close()
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise HostError(f"{self.name}: command failed over SSH: {exc}",
-                                detail=script) from exc
+            chan.close()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostError(f"{self.name}: command failed over SSH: {exc}",
+                            detail=script) from exc
         if code == -1:
             raise HostError(f"{self.name}: SSH connection lost while running a command",
                             detail=script)

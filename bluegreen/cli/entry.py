@@ -57,7 +57,27 @@ def _only(args: list[str] | None) -> typer.Typer | None:
     return only
 
 
+def forget_handled_interrupts() -> None:
+    """Keep a Ctrl-C that bg handled (undo, exit 130) from killing it by SIGINT at exit.
+
+    CPython 3.11 flags an "unhandled KeyboardInterrupt" whenever one leaves code run by
+    ``exec``/``eval`` of a string (dataclasses and namedtuple build their methods that way,
+    so an import can be such code), caught or not, and at exit re-sends itself SIGINT when
+    the flag is set: the exit status became -2 instead of 130 when Ctrl-C landed during an
+    import. Every exec of a string clears the flag first; a KeyboardInterrupt that really
+    escapes bg sets it again on the way out, so that case still exits by SIGINT.
+    """
+    exec("")  # a constant: its only effect is clearing that flag
+
+
 def run_main(argv: list[str] | None = None) -> None:
+    try:
+        _run_main(argv)
+    finally:
+        forget_handled_interrupts()
+
+
+def _run_main(argv: list[str] | None) -> None:
     # typer vendors click; its exception classes live there.
     from typer import Abort
     from typer._click.exceptions import ClickException
