@@ -31,7 +31,7 @@ from bluegreen.shell import join, q
 MASTER_MARK = "master:"
 _TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
 WORKERS_MARK = "old-workers:"
-_RELOAD_WAITS = 25  # looks (``_TICK`` apart) for nginx's new workers after a reload
+_RELOAD_WAITS = 50  # looks (``_TICK`` apart) for nginx's new workers after a reload
 METHOD_PID_FILE = "pid_file"
 METHOD_NGINX_T = "nginx -T"
 METHOD_PROCESS_TREE = "process tree"

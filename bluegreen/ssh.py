@@ -1,16 +1,18 @@
 """The :class:`~bluegreen.host.Host` protocol over SSH, with Fabric.
 
 :class:`SshHost` wraps one ``fabric.Connection`` (so the user's ``~/.ssh/config``, keys and
-agent work as they do for Fabric) and hardens the two places where Fabric's defaults do
-not suit a deploy tool:
+agent work as they do for Fabric) and hardens the places where Fabric's defaults do not
+suit a deploy tool:
 
 * Host keys are verified against one known_hosts file (:mod:`bluegreen.hostkeys`), not
   trusted on first sight as Fabric does.
 * HTTP to a port on the host goes through SSH ``direct-tcpip`` channels opened by an
   httpcore network backend: no local listening port, and ``127.0.0.1`` means the host's
   own loopback.
+* Commands run on session channels of their own (:meth:`SshHost.run`), not through
+  invoke's runner, which polls every 10 ms: a round trip costs what the network does.
 
-Low-level failures (socket, paramiko, invoke) become :class:`HostError` at this boundary;
+Low-level failures (socket, paramiko) become :class:`HostError` at this boundary;
 inside the HTTP transport they become the httpx exceptions health polling expects.
 """
 

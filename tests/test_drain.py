@@ -154,6 +154,18 @@ def _children(master: int) -> list[int]:
             Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
+def _workers(master: int, n: int) -> list[int]:
+    """The master's children once all ``n`` workers run (a fresh nginx forks them one by
+    one)."""
+    deadline = time.monotonic() + 10
+    while True:
+        kids = _children(master)
+        if len(kids) == n and all(_title(p) == "nginx: worker process" for p in kids):
+            return kids
+        assert time.monotonic() < deadline, [_title(p) for p in kids]
+        time.sleep(0.01)
+
+
 def _title(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
@@ -177,8 +189,7 @@ def test_old_workers_are_told_to_quit_once_a_newer_generation_runs(
     reload the same drain signals nobody: they are the only workers."""
     master = workspace.nginx.master_pid()
     assert master is not None
-    old = _children(master)
-    assert len(old) == workspace.nginx.workers
+    old = _workers(master, workspace.nginx.workers)
 
     # no newer generation: nothing is signalled, the drain times out, the workers serve on
     r = _sh(nginx.drain_script(old, 0.3, accepting_only=True))
@@ -187,7 +198,7 @@ def test_old_workers_are_told_to_quit_once_a_newer_generation_runs(
     assert all(_title(p) == "nginx: worker process" for p in old)
 
     subprocess.run(workspace.nginx.argv("-s", "reload"), check=True)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while not set(_children(master)) - set(old):
         assert time.monotonic() < deadline, "nginx started no new workers"
     os.kill(master, signal.SIGSTOP)
@@ -196,6 +207,11 @@ def test_old_workers_are_told_to_quit_once_a_newer_generation_runs(
         assert all(_title(p) == "nginx: worker process" for p in old), \
             [_title(p) for p in old]
         started = time.monotonic()
+        # as after a confirmed switch: a new worker runs (past its init, titled so)
+        while not any(_title(k) == "nginx: worker process"
+                      for k in set(_children(master)) - set(old)):
+            assert time.monotonic() < deadline, [_title(k) for k in _children(master)]
+            time.sleep(0.01)
         r = _sh(nginx.drain_script(old, 10.0))
         assert r.returncode == 0, r
         assert time.monotonic() - started < 5
@@ -203,10 +219,10 @@ def test_old_workers_are_told_to_quit_once_a_newer_generation_runs(
     finally:
         os.kill(master, signal.SIGCONT)
     # the master catches up: it respawns none of the workers that quit early
-    time.sleep(0.5)
-    kids = _children(master)
-    assert len(kids) == workspace.nginx.workers and not set(kids) & set(old), kids
-    assert all(_title(p) == "nginx: worker process" for p in kids)
+    kids = _workers(master, workspace.nginx.workers)  # none respawned: the new ones only
+    assert not set(kids) & set(old), kids
+    time.sleep(0.3)
+    assert _children(master) == kids
 
 
 def test_the_reload_tells_the_old_workers_to_quit_once_the_new_ones_run(
@@ -217,7 +233,7 @@ def test_the_reload_tells_the_old_workers_to_quit_once_the_new_ones_run(
     cfg = load(workspace.config)
     master = workspace.nginx.master_pid()
     assert master is not None
-    old = _children(master)
+    old = _workers(master, workspace.nginx.workers)
     freeze = f"""{cfg.nginx.reload_command}
 while :; do
   for k in $(cat /proc/{master}/task/{master}/children); do
@@ -237,9 +253,8 @@ done"""
         assert Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
     finally:
         os.kill(master, signal.SIGCONT)
-    time.sleep(0.5)
-    kids = _children(master)
-    assert len(kids) == workspace.nginx.workers and not set(kids) & set(old), kids
+    kids = _workers(master, workspace.nginx.workers)
+    assert not set(kids) & set(old), kids
 
     # a failed reload command: nothing is signalled, the workers serve on
     failed = dataclasses.replace(cfg, nginx=dataclasses.replace(cfg.nginx,
