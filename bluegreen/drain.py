@@ -219,7 +219,12 @@ def _quit_old_script(waits: int = 0) -> str:
     nor a binary-upgrade master. Without /proc's children list it sends nothing: nginx's
     master does it 100 ms later.
     """
-    return f"""m=
+    return f"""bg_accepting() {{
+  c=; {{ read -r c < /proc/$1/cmdline; }} 2>/dev/null
+  case "$c" in *"shutting down"*) return 1;; "nginx: worker process"*) return 0;; esac
+  return 1
+}}
+m=
 for p in $bg_old; do
   s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
   case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
@@ -229,16 +234,14 @@ while [ -n "$m" ]; do
   kids=; {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
   for k in $kids; do
     case " $bg_old " in *" $k "*) continue;; esac
-    c=; {{ read -r c < /proc/$k/cmdline; }} 2>/dev/null
-    case "$c" in *"shutting down"*) ;; "nginx: worker process"*) newer=$k; break;; esac
+    if bg_accepting "$k"; then newer=$k; break; fi
   done
   [ -n "$newer" ] || [ $i -ge {int(waits)} ] && break
   sleep {_TICK}; i=$((i+1))
 done
 if [ -n "$newer" ]; then
   for p in $bg_old; do
-    c=; {{ read -r c < /proc/$p/cmdline; }} 2>/dev/null
-    case "$c" in *"shutting down"*) ;; "nginx: worker process"*) kill -QUIT "$p" 2>/dev/null;; esac
+    if bg_accepting "$p"; then kill -QUIT "$p" 2>/dev/null; fi
   done
 fi
 """
