@@ -291,3 +291,24 @@ def test_a_handled_interrupt_keeps_the_exit_status(tmp_path: Path) -> None:
     assert status("forget") == 130
     if sys.version_info[:2] == (3, 11):  # the flaw this works around, where it was seen
         assert status() == -2
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("flag", [True, False])
+def test_accept_new_host_keys_reaches_the_load_balancers(
+    flag: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--accept-new-host-keys covers the LB connections as it covers the app hosts (it
+    used to stop at the app hosts: an LB never seen before was refused)."""
+    from bluegreen.cli.run import run
+    from bluegreen.ssh import SshHost
+
+    cfg = tmp_path / "bluegreen.toml"
+    cfg.write_text('[app]\nname = "a"\nroot = "/srv/a"\ncommand = "x"\n[nginx]\n'
+                   'upstream_file = "/tmp/a.conf"\n[targets.prod]\n'
+                   'hosts = ["deploy@web-1"]\nlbs = ["deploy@lb-1", "deploy@lb-2"]\n')
+    opts = GlobalOptions(config=cfg, accept_new_host_keys=flag, quiet=True)
+    lbs = cast(list[SshHost], run(opts, "", lambda ctx: ctx.lbs))
+    assert [lb.name for lb in lbs] == ["deploy@lb-1", "deploy@lb-2"]
+    expected = "accept-new" if flag else "strict"
+    assert all(lb._host_key_policy == expected for lb in lbs)

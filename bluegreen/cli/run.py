@@ -43,7 +43,7 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
     ``show``, the result (an operation's, or a dry run's) is rendered while the context
     is still open (a dry run describes itself from it)."""
     from bluegreen import config as configuration
-    from bluegreen.ops.core import Context, open_hosts
+    from bluegreen.ops.core import Context, open_hosts, open_lbs
 
     printer = Printer(opts)
     try:
@@ -52,12 +52,16 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
             target = cfg.target(opts.target)
             for warning in configuration.warnings(cfg):
                 printer.info(f"warning: {warning}")
-            opened = open_hosts(cfg, target, accept_new_host_keys=opts.accept_new_host_keys,
-                                only=hosts)
+            accept = opts.accept_new_host_keys
+            opened = open_hosts(cfg, target, accept_new_host_keys=accept, only=hosts)
+            # The load balancers are every LB of the target, and the host-key flag covers
+            # them as it covers the app hosts.
+            lbs = open_lbs(cfg, target, accept_new_host_keys=accept)
         except BgError as exc:
             printer.close()
             fail(opts, exc)
-        ctx = Context(config=cfg, target=target, hosts=opened, reporter=printer, retire=retire)
+        ctx = Context(config=cfg, target=target, hosts=opened, reporter=printer, retire=retire,
+                      lbs=lbs)
         try:
             if title:
                 names = ", ".join(h.name for h in ctx.hosts)
