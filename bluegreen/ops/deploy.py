@@ -7,6 +7,7 @@ returns the plan with the nginx diff each switching host would get.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
            dry_run: bool = False) -> OperationResult | DryRun:
     from bluegreen import artifact as artifacts  # a switch or rollback never reads one
 
+    started = time.monotonic()  # the reported total includes the artifact check
     prefetch("jinja2", "httpx", "tenacity")
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
@@ -130,7 +132,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
         return _dry_run(ctx, art.version, make)
     with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version) as session:
         plan = make(_facts(ctx, session.states, session.observed, wanted))
-        result = execute(ctx, session, plan, art)
+        result = execute(ctx, session, plan, art, started=started)
     return counted(ctx, result)
 
 
