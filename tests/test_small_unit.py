@@ -34,3 +34,42 @@ def test_the_reported_total_includes_the_artifact_check(tmp_path: Path,
     assert result.steps[0].title == "check artifact" and result.steps[0].seconds >= 0.4
     assert result.seconds >= steps, (result.seconds, steps)
     assert f"in {result.seconds:.2f}s" in result.summary
+
+
+# ------------------------------------------------------------------ (a) status mid-operation
+
+
+def _mid_deploy(*, holder_alive: bool = True) -> tuple[dict[str, object], object]:
+    """A host as a healthy deploy of 2.0.0 leaves it while the new slot boots: green
+    running 2.0.0, state still naming 1.0.0 on blue, the lock held by the deploy."""
+    import os
+
+    from bluegreen import state as st
+    from bluegreen.ops import admin
+
+    cfg = make_config()
+    ctx, (host,) = fleet(cfg, state=deployed("1.0.0", "blue"), alive=("blue", "green"))
+    host.model.links["green"] = "2.0.0"
+    holder = st.holder_info("deploy 2.0.0")
+    if not holder_alive:
+        holder["pid"], holder["started"] = 2**22 + 1, "1"
+    assert holder["pid"] == os.getpid() or not holder_alive
+    host.model.lock = holder
+    return admin.status(ctx), host
+
+
+def test_status_during_a_healthy_deploy_is_no_problem() -> None:
+    data, _ = _mid_deploy()
+    assert data["ok"] is True, data
+    h = data["hosts"][0]  # type: ignore[index]
+    assert h["problems"] == []
+    assert "deploy 2.0.0" in h["in_progress"]
+    assert any("green runs 2.0.0" in n for n in h["transient"])
+
+
+def test_status_after_an_interrupted_deploy_is_a_problem() -> None:
+    data, _ = _mid_deploy(holder_alive=False)
+    assert data["ok"] is False
+    problems = data["hosts"][0]["problems"]  # type: ignore[index]
+    assert any("green runs 2.0.0" in p for p in problems), problems
+    assert any("interrupted operation" in p for p in problems), problems

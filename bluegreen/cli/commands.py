@@ -125,7 +125,11 @@ def status(ctx: typer.Context, hosts: HostsOpt = None) -> None:
             print(f"  {slot:<5} :{s['port']:<5} {s['version'] or '-':<16} {flags}")
         print(f"  nginx  upstream :{h['nginx']['upstream_port']}, serving"
               f" {h['nginx']['serving'] or '?'}")
-        if h["lock"]:
+        if h["in_progress"]:
+            print(f"  in progress: {h['in_progress']}")
+            for note in h["transient"]:
+                print(f"    (expected while it runs) {note}")
+        elif h["lock"]:
             print(f"  locked by {h['lock'].get('user')} ({h['lock'].get('command')})")
         for p in h["problems"]:
             print(f"  problem: {p}")
