@@ -40,3 +40,32 @@ def test_status_during_a_healthy_deploy_exits_0_and_says_in_progress(
     assert deploying.returncode == 0, err
     after = ws.bg("status")
     assert "in progress" not in after.stdout
+
+
+def test_history_is_a_line_per_operation_with_the_user_name(workspace: Workspace,
+                                                            tmp_path: Path) -> None:
+    import os
+    import pwd
+
+    ws = workspace
+    env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME")}
+    for version in ("1.0.0", "2.0.0"):  # as cron or CI runs it: no terminal, no $USER
+        subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy",
+                        str(build_sample(tmp_path / "art", version))], env=env, check=True,
+                       capture_output=True, start_new_session=True)
+    ws.bg("switch")
+    out = ws.bg("history").stdout.splitlines()
+    assert out[0] == "local:"
+    lines = out[1:]
+    assert len(lines) == 3, out
+    me = pwd.getpwuid(os.getuid()).pw_name
+    for line, (op, version) in zip(lines, [("deploy", "1.0.0"), ("deploy", "2.0.0"),
+                                           ("switch", "1.0.0")], strict=True):
+        words = line.split()
+        assert words[2:5] == [op, version, "ok"], line
+        assert words[5].endswith("s") and float(words[5][:-1]) > 0, line
+        assert words[6].startswith(f"{me}@"), line
+    data = json.loads(ws.bg("--json", "history", "-n", "1").stdout)["result"]["local"]
+    assert [(o["op"], o["outcome"]) for o in data] == [("switch", "ok")]
+    steps = json.loads(ws.bg("--json", "history", "--steps").stdout)["result"]["local"]
+    assert {e["step"] for e in steps} >= {"begin", "plan", "health", "done"}

@@ -73,3 +73,63 @@ def test_status_after_an_interrupted_deploy_is_a_problem() -> None:
     problems = data["hosts"][0]["problems"]  # type: ignore[index]
     assert any("green runs 2.0.0" in p for p in problems), problems
     assert any("interrupted operation" in p for p in problems), problems
+
+
+# ------------------------------------------------------------------ (f) history
+
+
+def test_the_user_is_a_name_without_a_terminal_or_USER(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import pwd
+
+    from bluegreen.host import controller_identity
+
+    def no_tty() -> str:
+        raise OSError("no controlling terminal")
+
+    monkeypatch.setattr(os, "getlogin", no_tty)
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.delenv("LOGNAME", raising=False)
+    assert controller_identity()["user"] == pwd.getpwuid(os.getuid()).pw_name
+
+
+def _entry(t: str, op: str, step: str, outcome: str, pid: int = 7, **kw: object
+           ) -> dict[str, object]:
+    return {"time": f"2026-12-03T06:50:{t}+00:00", "op": op, "step": step, "outcome": outcome,
+            "user": "ann", "controller": "laptop", "pid": pid, **kw}
+
+
+def test_history_is_one_line_per_operation() -> None:
+    from bluegreen.state import operations
+
+    entries = [
+        _entry("00.000", "deploy", "begin", "ok", command="deploy 2.0.0"),
+        _entry("00.100", "deploy", "plan", "intent", version="2.0.0"),
+        _entry("01.000", "deploy", "health", "ok", version="2.0.0"),
+        _entry("02.500", "deploy", "done", "ok", version="2.0.0"),
+        _entry("10.000", "deploy", "begin", "ok", pid=8, command="deploy 3.0.0"),
+        _entry("10.100", "deploy", "plan", "intent", pid=8, version="3.0.0"),
+        _entry("16.600", "deploy", "health", "failed", pid=8, version="3.0.0"),
+        _entry("16.700", "deploy", "failed", "error", pid=8, message="never became healthy"),
+        _entry("20.000", "rollback", "begin", "ok", pid=9, command="rollback"),
+        _entry("20.300", "rollback", "done", "ok", pid=9, version="1.0.0"),
+    ]
+    ops = operations(entries)
+    assert [(o["op"], o["version"], o["outcome"], o["seconds"], o["user"], o["controller"])
+            for o in ops] == [
+        ("deploy", "2.0.0", "ok", 2.5, "ann", "laptop"),
+        ("deploy", "3.0.0", "failed", 6.7, "ann", "laptop"),
+        ("rollback", "1.0.0", "ok", 0.3, "ann", "laptop"),
+    ]
+    assert ops[1]["message"] == "never became healthy"
+
+
+def test_history_drops_an_operation_the_window_cut() -> None:
+    from bluegreen.state import operations
+
+    entries = [_entry("01.000", "deploy", "health", "ok", version="2.0.0"),
+               _entry("02.500", "deploy", "done", "ok", version="2.0.0"),
+               _entry("03.000", "switch", "begin", "ok", pid=8),
+               _entry("03.200", "switch", "done", "ok", pid=8, version="1.0.0")]
+    assert [o["op"] for o in operations(entries, cut=True)] == ["switch"]
+    assert [o["op"] for o in operations(entries)] == ["deploy", "switch"]

@@ -223,8 +223,11 @@ def status(ctx: Context) -> dict[str, Any]:
     }
 
 
-def history(ctx: Context, limit: int) -> dict[str, list[dict[str, Any]]]:
-    return ctx.each(lambda h: st.read_journal(h, ctx.paths, limit), "history")
+def history(ctx: Context, limit: int, *, steps: bool = False
+            ) -> dict[str, list[dict[str, Any]]]:
+    """Each host's last ``limit`` operations (``steps``: journal entries) from its journal."""
+    read = st.read_journal if steps else st.read_operations
+    return ctx.each(lambda h: read(h, ctx.paths, limit), "history")
 
 
 def lock_status(ctx: Context) -> dict[str, Any]:

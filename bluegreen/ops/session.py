@@ -80,6 +80,7 @@ class Session:
     def __enter__(self) -> Session:
         everywhere = [*self.ctx.hosts, *self.ctx.lbs]
         self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in everywhere}
+        self.record("begin", "ok", command=self.command)  # `bg history` times from here
         try:
             with self.ctx.step("lock and read state") as note:
                 # Load balancers too: each one's upstream covers hosts --hosts may leave out.
