@@ -10,6 +10,7 @@ since when; a holder that provably died (same controller, process gone) is taken
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -240,11 +241,9 @@ def _summary(group: list[dict[str, Any]]) -> dict[str, Any]:
     finished = last.get("outcome") == "ok" and last.get("step") in ("done", last.get("op"))
     outcome = "failed" if failed else "ok" if finished else "incomplete"
     seconds = None
-    try:
+    with contextlib.suppress(KeyError, ValueError):
         seconds = round((datetime.fromisoformat(str(last["time"]))
                          - datetime.fromisoformat(str(first["time"]))).total_seconds(), 3)
-    except (KeyError, ValueError):
-        pass
     message = str(failed["message"]) if failed and "message" in failed else None
     return {
         "time": first.get("time"), "op": first.get("op"),
