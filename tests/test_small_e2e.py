@@ -69,3 +69,21 @@ def test_history_is_a_line_per_operation_with_the_user_name(workspace: Workspace
     assert [(o["op"], o["outcome"]) for o in data] == [("switch", "ok")]
     steps = json.loads(ws.bg("--json", "history", "--steps").stdout)["result"]["local"]
     assert {e["step"] for e in steps} >= {"begin", "plan", "health", "done"}
+
+
+def test_prune_drops_failed_releases_before_good_ones(workspace: Workspace, tmp_path: Path
+                                                      ) -> None:
+    ws = workspace  # keep_releases = 3
+    art = tmp_path / "art"
+    ws.bg("deploy", str(build_sample(art, "1.0.0")))
+    ws.bg("deploy", str(build_sample(art, "2.0.0")))
+    ws.config.write_text(ws.config.read_text().replace("deadline = 15.0", "deadline = 1.0"))
+    for bad in ("2.1.0", "2.2.0", "2.3.0"):  # each fails its health gate
+        proc = ws.bg("deploy", str(build_sample(art, bad, health_status=500)), check=False)
+        assert proc.returncode == 3, proc.stderr
+    ws.bg("deploy", str(build_sample(art, "3.0.0")))
+    kept = sorted(p.name for p in (ws.root / "releases").iterdir())
+    # 2.3.0 is what the slot 3.0.0 replaced pointed at: never pruned in that same deploy.
+    assert kept == ["1.0.0", "2.0.0", "2.3.0", "3.0.0"], kept
+    ws.bg("rollback")  # to 2.0.0: a release that served is there to go back to
+    assert ws.get().text.startswith("hello 2.0.0")

@@ -133,3 +133,67 @@ def test_history_drops_an_operation_the_window_cut() -> None:
                _entry("03.200", "switch", "done", "ok", pid=8, version="1.0.0")]
     assert [o["op"] for o in operations(entries, cut=True)] == ["switch"]
     assert [o["op"] for o in operations(entries)] == ["deploy", "switch"]
+
+
+# ------------------------------------------------------------------ (e) pruning
+
+
+def _releases(tmp: Path, names: list[str]) -> Path:
+    """Release directories, oldest first (mtimes a minute apart)."""
+    import os
+
+    root = tmp / "srv"
+    for i, name in enumerate(names):
+        d = root / "releases" / name
+        d.mkdir(parents=True)
+        os.utime(d, (1_700_000_000 + 60 * i,) * 2)
+    (root / "bg").mkdir()
+    return root
+
+
+def _sh(script: str) -> str:
+    import subprocess
+
+    return subprocess.run(["/bin/sh", "-c", script], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_prune_drops_never_live_releases_first_and_keeps_the_last_live(tmp_path: Path) -> None:
+    from bluegreen.layout import Layout
+    from bluegreen.releases import mark_live_script, parse_pruned, prune_script
+
+    root = _releases(tmp_path, ["1.0.0", "2.0.0", "3.0.0", "4.0.0-bad", "5.0.0-bad",
+                                "6.0.0-bad"])
+    paths = Layout(str(root))
+    for v in ("1.0.0", "2.0.0", "3.0.0"):  # each went live in its turn
+        _sh(mark_live_script(paths, [v]))
+    # 3.0.0 live on blue; the failed 6.0.0 is what the idle green slot points at.
+    out = _sh(prune_script(paths, 3, ["3.0.0", "6.0.0-bad"]))
+    assert sorted(parse_pruned(out)) == ["4.0.0-bad", "5.0.0-bad"]
+    assert sorted(p.name for p in (root / "releases").iterdir()) == [
+        "1.0.0", "2.0.0", "3.0.0", "6.0.0-bad"]
+
+
+def test_prune_keeps_the_most_recently_live_first(tmp_path: Path) -> None:
+    import time as clock
+
+    from bluegreen.layout import Layout
+    from bluegreen.releases import mark_live_script, parse_pruned, prune_script
+
+    root = _releases(tmp_path, ["1.0.0", "2.0.0", "3.0.0", "4.0.0"])
+    paths = Layout(str(root))
+    for v in ("1.0.0", "2.0.0", "3.0.0", "4.0.0", "1.0.0"):  # a rollback to 1.0.0 last
+        _sh(mark_live_script(paths, [v]))
+        clock.sleep(0.02)
+    out = _sh(prune_script(paths, 2, ["1.0.0"]))
+    assert sorted(parse_pruned(out)) == ["2.0.0", "3.0.0"]
+    assert not (root / "bg" / "lived" / "2.0.0").exists()  # its mark goes with it
+
+
+def test_prune_without_marks_keeps_the_newest_as_before(tmp_path: Path) -> None:
+    from bluegreen.layout import Layout
+    from bluegreen.releases import parse_pruned, prune_script
+
+    root = _releases(tmp_path, ["1.0.0", "2.0.0", "3.0.0"])
+    out = _sh(prune_script(Layout(str(root)), 2, []))
+    assert parse_pruned(out) == ["1.0.0"]
