@@ -87,3 +87,27 @@ def test_prune_drops_failed_releases_before_good_ones(workspace: Workspace, tmp_
     assert kept == ["1.0.0", "2.0.0", "2.3.0", "3.0.0"], kept
     ws.bg("rollback")  # to 2.0.0: a release that served is there to go back to
     assert ws.get().text.startswith("hello 2.0.0")
+
+
+def test_check_with_nginx_stopped_says_nginx_is_not_running(stock: Workspace,
+                                                            tmp_path: Path) -> None:
+    from bluegreen.sandbox.nginx import NginxServer
+    from tests.helpers import free_port
+
+    ws = stock
+    other = NginxServer(prefix=tmp_path / "other-nginx", listen=f"127.0.0.1:{free_port()}",
+                        app="other")
+    other.render()
+    (other.prefix / "sites" / "other.conf").unlink()  # no app behind it: an nginx of its own
+    other.start()  # another program's nginx keeps running on this machine
+    try:
+        ws.nginx.stop()
+        proc = ws.bg("--json", "check", check=False)
+        checks = json.loads(proc.stdout)["result"]["checks"]
+        master = next(c for c in checks if c["check"] == "nginx master")
+        assert master["status"] == "fail"
+        assert master["detail"].startswith("nginx is not running"), master
+        assert "start nginx" in master["hint"]
+        assert "pid_file" not in master["hint"]
+    finally:
+        other.stop()

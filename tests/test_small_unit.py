@@ -197,3 +197,36 @@ def test_prune_without_marks_keeps_the_newest_as_before(tmp_path: Path) -> None:
     root = _releases(tmp_path, ["1.0.0", "2.0.0", "3.0.0"])
     out = _sh(prune_script(Layout(str(root)), 2, []))
     assert parse_pruned(out) == ["1.0.0"]
+
+
+# ------------------------------------------------------------------ (b) check, nginx stopped
+
+
+def test_check_with_nginx_stopped_says_so_not_other_masters() -> None:
+    from bluegreen import checks
+    from tests.test_check import GOOD, cfg
+
+    # Debian's nginx stopped (it removes /run/nginx.pid); another program runs its own.
+    out = GOOD.replace("pid=100\nnginx: master process /usr/sbin/nginx", "pid=\n").replace(
+        "  100 nginx: master process /usr/sbin/nginx",
+        "  4242 nginx: master process /opt/gitlab/embedded/sbin/nginx -p /var/opt/gitlab/nginx")
+    master = next(ln for ln in checks.evaluate(cfg(), "w", out, local=False)
+                  if ln.name == "nginx master")
+    assert master.status == "fail"
+    assert "nginx is not running" in master.detail, master.detail
+    assert "start nginx" in master.hint and "pid_file" not in master.hint, master.hint
+
+
+def test_check_finds_this_configurations_master_without_its_pid_file() -> None:
+    from bluegreen import checks
+    from tests.test_check import GOOD, cfg
+
+    out = GOOD.replace("pid=100\nnginx: master process /usr/sbin/nginx", "pid=\n").replace(
+        "  100 nginx: master process /usr/sbin/nginx",
+        "  100 nginx: master process /usr/sbin/nginx -g daemon on; master_process on;\n"
+        "  4242 nginx: master process nginx -p /tmp/other -c conf/nginx.conf")
+    master = next(ln for ln in checks.evaluate(cfg(), "w", out, local=False)
+                  if ln.name == "nginx master")
+    assert master.status == "fail"
+    assert "100" in master.detail and "4242" not in master.detail, master.detail
+    assert "pid_file" in master.hint
