@@ -11,7 +11,7 @@ import fnmatch
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bluegreen.config import EPHEMERAL_LOW, Config
@@ -96,6 +96,8 @@ echo "free-kb $(df -Pk "$d" 2>/dev/null | awk 'NR==2 {{print $4}}')"
 echo "largest-kb $(du -sk {q(paths.releases)}/* 2>/dev/null | sort -n | tail -n 1 | cut -f1)\"""")
     parts.append(f"echo '@@ lock'; if [ -d {q(paths.lock)} ]; then echo held; "
                  f"cat {q(paths.lock)}/holder.json 2>/dev/null; echo; fi")
+    parts.append(f"echo '@@ upstream-file'; if [ -e {q(n.upstream_file)} ]; then echo present;"
+                 " else echo missing; fi")
     return "\n".join(parts) + "\n"
 
 
@@ -147,7 +149,27 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
             "wait for the operation, or `bg lock release` if it is gone")
     else:
         add("lock free", OK, "free")
-    return lines
+    return _before_setup(lines, s.get("upstream-file", []), n.upstream_file)
+
+
+def _before_setup(lines: list[CheckLine], found: list[str], upstream: str) -> list[CheckLine]:
+    """Before `bg setup` the upstream file is missing: a site that proxies to the app's
+    upstream fails `nginx -t` until setup writes it, so say so where it shows."""
+    if found[:1] != ["missing"]:
+        return lines
+    why = (f"run `bg setup`: it writes {upstream}, the upstream the site proxies to"
+           " (nginx rejects the site until it exists)")
+    out = []
+    for line in lines:
+        if line.name == "nginx -t" and line.status == FAIL:
+            line = replace(line, hint=why)
+        elif line.name == "upstream included" and line.status != FAIL:
+            line = replace(line, status=WARN, detail=line.detail + "; the file is missing",
+                           hint=why)
+        elif line.name == "upstream included":
+            line = replace(line, hint=line.hint + f", then {why}")
+        out.append(line)
+    return out
 
 
 def _read_dump(dump: list[str], probe_port: int

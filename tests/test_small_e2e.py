@@ -111,3 +111,22 @@ def test_check_with_nginx_stopped_says_nginx_is_not_running(stock: Workspace,
         assert "pid_file" not in master["hint"]
     finally:
         other.stop()
+
+
+def test_check_before_setup_says_to_run_setup(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.helpers import make_workspace, need
+
+    need(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(), "no nginx")
+    ws = make_workspace(tmp_path)  # the site is included; `bg setup` has not run yet
+    proc = ws.bg("check", check=False)
+    assert proc.returncode == 2
+    out = proc.stdout
+    assert "FAIL" in out and "nginx -t" in out
+    assert "hint: run `bg setup`: it writes" in out, out
+    ws.bg("setup")
+    checks = json.loads(ws.bg("--json", "check", check=False).stdout)["result"]["checks"]
+    test = next(c for c in checks if c["check"] == "nginx -t")
+    assert test["status"] == "ok"
+    assert all("bg setup" not in c["hint"] for c in checks), checks

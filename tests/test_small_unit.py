@@ -230,3 +230,39 @@ def test_check_finds_this_configurations_master_without_its_pid_file() -> None:
     assert master.status == "fail"
     assert "100" in master.detail and "4242" not in master.detail, master.detail
     assert "pid_file" in master.hint
+
+
+# ------------------------------------------------------------------ (c) before `bg setup`
+
+
+def test_check_before_setup_says_run_bg_setup() -> None:
+    from bluegreen import checks
+    from tests.test_check import GOOD, cfg
+
+    # The site is included, the upstream file it proxies to is not there yet.
+    out = GOOD.replace("rc=0", "rc=1\nnginx: [emerg] host not found in upstream"
+                       ' "shop_live" in /etc/nginx/sites-enabled/shop:6').replace(
+        "# configuration file /etc/nginx/conf.d/shop.bluegreen.conf:\n", "") + \
+        "@@ upstream-file\nmissing\n"
+    lines = {ln.name: ln for ln in checks.evaluate(cfg(), "w", out, local=False)}
+    assert lines["nginx -t"].status == "fail"
+    assert "bg setup" in lines["nginx -t"].hint, lines["nginx -t"]
+    assert lines["upstream included"].status == "warn"
+    assert "bg setup" in lines["upstream included"].hint
+
+
+def test_check_with_the_upstream_file_there_says_nothing_of_setup() -> None:
+    from bluegreen import checks
+    from tests.test_check import GOOD, cfg
+
+    lines = checks.evaluate(cfg(), "w", GOOD + "@@ upstream-file\npresent\n", local=False)
+    assert all(ln.status == "ok" and "bg setup" not in ln.hint for ln in lines), lines
+
+
+def test_init_says_setup_comes_before_including_the_site(tmp_path: Path) -> None:
+    from bluegreen.scaffold import SITE_NAME, scaffold
+
+    result = scaffold(tmp_path, app="shop", runner="command", force=False)
+    steps = result.hints[0]
+    assert steps.index("bg setup") < steps.index(f"include {SITE_NAME}") \
+        < steps.index("bg check"), steps
