@@ -130,3 +130,26 @@ def test_check_before_setup_says_to_run_setup(tmp_path: Path) -> None:
     test = next(c for c in checks if c["check"] == "nginx -t")
     assert test["status"] == "ok"
     assert all("bg setup" not in c["hint"] for c in checks), checks
+
+
+def test_a_config_broken_before_the_deploy_is_refused_before_anything_changes(
+        workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    upstream = ws.upstream()
+    broken = ws.nginx.prefix / "conf.d" / "zz-typo.conf"
+    broken.write_text("server { listen 127.0.0.1:1; locaton / { } }\n")  # the user's typo
+    proc = ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "nginx's configuration is already broken" in proc.stderr, proc.stderr
+    assert "zz-typo.conf" in proc.stderr and "locaton" in proc.stderr
+    assert "new upstream" not in proc.stderr
+    assert not (ws.root / "releases" / "2.0.0").exists()  # nothing shipped, nothing started
+    assert (ws.root / "slots" / "green").resolve().name != "2.0.0"
+    assert not (ws.root / "run" / "green.pid").exists()
+    assert ws.upstream() == upstream and not (ws.root / "bg" / "lock").exists()
+    for op in ("switch", "rollback"):
+        again = ws.bg(op, check=False)
+        assert "already broken" in again.stderr, (op, again.stderr)
+    broken.unlink()
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")))

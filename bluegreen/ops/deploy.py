@@ -130,7 +130,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
     if dry_run:
         return _dry_run(ctx, art.version, make)
-    with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version) as session:
+    with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version,
+                                     nginx_test=True) as session:
         plan = make(_facts(ctx, session.states, session.observed, wanted))
         result = execute(ctx, session, plan, art, started=started)
     return counted(ctx, result)
@@ -146,7 +147,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "rollback") as session:
+    with interruptible(), Session(ctx, "rollback", nginx_test=True) as session:
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {s.idle} if s.live else set()))
         result = execute(ctx, session, plan, None)
@@ -164,7 +165,7 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "switch") as session:
+    with interruptible(), Session(ctx, "switch", nginx_test=True) as session:
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {to or s.idle}))
         result = execute(ctx, session, plan, None)
