@@ -11,7 +11,7 @@ import fnmatch
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bluegreen.config import EPHEMERAL_LOW, Config
@@ -96,6 +96,8 @@ echo "free-kb $(df -Pk "$d" 2>/dev/null | awk 'NR==2 {{print $4}}')"
 echo "largest-kb $(du -sk {q(paths.releases)}/* 2>/dev/null | sort -n | tail -n 1 | cut -f1)\"""")
     parts.append(f"echo '@@ lock'; if [ -d {q(paths.lock)} ]; then echo held; "
                  f"cat {q(paths.lock)}/holder.json 2>/dev/null; echo; fi")
+    parts.append(f"echo '@@ upstream-file'; if [ -e {q(n.upstream_file)} ]; then echo present;"
+                 " else echo missing; fi")
     return "\n".join(parts) + "\n"
 
 
@@ -134,7 +136,7 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
 
     dump = s.get("dump")
     files, includes, pid_directive, probe_listens = _read_dump(dump or [], n.probe_port)
-    _master(add, s, n.pid_file, pid_directive)
+    _master(add, s, n.pid_file, pid_directive, n.test_command)
     _included(add, dump, files, includes, n.upstream_file, n.test_command)
     for slot, port in config.slots.items():
         _port(add, f"slot {slot} port {port}", s.get(f"port-{slot}", []), config.app.root,
@@ -147,7 +149,27 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
             "wait for the operation, or `bg lock release` if it is gone")
     else:
         add("lock free", OK, "free")
-    return lines
+    return _before_setup(lines, s.get("upstream-file", []), n.upstream_file)
+
+
+def _before_setup(lines: list[CheckLine], found: list[str], upstream: str) -> list[CheckLine]:
+    """Before `bg setup` the upstream file is missing: a site that proxies to the app's
+    upstream fails `nginx -t` until setup writes it, so say so where it shows."""
+    if found[:1] != ["missing"]:
+        return lines
+    why = (f"run `bg setup`: it writes {upstream}, the upstream the site proxies to"
+           " (nginx rejects the site until it exists)")
+    out = []
+    for line in lines:
+        if line.name == "nginx -t" and line.status == FAIL:
+            line = replace(line, hint=why)
+        elif line.name == "upstream included" and line.status != FAIL:
+            line = replace(line, status=WARN, detail=line.detail + "; the file is missing",
+                           hint=why)
+        elif line.name == "upstream included":
+            line = replace(line, hint=line.hint + f", then {why}")
+        out.append(line)
+    return out
 
 
 def _read_dump(dump: list[str], probe_port: int
@@ -177,25 +199,54 @@ def _read_dump(dump: list[str], probe_port: int
     return files, includes, pid, probe_listens
 
 
-def _master(add: Any, s: dict[str, list[str]], pid_file: str, pid_directive: str | None
-            ) -> None:
+def _prefix_and_conf(words: list[str]) -> tuple[str | None, str | None]:
+    """The ``-p`` and ``-c`` an nginx command line names (None: nginx's built-in default)."""
+    found: dict[str, str] = {}
+    for i, w in enumerate(words):
+        if w in ("-p", "-c") and i + 1 < len(words):
+            found[w] = words[i + 1]
+    return found.get("-p"), found.get("-c")
+
+
+def _masters_of(test_command: str, masters: list[str]) -> tuple[list[str], list[str]]:
+    """The ``ps`` lines' master pids: (this configuration's, other nginx instances')."""
+    ours_words = shlex.split(test_command)
+    want = _prefix_and_conf(ours_words)
+    ours, others = [], []
+    for line in masters:
+        pid, _, args = line.strip().partition(" ")
+        words = args.split("master process", 1)[-1].split()
+        (ours if _prefix_and_conf(words) == want else others).append(pid)
+    return ours, others
+
+
+def _master(add: Any, s: dict[str, list[str]], pid_file: str, pid_directive: str | None,
+            test_command: str) -> None:
     lines = s.get("pid-file", [])
     pid = lines[0].removeprefix("pid=") if lines else ""
     cmdline = " ".join(lines[1:])
     if pid and "nginx" in cmdline and "master" in cmdline:
         add("nginx master", OK, f"pid {pid}, found by the pid file {pid_file}")
         return
-    masters = [m.split()[0] for m in s.get("masters", []) if m.split()]
-    found = []
-    if pid_directive and pid_directive != pid_file:
-        found.append(f"nginx -T says `pid {pid_directive};`")
-    if masters:
-        found.append("the process list shows master pid(s) " + ", ".join(masters))
+    # Other nginx instances (another program's, a test's) are no answer: only a master
+    # started with this configuration's -p/-c is.
+    ours, others = _masters_of(test_command, [m for m in s.get("masters", []) if m.split()])
     why = "is missing or empty" if not pid else f"names pid {pid}, not a running nginx master"
-    hint = (f"set [nginx] pid_file = \"{pid_directive}\"" if pid_directive
-            else "set [nginx] pid_file to the `pid` of nginx's configuration")
-    add("nginx master", FAIL, f"pid file {pid_file} {why}"
-        + (f"; {'; '.join(found)}" if found else "; no nginx master running"), hint)
+    if pid_directive and pid_directive != pid_file:
+        found = [f"nginx -T says `pid {pid_directive};`"]
+        if ours:
+            found.append("the process list shows master pid(s) " + ", ".join(ours))
+        add("nginx master", FAIL, f"pid file {pid_file} {why}; {'; '.join(found)}",
+            f"set [nginx] pid_file = \"{pid_directive}\"")
+    elif ours:
+        add("nginx master", FAIL, f"pid file {pid_file} {why}; the process list shows this"
+            f" configuration's master pid(s) {', '.join(ours)}",
+            "set [nginx] pid_file to the `pid` of nginx's configuration")
+    else:
+        add("nginx master", FAIL, f"nginx is not running (pid file {pid_file} {why}, and no"
+            " nginx master runs this configuration"
+            + (f"; other nginx instances: pid {', '.join(others)})" if others else ")"),
+            "start nginx (Debian: `systemctl start nginx`), then check again")
 
 
 def _included(add: Any, dump: list[str] | None, files: list[str],

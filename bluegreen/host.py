@@ -238,10 +238,20 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def _user_name() -> str:
+    """The name of this process's user (no terminal and no $USER: cron, `env -i`, CI)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return str(os.getuid())
+
+
 def controller_identity() -> dict[str, str | int]:
     """Who is acting: recorded in locks and the journal."""
     try:
         user = os.getlogin()
     except OSError:
-        user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+        user = os.environ.get("USER") or os.environ.get("LOGNAME") or _user_name()
     return {"user": user, "controller": socket.gethostname(), "pid": os.getpid()}

@@ -18,7 +18,8 @@ from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
 from bluegreen.shell import cat_file, q
 
-_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock")
+_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock",
+             "nginx-test")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Observation:
     release_sha: str = ""
     env_sha: str = ""  # sha256 of shared/env ("" when absent): re-upload only on change
     lock: str | None = None  # the lock holder's JSON, None when unlocked
+    nginx_error: str | None = None  # nginx's configuration as it is fails its test: why
 
 
 def new_marker() -> str:
@@ -46,8 +48,10 @@ def observe_script(
     backup_file: str | None,
     alive_scripts: Mapping[str, str],
     version: str | None = None,
+    nginx_test: str | None = None,
 ) -> str:
-    """Read-only: prints each section after ``<marker> <name>``."""
+    """Read-only: prints each section after ``<marker> <name>``. ``nginx_test``: also run
+    nginx's test command on the configuration as it is (before an operation changes it)."""
     def head(name: str) -> str:
         return f"echo {q(marker + ' ' + name)}"
 
@@ -70,6 +74,9 @@ def observe_script(
     parts += [head("env"), f"[ ! -f {env} ] || sha256sum {env} 2>/dev/null"
                            " | { read -r h _ && echo \"$h\"; }"]
     parts += [head("lock"), f"{cat_file(paths.lock + '/holder.json')} && echo"]
+    if nginx_test is not None:
+        parts += [head("nginx-test"), f"bg_t=$( ({nginx_test}) 2>&1 ); echo \"rc=$?\";"
+                  " printf '%s\\n' \"$bg_t\" | tail -n 5"]
     parts.append("true")
     return "\n".join(parts)
 
@@ -109,4 +116,13 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         release_sha="".join(sections.get("release", [])).strip(),
         env_sha="".join(sections.get("env", [])).strip(),
         lock=text("lock"),
+        nginx_error=_nginx_error(sections.get("nginx-test")),
     )
+
+
+def _nginx_error(lines: list[str] | None) -> str | None:
+    """What nginx said when its test failed; None when it passed (or did not run)."""
+    if not lines or lines[0] == "rc=0":
+        return None
+    said = " / ".join(line.strip() for line in lines[1:] if line.strip())
+    return said or f"the test command exited {lines[0].removeprefix('rc=')}"

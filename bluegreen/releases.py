@@ -85,18 +85,42 @@ def require_script(paths: Layout, version: str) -> str:
     return f"test -d {q(rel)} || {{ echo 'release {version} is not on the host'; exit 1; }}"
 
 
+def lived_dir(paths: Layout) -> str:
+    """One empty file per release that went live on the host, touched each time it does:
+    their mtimes order the releases by when they last served."""
+    return f"{paths.bg}/lived"
+
+
+def mark_live_script(paths: Layout, versions: Iterable[str]) -> str:
+    """Mark ``versions`` as (just now) live: what pruning keeps first."""
+    marks = " ".join(q(f"{lived_dir(paths)}/{safe_token(v, 'version')}")
+                     for v in sorted(set(versions)))
+    if not marks:
+        return ""
+    d = q(lived_dir(paths))
+    # `: >` (a builtin) creates the mark or updates its mtime without forking touch.
+    return f"{{ [ -d {d} ] || mkdir -p {d}; }} && for m in {marks}; do : > \"$m\"; done"
+
+
 def prune_script(paths: Layout, keep: int, protected: Iterable[str]) -> str:
-    """Remove releases beyond the newest ``keep``, never one in ``protected``."""
+    """Keep the ``keep`` releases that were live most recently (see :func:`mark_live_script`),
+    then the newest never-live ones (a failed health gate) in what is left of ``keep``; never
+    remove one in ``protected``. A host without marks keeps the newest ``keep``, as before."""
     guard = " ".join(q(safe_token(v, "version")) for v in sorted(set(protected)))
+    lived = q(lived_dir(paths))
     return lines(
         "(",
         f"cd {q(paths.releases)} 2>/dev/null || exit 0",
-        "n=0",
-        "for r in $(ls -1t); do",
+        "set -f",  # a name listed is never a pattern
+        'n=0; seen=" "',
+        f"for r in $(ls -1t {lived} 2>/dev/null; ls -1t); do",
+        '  case "$seen" in *" $r "*) continue ;; esac',
+        '  seen="$seen$r "',
+        '  [ -d "$r" ] || continue',
         "  n=$((n+1))",
         f"  [ $n -le {int(keep)} ] && continue",
         f"  for p in {guard or '.'}; do [ \"$r\" = \"$p\" ] && continue 2; done",
-        '  rm -rf -- "$r" && echo "pruned: $r"',
+        f'  rm -rf -- "$r" && rm -f -- {lived}/"$r" && echo "pruned: $r"',
         "done",
         ")",
     )

@@ -207,8 +207,10 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
             _write_secret(path, content)
         else:
             path.write_text(content)
-    hints = [f"include {SITE_NAME} in nginx (e.g. copy it to /etc/nginx/sites-enabled/), "
-             f"edit {ENV_NAME}, then run `bg check` and `bg setup`"]
+    # In this order: nginx rejects the site until `bg setup` wrote the upstream it uses.
+    hints = [f"edit {ENV_NAME}, run `bg setup` (it writes the upstream the site proxies to),"
+             f" include {SITE_NAME} in nginx (e.g. copy it to /etc/nginx/sites-enabled/),"
+             " `nginx -t && nginx -s reload`, then `bg check`"]
     if mix and not mix.has_tar_step:
         hints.append(f"add `releases: [{release}: [steps: [:assemble, :tar]]]` to mix.exs "
                      "so `mix release` builds the tarball bg ships")

@@ -136,7 +136,8 @@ def test_interrupt_stops_what_it_started_and_releases(
     assert_consistent(ws, "2.0.0")
     pid_file = ws.root / "run" / "blue.pid"
     assert not pid_file.exists(), "the started slot was left running"
-    history = json.loads(ws.bg("--json", "history", "-n", "50").stdout)["result"]["local"]
+    history = json.loads(ws.bg("--json", "history", "--steps", "-n", "50").stdout
+                         )["result"]["local"]
     assert any(e["step"] == "failed" for e in history)
 
 

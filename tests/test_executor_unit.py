@@ -82,8 +82,9 @@ def test_deploy_two_hosts_switches_both_and_retires_the_old_slot(tmp_path: Path)
         assert h.model.backup is None and h.model.lock is None
         assert h.files["/srv/hello/bg/uploads/2.0.0.tar.gz"].startswith(b"\x1f\x8b")
         assert h.journal_steps() == [
-            ("plan", "intent"), ("upload", "ok"), ("start", "ok"), ("health", "ok"),
-            ("switch", "intent"), ("switch", "ok"), ("finish", "ok"), ("done", "ok")]
+            ("begin", "ok"), ("plan", "intent"), ("upload", "ok"), ("start", "ok"),
+            ("health", "ok"), ("switch", "intent"), ("switch", "ok"), ("finish", "ok"),
+            ("done", "ok")]
     assert [o.outcome for o in result.hosts] == ["ship, start, gate, switch: blue -> green"] * 2
 
 

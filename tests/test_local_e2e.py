@@ -59,7 +59,8 @@ def test_deploy_deploy_rollback_switch(workspace: Workspace, tmp_path: Path) -> 
     assert answer(ws) == ("hello 2.0.0 slot=green", "green")
     assert live(ws) == ("green", "2.0.0")
 
-    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["result"]["local"]
+    history = json.loads(ws.bg("--json", "history", "--steps", "-n", "200").stdout
+                         )["result"]["local"]
     ops = [e["op"] for e in history if e["step"] == "done"]
     assert ops == ["deploy", "deploy", "rollback", "switch"]
 
@@ -190,7 +191,8 @@ def test_dead_holder_on_this_controller_is_taken_over(workspace: Workspace, tmp_
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
     assert answer(ws)[0] == "hello 1.0.0 slot=blue"
     assert not (ws.root / "bg" / "lock").exists()
-    history = json.loads(ws.bg("--json", "history", "-n", "200").stdout)["result"]["local"]
+    history = json.loads(ws.bg("--json", "history", "--steps", "-n", "200").stdout
+                         )["result"]["local"]
     taken = [e for e in history if e["step"] == "lock" and e["outcome"] == "taken over"]
     assert taken and taken[0]["interrupted"] == "deploy 9.9.9"
 

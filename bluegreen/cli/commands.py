@@ -125,7 +125,11 @@ def status(ctx: typer.Context, hosts: HostsOpt = None) -> None:
             print(f"  {slot:<5} :{s['port']:<5} {s['version'] or '-':<16} {flags}")
         print(f"  nginx  upstream :{h['nginx']['upstream_port']}, serving"
               f" {h['nginx']['serving'] or '?'}")
-        if h["lock"]:
+        if h["in_progress"]:
+            print(f"  in progress: {h['in_progress']}")
+            for note in h["transient"]:
+                print(f"    (expected while it runs) {note}")
+        elif h["lock"]:
             print(f"  locked by {h['lock'].get('user')} ({h['lock'].get('command')})")
         for p in h["problems"]:
             print(f"  problem: {p}")
@@ -140,21 +144,36 @@ def _problems(problems: list[str]) -> StateError:
 
 @app.command()
 def history(ctx: typer.Context,
-            limit: Annotated[int, typer.Option("-n", help="Entries per host.")] = 20) -> None:
-    """The journal: who did what, when, with which outcome."""
+            limit: Annotated[int, typer.Option("-n", help="Operations (or entries) per host.")
+                             ] = 20,
+            steps: Annotated[bool, typer.Option("--steps", help="Every journal entry.")
+                             ] = False) -> None:
+    """The journal: who did what, when, with which outcome; a line per operation."""
     from bluegreen.ops import admin
 
     opts = options(ctx)
-    data = run(opts, "", lambda c: admin.history(c, limit))
+    data = run(opts, "", lambda c: admin.history(c, limit, steps=steps))
     if opts.json:
         emit(opts, data)
         return
     for host, entries in data.items():
         print(f"{host}:")
         for e in entries:
-            extra = " ".join(f"{k}={e[k]}" for k in ("version", "slot") if k in e)
-            print(f"  {e.get('time', '?')[:19]}  {e.get('user', '?'):<8} {e.get('op', '?'):<8}"
-                  f" {e.get('step', '?'):<8} {e.get('outcome', '?'):<8} {extra}")
+            print("  " + (_step_line(e) if steps else _operation_line(e)))
+
+
+def _operation_line(o: dict[str, Any]) -> str:
+    seconds = f"{o['seconds']:.2f}s" if isinstance(o.get("seconds"), float | int) else "?"
+    why = f"  {o['message']}" if o.get("message") else ""
+    return (f"{str(o.get('time') or '?')[:19].replace('T', ' ')}  {o.get('op') or '?':<8}"
+            f" {o.get('version') or '-':<12} {o['outcome']:<10} {seconds:>8}"
+            f"  {o.get('user') or '?'}@{o.get('controller') or '?'}{why}")
+
+
+def _step_line(e: dict[str, Any]) -> str:
+    extra = " ".join(f"{k}={e[k]}" for k in ("version", "slot") if k in e)
+    return (f"{str(e.get('time', '?'))[:19]}  {e.get('user', '?'):<8} {e.get('op', '?'):<8}"
+            f" {e.get('step', '?'):<8} {e.get('outcome', '?'):<8} {extra}")
 
 
 @lock_app.command("status")

@@ -134,20 +134,32 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     upstream_slot = served_slot(config, obs.upstream)
     # Behind load balancers the app host has no nginx: status() probes each LB instead.
     serving = None if ctx.lbs else probe_slot(host, nginx.probe_urls(config)[-1])
-    problems = list(rec.notes)
+    # Differences an operation makes as it goes: the idle slot booting a release the state
+    # does not name yet, the upstream swapped before the state is recorded, nginx's new
+    # workers starting.
+    moving = list(rec.notes)
     if state.live and upstream_slot not in (None, state.live):
-        problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
+        moving.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
+    if state.live and serving != state.live and not ctx.lbs:
+        moving.append(f"nginx answers from slot {serving!r}, expected {state.live}")
+    problems = []
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
-    if state.live and serving != state.live and not ctx.lbs:
-        problems.append(f"nginx answers from slot {serving!r}, expected {state.live}")
     lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
                                           {"command": "?", "note": "unreadable holder.json"})
-    interrupted = None
+    interrupted = in_progress = None
+    transient: list[str] = []
     if lock is not None and st.holder_is_gone(lock):
         interrupted = str(lock.get("command", "?"))
         problems.append(f"interrupted operation: `{interrupted}` ({st.describe_holder(lock)});"
                         " the next bg deploy/switch/rollback takes over its lock and repairs")
+    if lock is not None and interrupted is None:
+        # A holder that runs (or that another controller holds: bg cannot tell) is changing
+        # the host right now: what it changes is expected, not a problem.
+        in_progress = f"`{lock.get('command', '?')}` ({st.describe_holder(lock)})"
+        transient = moving
+    else:
+        problems = moving + problems
     return {
         "host": host.name,
         "live": state.live,
@@ -160,6 +172,8 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
                   "serving": serving},
         "lock": lock,
         "interrupted": interrupted,
+        "in_progress": in_progress,
+        "transient": transient,
         "problems": problems,
     }
 
@@ -209,8 +223,11 @@ def status(ctx: Context) -> dict[str, Any]:
     }
 
 
-def history(ctx: Context, limit: int) -> dict[str, list[dict[str, Any]]]:
-    return ctx.each(lambda h: st.read_journal(h, ctx.paths, limit), "history")
+def history(ctx: Context, limit: int, *, steps: bool = False
+            ) -> dict[str, list[dict[str, Any]]]:
+    """Each host's last ``limit`` operations (``steps``: journal entries) from its journal."""
+    read = st.read_journal if steps else st.read_operations
+    return ctx.each(lambda h: read(h, ctx.paths, limit), "history")
 
 
 def lock_status(ctx: Context) -> dict[str, Any]:

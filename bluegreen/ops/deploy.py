@@ -7,6 +7,7 @@ returns the plan with the nginx diff each switching host would get.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
            dry_run: bool = False) -> OperationResult | DryRun:
     from bluegreen import artifact as artifacts  # a switch or rollback never reads one
 
+    started = time.monotonic()  # the reported total includes the artifact check
     prefetch("jinja2", "httpx", "tenacity")
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
@@ -128,9 +130,10 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
     if dry_run:
         return _dry_run(ctx, art.version, make)
-    with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version) as session:
+    with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version,
+                                     nginx_test=True) as session:
         plan = make(_facts(ctx, session.states, session.observed, wanted))
-        result = execute(ctx, session, plan, art)
+        result = execute(ctx, session, plan, art, started=started)
     return counted(ctx, result)
 
 
@@ -144,7 +147,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "rollback") as session:
+    with interruptible(), Session(ctx, "rollback", nginx_test=True) as session:
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {s.idle} if s.live else set()))
         result = execute(ctx, session, plan, None)
@@ -162,7 +165,7 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "switch") as session:
+    with interruptible(), Session(ctx, "switch", nginx_test=True) as session:
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {to or s.idle}))
         result = execute(ctx, session, plan, None)

@@ -63,9 +63,10 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None
-            ) -> OperationResult:
-    started = time.monotonic()
+def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
+            started: float | None = None) -> OperationResult:
+    """``started``: when the operation began (a deploy's artifact check comes first)."""
+    started = time.monotonic() if started is None else started
     failpoint = FailpointFn(os.environ.get("BG_FAILPOINT", ""))
     progress = Progress()
     notes: list[str] = list(plan.notes)

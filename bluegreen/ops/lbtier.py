@@ -31,11 +31,13 @@ MIXED = "mixed"  # the X-BG-Slot label of an upstream whose app hosts serve diff
 _SERVER = re.compile(r"(?:^|[{;])\s*server\s+(\[[^\]]+\]|[^\s:;\[]+):(\d+)\b", re.M)
 
 
-def observation_script(ctx: Context, marker: str) -> str:
-    """Read-only, on an LB: its live upstream file and a backup an interrupted switch left."""
+def observation_script(ctx: Context, marker: str, *, nginx_test: bool = False) -> str:
+    """Read-only, on an LB: its live upstream file and a backup an interrupted switch left
+    (``nginx_test``: and whether nginx's configuration passes its test as it is)."""
     files = nginx.files(ctx.config)
     return observe_script(ctx.paths, marker, upstream_file=files.live,
-                          backup_file=files.backup, alive_scripts={})
+                          backup_file=files.backup, alive_scripts={},
+                          nginx_test=ctx.config.nginx.test_command if nginx_test else None)
 
 
 def observe(ctx: Context) -> dict[str, Observation]:

@@ -18,7 +18,7 @@ from typing import Any
 from bluegreen import nginx
 from bluegreen import state as st
 from bluegreen.drain import drain_noted_script
-from bluegreen.errors import BgError, HostFailures, StateError
+from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops import lbtier
@@ -28,13 +28,15 @@ from bluegreen.releases import clean_uploads_script, layout_script
 from bluegreen.shell import lines
 
 
-def observation_script(ctx: Context, marker: str, version: str | None) -> str:
+def observation_script(ctx: Context, marker: str, version: str | None, *,
+                       nginx_test: bool = False) -> str:
     files = nginx.files(ctx.config)
     return observe_script(
         ctx.paths, marker,
         upstream_file=files.live, backup_file=files.backup,
         alive_scripts={slot: ctx.runner.alive_script(slot) for slot in ctx.config.slots},
         version=version,
+        nginx_test=ctx.config.nginx.test_command if nginx_test and not ctx.lbs else None,
     )
 
 
@@ -63,8 +65,12 @@ def _parse_state(host: Host, ctx: Context, raw: str) -> st.HostState:
 class Session:
     """Lock, observe and reconcile every host on entry; release (with the journal) on exit."""
 
-    def __init__(self, ctx: Context, command: str, *, version: str | None = None) -> None:
+    def __init__(self, ctx: Context, command: str, *, version: str | None = None,
+                 nginx_test: bool = False) -> None:
         self.ctx = ctx
+        # Test nginx's configuration as it is, in the lock's round trip: an operation that
+        # will switch refuses a configuration already broken before it changes anything.
+        self.nginx_test = nginx_test
         self.command = command
         self.version = version
         self.op = command.split()[0]
@@ -80,10 +86,12 @@ class Session:
     def __enter__(self) -> Session:
         everywhere = [*self.ctx.hosts, *self.ctx.lbs]
         self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in everywhere}
+        self.record("begin", "ok", command=self.command)  # `bg history` times from here
         try:
             with self.ctx.step("lock and read state") as note:
                 # Load balancers too: each one's upstream covers hosts --hosts may leave out.
                 self.ctx.each(self._lock_one, "taking the lock", everywhere)
+                self._refuse_broken_nginx()
                 self._reconcile()
                 recovered = self._recover()
                 if recovered:
@@ -102,10 +110,12 @@ class Session:
         # Holding the lock, nothing staged by an earlier operation can still be committed.
         discard = nginx.discard_staged_script(self.ctx.config)
         if host in self.ctx.lbs:
-            tail = lines(discard, lbtier.observation_script(self.ctx, marker))
+            tail = lines(discard, lbtier.observation_script(self.ctx, marker,
+                                                            nginx_test=self.nginx_test))
         else:
             tail = lines(layout_script(paths), discard, clean_uploads_script(paths),
-                         observation_script(self.ctx, marker, self.version))
+                         observation_script(self.ctx, marker, self.version,
+                                            nginx_test=self.nginx_test))
         result = host.run(lines(st.lock_script(paths, holder), tail))
         if result.exit_code == st.LOCKED_EXIT:
             dead = st.parse_holder(result.stdout)
@@ -127,6 +137,16 @@ class Session:
         self.observed[host.name] = obs
         if host not in self.ctx.lbs:
             self.recorded[host.name] = _parse_state(host, self.ctx, obs.state_raw)
+
+    def _refuse_broken_nginx(self) -> None:
+        broken = {n: o.nginx_error for n, o in self.observed.items() if o.nginx_error}
+        if broken:
+            said = "; ".join(f"{n}: {e}" for n, e in broken.items())
+            raise ConfigError(
+                f"nginx's configuration is already broken ({self.ctx.config.nginx.test_command}"
+                f" fails before bg changed anything): {said}",
+                hint="fix nginx's configuration (the message names the file and line), then"
+                " run bg again; nothing was changed")
 
     def _reconcile(self) -> None:
         """Each app host's recorded state against what nginx serves it: its own upstream

@@ -33,6 +33,7 @@ from bluegreen.ops.switch import slots_label as _slots
 from bluegreen.ports import port_free_script
 from bluegreen.releases import (
     extract_script,
+    mark_live_script,
     parse_pruned,
     point_slot_script,
     prune_script,
@@ -250,6 +251,10 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
                   "new-slot-died") if retire else "",
             subshell(ctx.runner.stop_script(retire), or_exit=ScriptExit.RETIRE_FAILED)
             if retire else "",
+            # Both releases have served (the old one before this operation): pruning keeps
+            # releases that went live before ones that never did.
+            mark_live_script(ctx.paths, [v for v in (step.versions[host.name],
+                                                     session.states[host.name].live_version) if v]),
             prune_script(ctx.paths, ctx.config.app.keep_releases, keep) if step.prune else "",
         )
         if release:

@@ -1,0 +1,155 @@
+"""Issue 18's smaller cases end to end on this machine: real nginx, the sample app, the
+real CLI (status during a deploy, history per operation, pruning, `bg remove`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bluegreen.sandbox.sample import build_sample
+from tests.helpers import Workspace
+
+
+def _background(ws: Workspace, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "bluegreen", "-c", str(ws.config), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_status_during_a_healthy_deploy_exits_0_and_says_in_progress(
+        workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    deploying = _background(ws, "deploy", str(build_sample(tmp_path / "art", "2.0.0",
+                                                           boot_delay=2.0)))
+    try:
+        deadline = time.monotonic() + 10
+        while (ws.root / "slots" / "green").resolve().name != "2.0.0":
+            assert time.monotonic() < deadline, "green never pointed at 2.0.0"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the slot's process is up, not yet healthy
+        status = ws.bg("status", check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "in progress: `deploy 2.0.0`" in status.stdout, status.stdout
+        assert "green runs 2.0.0" in status.stdout
+        assert "problem" not in status.stdout
+    finally:
+        _, err = deploying.communicate(timeout=60)
+    assert deploying.returncode == 0, err
+    after = ws.bg("status")
+    assert "in progress" not in after.stdout
+
+
+def test_history_is_a_line_per_operation_with_the_user_name(workspace: Workspace,
+                                                            tmp_path: Path) -> None:
+    import os
+    import pwd
+
+    ws = workspace
+    env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME")}
+    for version in ("1.0.0", "2.0.0"):  # as cron or CI runs it: no terminal, no $USER
+        subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy",
+                        str(build_sample(tmp_path / "art", version))], env=env, check=True,
+                       capture_output=True, start_new_session=True)
+    ws.bg("switch")
+    out = ws.bg("history").stdout.splitlines()
+    assert out[0] == "local:"
+    lines = out[1:]
+    assert len(lines) == 3, out
+    me = pwd.getpwuid(os.getuid()).pw_name
+    for line, (op, version) in zip(lines, [("deploy", "1.0.0"), ("deploy", "2.0.0"),
+                                           ("switch", "1.0.0")], strict=True):
+        words = line.split()
+        assert words[2:5] == [op, version, "ok"], line
+        assert words[5].endswith("s") and float(words[5][:-1]) > 0, line
+        assert words[6].startswith(f"{me}@"), line
+    data = json.loads(ws.bg("--json", "history", "-n", "1").stdout)["result"]["local"]
+    assert [(o["op"], o["outcome"]) for o in data] == [("switch", "ok")]
+    steps = json.loads(ws.bg("--json", "history", "--steps").stdout)["result"]["local"]
+    assert {e["step"] for e in steps} >= {"begin", "plan", "health", "done"}
+
+
+def test_prune_drops_failed_releases_before_good_ones(workspace: Workspace, tmp_path: Path
+                                                      ) -> None:
+    ws = workspace  # keep_releases = 3
+    art = tmp_path / "art"
+    ws.bg("deploy", str(build_sample(art, "1.0.0")))
+    ws.bg("deploy", str(build_sample(art, "2.0.0")))
+    ws.config.write_text(ws.config.read_text().replace("deadline = 15.0", "deadline = 1.0"))
+    for bad in ("2.1.0", "2.2.0", "2.3.0"):  # each fails its health gate
+        proc = ws.bg("deploy", str(build_sample(art, bad, health_status=500)), check=False)
+        assert proc.returncode == 3, proc.stderr
+    ws.bg("deploy", str(build_sample(art, "3.0.0")))
+    kept = sorted(p.name for p in (ws.root / "releases").iterdir())
+    # 2.3.0 is what the slot 3.0.0 replaced pointed at: never pruned in that same deploy.
+    assert kept == ["1.0.0", "2.0.0", "2.3.0", "3.0.0"], kept
+    ws.bg("rollback")  # to 2.0.0: a release that served is there to go back to
+    assert ws.get().text.startswith("hello 2.0.0")
+
+
+def test_check_with_nginx_stopped_says_nginx_is_not_running(stock: Workspace,
+                                                            tmp_path: Path) -> None:
+    from bluegreen.sandbox.nginx import NginxServer
+    from tests.helpers import free_port
+
+    ws = stock
+    other = NginxServer(prefix=tmp_path / "other-nginx", listen=f"127.0.0.1:{free_port()}",
+                        app="other")
+    other.render()
+    (other.prefix / "sites" / "other.conf").unlink()  # no app behind it: an nginx of its own
+    other.start()  # another program's nginx keeps running on this machine
+    try:
+        ws.nginx.stop()
+        proc = ws.bg("--json", "check", check=False)
+        checks = json.loads(proc.stdout)["result"]["checks"]
+        master = next(c for c in checks if c["check"] == "nginx master")
+        assert master["status"] == "fail"
+        assert master["detail"].startswith("nginx is not running"), master
+        assert "start nginx" in master["hint"]
+        assert "pid_file" not in master["hint"]
+    finally:
+        other.stop()
+
+
+def test_check_before_setup_says_to_run_setup(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.helpers import make_workspace, need
+
+    need(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(), "no nginx")
+    ws = make_workspace(tmp_path)  # the site is included; `bg setup` has not run yet
+    proc = ws.bg("check", check=False)
+    assert proc.returncode == 2
+    out = proc.stdout
+    assert "FAIL" in out and "nginx -t" in out
+    assert "hint: run `bg setup`: it writes" in out, out
+    ws.bg("setup")
+    checks = json.loads(ws.bg("--json", "check", check=False).stdout)["result"]["checks"]
+    test = next(c for c in checks if c["check"] == "nginx -t")
+    assert test["status"] == "ok"
+    assert all("bg setup" not in c["hint"] for c in checks), checks
+
+
+def test_a_config_broken_before_the_deploy_is_refused_before_anything_changes(
+        workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    upstream = ws.upstream()
+    broken = ws.nginx.prefix / "conf.d" / "zz-typo.conf"
+    broken.write_text("server { listen 127.0.0.1:1; locaton / { } }\n")  # the user's typo
+    proc = ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "nginx's configuration is already broken" in proc.stderr, proc.stderr
+    assert "zz-typo.conf" in proc.stderr and "locaton" in proc.stderr
+    assert "new upstream" not in proc.stderr
+    assert not (ws.root / "releases" / "2.0.0").exists()  # nothing shipped, nothing started
+    assert (ws.root / "slots" / "green").resolve().name != "2.0.0"
+    assert not (ws.root / "run" / "green.pid").exists()
+    assert ws.upstream() == upstream and not (ws.root / "bg" / "lock").exists()
+    for op in ("switch", "rollback"):
+        again = ws.bg(op, check=False)
+        assert "already broken" in again.stderr, (op, again.stderr)
+    broken.unlink()
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")))
