@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from bluegreen.config import SLOTS
 from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
+from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
-_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock")
+_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock",
+             "leftover")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Observation:
     release_sha: str = ""
     env_sha: str = ""  # sha256 of shared/env ("" when absent): re-upload only on change
     lock: str | None = None  # the lock holder's JSON, None when unlocked
+    # slot -> "COMM (pid N)" of processes a stopped slot left running (status only)
+    leftovers: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 def new_marker() -> str:
@@ -46,6 +50,7 @@ def observe_script(
     backup_file: str | None,
     alive_scripts: Mapping[str, str],
     version: str | None = None,
+    leftover_scripts: Mapping[str, str] | None = None,
 ) -> str:
     """Read-only: prints each section after ``<marker> <name>``."""
     def head(name: str) -> str:
@@ -70,6 +75,8 @@ def observe_script(
     parts += [head("env"), f"[ ! -f {env} ] || sha256sum {env} 2>/dev/null"
                            " | { read -r h _ && echo \"$h\"; }"]
     parts += [head("lock"), f"{cat_file(paths.lock + '/holder.json')} && echo"]
+    if leftover_scripts:
+        parts += [head("leftover"), *(f"( {s}\n) 2>/dev/null" for s in leftover_scripts.values())]
     parts.append("true")
     return "\n".join(parts)
 
@@ -109,4 +116,5 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         release_sha="".join(sections.get("release", [])).strip(),
         env_sha="".join(sections.get("env", [])).strip(),
         lock=text("lock"),
+        leftovers=parse_leftovers(sections.get("leftover", [])),
     )

@@ -139,6 +139,8 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
         problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
+    problems += [f"slot {slot} is not running but left processes behind: {', '.join(procs)}"
+                 for slot, procs in obs.leftovers.items()]
     if state.live and serving != state.live and not ctx.lbs:
         problems.append(f"nginx answers from slot {serving!r}, expected {state.live}")
     lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
