@@ -16,6 +16,7 @@ from typing import Any
 
 from bluegreen.config import EPHEMERAL_LOW, Config
 from bluegreen.layout import Layout
+from bluegreen.runners.base import leftover_script, parse_leftovers
 from bluegreen.shell import q
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
@@ -64,6 +65,15 @@ def _listeners(port: int) -> str:
 fi"""
 
 
+def leftovers_of(config: Config, slot: str, port: int) -> str:
+    """Processes a stopped slot left running (its session, or its port from the app's root)."""
+    from bluegreen.runners import runner_for
+
+    paths = Layout(config.app.root)
+    return leftover_script(runner_for(config).alive_script(slot), paths.pid(slot), port,
+                           paths.root, slot)
+
+
 def host_script(config: Config) -> str:
     """Everything `bg check` needs from one host, in one script that changes nothing
     (a temporary file proves the root writable and is removed at once)."""
@@ -86,6 +96,8 @@ def host_script(config: Config) -> str:
     for slot, port in config.slots.items():
         parts.append(f"echo '@@ port-{slot}'; echo \"bgpid $(cat {q(paths.pid(slot))} "
                      f"2>/dev/null)\"; {_listeners(port)}")
+    parts += [f"echo '@@ leftover-{slot}'; ( {leftovers_of(config, slot, port)}\n)"
+              for slot, port in config.slots.items()]
     parts.append(f"echo '@@ probe-port'; {_listeners(n.probe_port)}")
     parts.append(f"""echo '@@ root'; d={q(config.app.root)}
 while [ ! -e "$d" ]; do d=$(dirname "$d"); done
@@ -141,6 +153,11 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
     for slot, port in config.slots.items():
         _port(add, f"slot {slot} port {port}", s.get(f"port-{slot}", []), config.app.root,
               slot_pid=True)
+    for slot in config.slots:
+        left = parse_leftovers(s.get(f"leftover-{slot}", [])).get(slot)
+        add(f"slot {slot} leftovers", FAIL if left else OK,
+            f"not running, but left behind: {', '.join(left)}" if left else "none",
+            "stop them (kill PID); they hold what the slot's next start needs" if left else "")
     _probe(add, s.get("probe-port", []), n.probe_port, probe_listens, n.upstream_file)
     _root(add, s.get("root", []), config)
     held = s.get("lock", [])

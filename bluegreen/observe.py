@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from bluegreen.config import SLOTS
 from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
+from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
 _SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock",
-             "nginx-test")
+             "nginx-test", "leftover")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Observation:
     env_sha: str = ""  # sha256 of shared/env ("" when absent): re-upload only on change
     lock: str | None = None  # the lock holder's JSON, None when unlocked
     nginx_error: str | None = None  # nginx's configuration as it is fails its test: why
+    # slot -> "COMM (pid N)" of processes a stopped slot left running (status only)
+    leftovers: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 def new_marker() -> str:
@@ -49,6 +52,7 @@ def observe_script(
     alive_scripts: Mapping[str, str],
     version: str | None = None,
     nginx_test: str | None = None,
+    leftover_scripts: Mapping[str, str] | None = None,
 ) -> str:
     """Read-only: prints each section after ``<marker> <name>``. ``nginx_test``: also run
     nginx's test command on the configuration as it is (before an operation changes it)."""
@@ -77,6 +81,8 @@ def observe_script(
     if nginx_test is not None:
         parts += [head("nginx-test"), f"bg_t=$( ({nginx_test}) 2>&1 ); echo \"rc=$?\";"
                   " printf '%s\\n' \"$bg_t\" | tail -n 5"]
+    if leftover_scripts:
+        parts += [head("leftover"), *(f"( {s}\n) 2>/dev/null" for s in leftover_scripts.values())]
     parts.append("true")
     return "\n".join(parts)
 
@@ -117,6 +123,7 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         env_sha="".join(sections.get("env", [])).strip(),
         lock=text("lock"),
         nginx_error=_nginx_error(sections.get("nginx-test")),
+        leftovers=parse_leftovers(sections.get("leftover", [])),
     )
 
 

@@ -241,7 +241,7 @@ def test_fault_failed_health_gate_is_journaled_with_exit_3(tmp_path: Path) -> No
     for h in (a, b):
         assert journal_outcomes(h, "health") == ["failed"]
         assert journal_outcomes(h, "stop") == ["ok"]
-        assert h.sent(r"read -r pid < /srv/hello/run/green.pid; .*\nif alive")  # stopped
+        assert h.sent(r"read -r pid < /srv/hello/run/green.pid; .*\nmembers ")  # stopped
         assert not h.sent(COMMIT)
     assert_untouched([a, b])
 
@@ -529,5 +529,5 @@ def test_an_undone_switch_drains_the_workers_it_abandoned_before_stopping(
     with pytest.raises(SwitchError):
         deploy(ctx, tmp_path)
     (stop,) = [s for s in b.sent(r"rm -f /srv/hello/run/green\.pid") if "4242" in s]
-    assert stop.index("for p in 4242") < stop.index("kill -TERM")
+    assert stop.index("for p in 4242") < stop.index("kill -s TERM")
     assert b.model.serving == "blue" and "green" not in b.model.alive

@@ -145,6 +145,8 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     problems = []
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
+    problems += [f"slot {slot} is not running but left processes behind: {', '.join(procs)}"
+                 for slot, procs in obs.leftovers.items()]
     lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
                                           {"command": "?", "note": "unreadable holder.json"})
     interrupted = in_progress = None

@@ -25,18 +25,23 @@ from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.releases import clean_uploads_script, layout_script
+from bluegreen.runners.base import leftover_script
 from bluegreen.shell import lines
 
 
 def observation_script(ctx: Context, marker: str, version: str | None, *,
-                       nginx_test: bool = False) -> str:
+                       nginx_test: bool = False, leftovers: bool = False) -> str:
     files = nginx.files(ctx.config)
+    alive = {slot: ctx.runner.alive_script(slot) for slot in ctx.config.slots}
     return observe_script(
         ctx.paths, marker,
         upstream_file=files.live, backup_file=files.backup,
-        alive_scripts={slot: ctx.runner.alive_script(slot) for slot in ctx.config.slots},
+        alive_scripts=alive,
         version=version,
         nginx_test=ctx.config.nginx.test_command if nginx_test and not ctx.lbs else None,
+        leftover_scripts={slot: leftover_script(alive[slot], ctx.paths.pid(slot), port,
+                                                ctx.paths.root, slot)
+                          for slot, port in ctx.config.slots.items()} if leftovers else None,
     )
 
 
@@ -46,7 +51,8 @@ def observe(ctx: Context, version: str | None = None) -> dict[str, tuple[st.Host
     Behind load balancers, the upstream an app host is served by is read from them."""
     def one(host: Host) -> tuple[st.HostState, Observation]:
         marker = new_marker()
-        result = check(host.run(observation_script(ctx, marker, version)), "reading state", host)
+        result = check(host.run(observation_script(ctx, marker, version, leftovers=True)),
+                       "reading state", host)
         obs = parse_observation(result.stdout, marker)
         return _parse_state(host, ctx, obs.state_raw), obs
 

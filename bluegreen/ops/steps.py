@@ -293,6 +293,8 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         if any("drain-timeout" in out for out in outputs.values()):
             note.append(f"drain timed out after {timeout:g}s on some hosts")
             notes.append(f"nginx's old workers outlived drain_timeout ({timeout:g}s)")
+        if any("killed after" in out for out in outputs.values()):  # see stop_pid_script
+            note.append(f"killed what outlived stop_timeout ({ctx.config.app.stop_timeout:g}s)")
         pruned = sorted({v for out in outputs.values() for v in parse_pruned(out)})
         if pruned:
             note.append("pruned " + ", ".join(pruned))

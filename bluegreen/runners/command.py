@@ -9,9 +9,11 @@ from bluegreen.runners.base import (
     BIND_LOOPBACK,
     SH_ALIVE,
     bind_exports,
+    command_executable,
     env_prelude,
     log_tail_script,
     read_pid,
+    require_executable_script,
     start_banner,
     stop_pid_script,
 )
@@ -40,6 +42,7 @@ mkdir -p {q(p.logs)} {q(p.run)}
 rm -f {pidfile}
 cd {q(p.slot(slot))}
 cd -P .
+{require_executable_script(command_executable(self.command), version)}
 {start_banner(p, slot, port, version)}
 (
   {env_prelude(p)}
