@@ -359,7 +359,7 @@ if [ "${{3:-0}}" != 0 ]; then wait=${{2:-0}}; case "$wait" in -*) wait=0;; esac;
 """
 
 
-def retire_drain_script(pids: list[int], timeout: float, *, port: int, grace: float,
+def retire_drain_script(pids: list[int] | None, timeout: float, *, port: int, grace: float,
                         stop: str) -> str:
     """:func:`drain_noted_script` for a slot about to stop, that does not wait
     ``timeout`` for connections that never end: past ``grace``, once every connection the
@@ -367,30 +367,36 @@ def retire_drain_script(pids: list[int], timeout: float, *, port: int, grace: fl
     stop of that slot) and goes on waiting for the workers. Prints ``open: UP WAIT MS``
     and the stop's output as ``stop: ...`` lines when it stopped early, then ``drained``
     or ``drain-timeout``."""
-    if not pids:
-        return drain_noted_script(pids, timeout, port=port)
-    plist = " ".join(str(int(p)) for p in pids)
-    ticks = max(1, int(timeout / _TICK))
-    grace_ticks = int(grace / _TICK)
+    # None: the workers an earlier reload left (a retire that was interrupted), found now.
+    plist = ("$(grep -las 'nginx: worker process is shutting dow[n]' /proc/[0-9]*/cmdline"
+             " | sed 's|/proc/||; s|/cmdline||' | tr '\\n' ' ')" if pids is None
+             else " ".join(str(int(p)) for p in pids))
+    if not plist:
+        return drain_noted_script([], timeout, port=port)
+    # Time from /proc/uptime (centiseconds, a builtin read): the counting takes time too.
     return f"""if (
 bg_old="{plist}"
+[ -z "$bg_old" ] && exit 0
 {_quit_old_script()}i=0; stopped=
+bg_now() {{ read -r t _ < /proc/uptime; t=${{t%.*}}${{t#*.}}; now=$((t * 10 - t0)); }}
+t0=0; bg_now; t0=$now; now=0
 while :; do
   left=""
-  for p in {plist}; do
+  for p in $bg_old; do
     s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
     case "$s" in *"(nginx"*") Z "*|*"(nginx"*") X "*) continue;; *"(nginx"*) left="$left $p";; esac
   done
   [ -z "$left" ] && exit 0
-  if [ -z "$stopped" ] && [ $i -ge {grace_ticks} ] && [ $((i % 5)) = 0 ]; then
+  bg_now
+  if [ -z "$stopped" ] && [ $now -ge {int(grace * 1000)} ] && [ $((i % 5)) = 0 ]; then
 {_count_script(port)}    if [ "$wait" = {UNSEEN} ] || [ "$wait" = 0 ]; then
-      echo "{OPEN_MARK} $up $wait $((i * {int(_TICK * 1000)}))"
+      echo "{OPEN_MARK} $up $wait $now"
       ( {stop.strip()}
       ) 2>&1 | sed 's/^/{STOP_MARK} /'
       stopped=$i
     fi
   fi
-  [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
+  [ $now -ge {int(timeout * 1000)} ] && {{ echo "still draining:$left"; exit 1; }}
   sleep {_TICK}; i=$((i+1))
 done
 ); then echo drained; else echo drain-timeout; fi"""

@@ -72,9 +72,12 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
     (nothing stopped); a slot found ``running`` is drained here, by its port, first."""
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
+    sw = ctx.config.switch
     return lines(
         require_script(paths, version),
-        drain_noted_script([], ctx.config.switch.drain_timeout, port=port) if running else "",
+        # nginx's workers an earlier reload left hold only sockets and long requests now
+        retire_drain_script(None, sw.drain_timeout, port=port, grace=sw.socket_grace,
+                            stop=runner.stop_script(slot)) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
         port_free_script(port, ScriptExit.PORT_BUSY),
@@ -112,6 +115,12 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
     def one(host: Host) -> None:
         slot = step.slots[host.name]
         running = bool(session.observed[host.name].alive.get(slot))
+        if running:
+            was = session.states[host.name].versions.get(slot) or "?"
+            ctx.reporter.info(f"{host.name}: {slot} ({was}) still runs from an earlier"
+                              " operation: finishing its retire first (its open connections"
+                              f" get socket_grace, {ctx.config.switch.socket_grace:g}s,"
+                              " then its graceful stop)")
         script = _start_script(ctx, slot, step.version, running=running)
         if not ctx.lbs:  # behind load balancers, nginx (and staging) is on the LBs only
             content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
@@ -238,6 +247,8 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
                                                  step.versions[host.name])
         retire = step.retire.get(host.name)
         old = progress.old_workers.get(host.name, [])
+        if retire:
+            progress.retiring[host.name] = retire
         script = lines(
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
