@@ -82,6 +82,7 @@ KEY_COMMENTS = {
     ("nginx", "upstream_file"): "bg's file: include it in nginx's http {} (conf.d does)",
     ("nginx", "pid_file"): "nginx's master pid (to drain old workers after a reload)",
     ("switch", "drain_timeout"): "seconds old nginx workers get to finish requests",
+    ("switch", "socket_grace"): "then open sockets: old slot gets SIGTERM (closes them)",
     ("switch", "retire"): "false keeps the old slot warm for an instant rollback",
 }
 TABLE_COMMENTS = {
@@ -118,7 +119,7 @@ def render_config(app: str, runner: str, *, phoenix: bool, release: str, env_fil
         "health": {"path": "/" if phoenix else "/health", "expect": 200, "interval": 0.5,
                    "timeout": 2.0, "deadline": 60.0, "successes": 1},
         "nginx": nginx,
-        "switch": {"drain_timeout": 30.0, "retire": True},
+        "switch": {"drain_timeout": 30.0, "socket_grace": 1.0, "retire": True},
         "targets": {"local": {}},
     }
     text = tomlwriter.dumps(data, comments=TABLE_COMMENTS)

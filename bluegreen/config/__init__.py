@@ -91,6 +91,9 @@ class NginxConfig:
 class SwitchConfig:
     drain_timeout: float
     retire: bool
+    # Seconds nginx's old workers get to end by themselves before the old slot is asked to
+    # shut down gracefully (it closes its sockets, clients reconnect to the new slot).
+    socket_grace: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,8 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(f"{path}: nginx.probe_port {nginx.probe_port} is a slot's port")
 
     w = section(path, "switch", raw.get("switch", {}), SWITCH_FIELDS)
-    switch = SwitchConfig(drain_timeout=float(w["drain_timeout"]), retire=w["retire"])
+    switch = SwitchConfig(drain_timeout=float(w["drain_timeout"]), retire=w["retire"],
+                          socket_grace=float(w["socket_grace"]))
 
     k = section(path, "hooks", raw.get("hooks", {}), HOOKS_FIELDS)
     hooks = HooksConfig(

@@ -139,6 +139,9 @@ NGINX_FIELDS: dict[str, Field] = {
 SWITCH_FIELDS: dict[str, Field] = {
     "drain_timeout": Field(NUM, 30.0, _non_negative),
     "retire": Field(bool, True),
+    # Past it, connections still open on the old slot are taken for sockets (WebSockets,
+    # LiveView): the old slot gets its SIGTERM instead of waiting out drain_timeout.
+    "socket_grace": Field(NUM, 1.0, _non_negative),
 }
 HOOKS_FIELDS: dict[str, Field] = {
     **{point: Field(list, []) for point in HOOK_POINTS},

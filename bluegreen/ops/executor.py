@@ -162,6 +162,17 @@ def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress,
         ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(lbs or tuple(back)))
 
 
+def _left_running(plan: Plan, progress: Progress) -> str:
+    """What an interrupted retire leaves running, and what finishes it."""
+    if not progress.retiring:
+        return ""
+    old = {h.host: h.old_version for h in plan.hosts}
+    slots = ", ".join(f"{slot} ({old.get(host) or '?'}) on {host}"
+                      for host, slot in sorted(progress.retiring.items()))
+    return (f"; {slots} is left running with the connections it still holds:"
+            " the next deploy, switch or rollback finishes its retire first")
+
+
 def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,
           exc: BaseException) -> BaseException:
     """Take back what the failed operation started; returns the error to raise."""
@@ -169,7 +180,8 @@ def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,
     if isinstance(exc, KeyboardInterrupt):
         error = Interrupted("interrupted: stopped what was started and not switched;"
                             " traffic stays where it was" if not progress.switched else
-                            "interrupted after the switch: traffic is on the new release")
+                            "interrupted after the switch: traffic is on the new release"
+                            + _left_running(plan, progress))
     session.record("failed", "error", message=str(getattr(error, "message", error)))
     if isinstance(error, BgError):
         try:

@@ -21,6 +21,7 @@ class Progress:
     # host -> nginx workers a restoring reload left behind, still proxying to the new slot
     # (drained before an undo stops it); None until a switch was undone with a reload
     abandoned: dict[str, list[int]] | None = None
+    retiring: dict[str, str] = field(default_factory=dict)  # host -> old slot being retired
 
 
 class FailpointFn:

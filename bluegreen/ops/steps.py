@@ -8,11 +8,12 @@ undoes what earlier steps did. Shell comes from the engine's builders only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.drain import drain_noted_script
+from bluegreen.drain import drain_noted_script, parse_retire, retire_drain_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -72,9 +73,12 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
     (nothing stopped); a slot found ``running`` is drained here, by its port, first."""
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
+    sw = ctx.config.switch
     return lines(
         require_script(paths, version),
-        drain_noted_script([], ctx.config.switch.drain_timeout, port=port) if running else "",
+        # nginx's workers an earlier reload left hold only sockets and long requests now
+        retire_drain_script(None, sw.drain_timeout, port=port, grace=sw.socket_grace,
+                            stop=runner.stop_script(slot)) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
         port_free_script(port, ScriptExit.PORT_BUSY),
@@ -112,6 +116,12 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
     def one(host: Host) -> None:
         slot = step.slots[host.name]
         running = bool(session.observed[host.name].alive.get(slot))
+        if running:
+            was = session.states[host.name].versions.get(slot) or "?"
+            ctx.reporter.info(f"{host.name}: {slot} ({was}) still runs from an earlier"
+                              " operation: finishing its retire first (its open connections"
+                              f" get socket_grace, {ctx.config.switch.socket_grace:g}s,"
+                              " then its graceful stop)")
         script = _start_script(ctx, slot, step.version, running=running)
         if not ctx.lbs:  # behind load balancers, nginx (and staging) is on the LBs only
             content = nginx.render_upstream(ctx.config, slot=slot, version=step.version)
@@ -238,13 +248,16 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
                                                  step.versions[host.name])
         retire = step.retire.get(host.name)
         old = progress.old_workers.get(host.name, [])
+        if retire:
+            progress.retiring[host.name] = retire
         script = lines(
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
-            # A slot about to stop needs nginx's old workers gone. One kept running only needs
-            # them to stop taking new connections (every new request then reaches the new
-            # slot when bg returns); whatever stops it later drains it (_start_script).
-            drain_noted_script(old, timeout, port=ctx.config.slots[retire]) if retire
+            # A slot about to stop needs nginx's old workers gone, or holding only what
+            # reached it (sockets: it closes them itself, see bluegreen.drain). One kept
+            # running only needs them to stop taking new connections (every new request then
+            # reaches the new slot when bg returns); whatever stops it later drains it.
+            _retire_drain(ctx, old, retire, step.slots[host.name]) if retire
             else drain_noted_script(old, timeout, accepting_only=True) if old else "",
             # The last moment the old slot can still take traffic back: is the new one alive?
             guard(ctx.runner.alive_script(step.slots[host.name]), ScriptExit.NEW_SLOT_DIED,
@@ -288,16 +301,75 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
         parts += ([] if step.lbs else ["drain nginx workers"]) + ["retire " + _slots(step.retire)]
     if step.prune:
         parts.append("prune")
-    with ctx.step(", ".join(parts)) as note:
+    with ctx.step(", ".join(parts)) as note, _waiting(ctx, step):
         outputs = ctx.each(one, "finish", session.hosts(step.hosts))
-        if any("drain-timeout" in out for out in outputs.values()):
-            note.append(f"drain timed out after {timeout:g}s on some hosts")
-            notes.append(f"nginx's old workers outlived drain_timeout ({timeout:g}s)")
-        if any("killed after" in out for out in outputs.values()):  # see stop_pid_script
-            note.append(f"killed what outlived stop_timeout ({ctx.config.app.stop_timeout:g}s)")
+        notes += _retire_notes(ctx, step, outputs, note)
         pruned = sorted({v for out in outputs.values() for v in parse_pruned(out)})
         if pruned:
             note.append("pruned " + ", ".join(pruned))
     if not release:
         session.record("finish", "ok", step.hosts, retired=dict(step.retire) or None)
     return notes
+
+
+def _retire_drain(ctx: Context, old: list[int], retire: str, new: str) -> str:
+    """The drain before ``retire`` stops: past ``[switch] socket_grace`` the old slot gets
+    its graceful stop (only while the new slot runs: else the guard after it says so)."""
+    stop = (f"if (\n{ctx.runner.alive_script(new)}\n); then\n{ctx.runner.stop_script(retire)}\n"
+            "else echo 'new slot not running: old slot left running'; fi")
+    sw = ctx.config.switch
+    return retire_drain_script(old, sw.drain_timeout, port=ctx.config.slots[retire],
+                               grace=sw.socket_grace, stop=stop)
+
+
+def _retire_notes(ctx: Context, step: Finish, outputs: Mapping[str, str],
+                  note: list[str]) -> list[str]:
+    """What the retire waited for, per host, as the step's note and the warnings."""
+    sw, notes = ctx.config.switch, []
+    for host, out in sorted(outputs.items()):
+        retire = step.retire.get(host, "")
+        opened, stopped = parse_retire(out)
+        if opened is not None:
+            up, waiting, seconds = opened
+            note.append(f"{host}: {up} connection{'s' if up != 1 else ''} still open on"
+                        f" {retire} after {seconds:.1f}s (socket_grace {sw.socket_grace:g}s):"
+                        f" asked {retire} to shut down"
+                        + (" (nginx's workers are another user's: requests it was still"
+                           " reading could not be seen)" if waiting == "-" else ""))
+        for line in stopped:
+            if line.startswith("killed after"):
+                notes.append(
+                    f"{host}: {retire} did not exit on SIGTERM: {line} ([app] stop_timeout);"
+                    " its sockets were reset, not closed")
+            elif line.startswith("new slot not running"):
+                notes.append(f"{host}: {line}")
+        if "drain-timeout" in out:
+            left = next((ln for ln in out.splitlines() if ln.startswith("still draining")), "")
+            why = ("requests nginx was still reading kept them" if opened is None and retire
+                   else "connections that did not close kept them")
+            note.append(f"{host}: drain timed out after {sw.drain_timeout:g}s")
+            notes.append(f"{host}: nginx's old workers outlived [switch] drain_timeout"
+                         f" ({sw.drain_timeout:g}s): {why} ({left or 'no detail'});"
+                         " raise drain_timeout for longer requests")
+    return notes
+
+
+@contextlib.contextmanager
+def _waiting(ctx: Context, step: Finish) -> Iterator[None]:
+    """A line while the retire waits for long (a host script says nothing until it ends)."""
+    if not step.retire:
+        yield
+        return
+    sw = ctx.config.switch
+    slots = _slots(step.retire)
+    timer = threading.Timer(sw.socket_grace + 2.0, ctx.reporter.info, [
+        f"waiting for {slots} to close its connections: after socket_grace"
+        f" ({sw.socket_grace:g}s) it got SIGTERM (its graceful stop finishes requests and closes"
+        f" sockets; SIGKILL after [app] stop_timeout, {ctx.config.app.stop_timeout:g}s);"
+        f" nginx's old workers are waited for up to drain_timeout ({sw.drain_timeout:g}s)"])
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
