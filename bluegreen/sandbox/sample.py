@@ -3,8 +3,9 @@
 Used by the local demo, the rehearsal and the tests: ``bin/server`` answers ``/`` with
 its version and slot, ``/health`` with a configurable status (or 503 on a host that has
 ``<root>/shared/unhealthy-<version>``; no answer at all with ``SAMPLE_HANG=1`` or
-``=<version>`` in its environment), and POSTs with the size of their body; it shuts
-down gracefully on SIGTERM.
+``=<version>`` in its environment), answers 500 to ``fail_share`` of its ``GET /``
+(a release that passes its health gate and fails real requests), and POSTs with the
+size of their body; it shuts down gracefully on SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ VERSION = RELEASE["version"]
 SLOT = os.environ.get("BG_SLOT", "?")
 GREETING = os.environ.get("GREETING", "hello")
 HANG = os.environ.get("SAMPLE_HANG", "")
+# Fault injection for the verification window: this share of GET / answers 500, spread
+# evenly (request n fails when floor(n * share) moves), while /health stays 200.
+FAIL_SHARE = float(RELEASE.get("fail_share", 0))
+_served = [0]
+_served_lock = threading.Lock()
+
+
+def failing():
+    if not FAIL_SHARE:
+        return False
+    with _served_lock:
+        n = _served[0] = _served[0] + 1
+    return int(n * FAIL_SHARE) != int((n - 1) * FAIL_SHARE)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,6 +69,8 @@ class Handler(BaseHTTPRequestHandler):
             if os.path.exists(os.path.join(HERE, "..", "..", "shared", "unhealthy-" + VERSION)):
                 status = 503
             self._send(status, "ok\n" if status == 200 else "unhealthy\n")
+        elif failing():
+            self._send(500, f"{GREETING} {VERSION} slot={SLOT} failed on purpose\n")
         else:
             self._send(200, f"{GREETING} {VERSION} slot={SLOT}\n")
 
@@ -101,6 +117,7 @@ def build_sample(
     health_status: int = 200,
     boot_delay: float = 0.0,
     crash: bool = False,
+    fail_share: float = 0.0,
 ) -> Path:
     """Write ``<app>-<version>.tar.gz`` into ``out_dir`` and return its path."""
     import json
@@ -112,6 +129,7 @@ def build_sample(
         "health_status": health_status,
         "boot_delay": boot_delay,
         "crash": crash,
+        "fail_share": fail_share,
     }
     files = {
         "bin/server": (SERVER.encode(), 0o755),
