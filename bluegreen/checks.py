@@ -92,7 +92,8 @@ def host_script(config: Config) -> str:
     if dump is not None:
         # Only what the checks read: file markers and include/pid/listen directives.
         parts.append(f"echo '@@ dump'; ({dump}) 2>/dev/null | grep -E "
-                     "'^# configuration file |(^|[{;[:space:]])(include|pid|listen)[[:space:]]'")
+                     "'^# configuration file |(^|[{;[:space:]])"
+                     "(include|pid|listen|access_log)[[:space:]]'")
     for slot, port in config.slots.items():
         parts.append(f"echo '@@ port-{slot}'; echo \"bgpid $(cat {q(paths.pid(slot))} "
                      f"2>/dev/null)\"; {_listeners(port)}")
@@ -150,6 +151,7 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
     files, includes, pid_directive, probe_listens = _read_dump(dump or [], n.probe_port)
     _master(add, s, n.pid_file, pid_directive, n.test_command)
     _included(add, dump, files, includes, n.upstream_file, n.test_command)
+    _access_log(add, dump, config)
     for slot, port in config.slots.items():
         _port(add, f"slot {slot} port {port}", s.get(f"port-{slot}", []), config.app.root,
               slot_pid=True)
@@ -283,6 +285,28 @@ def _included(add: Any, dump: list[str] | None, files: list[str],
             return
     add("upstream included", FAIL, f"no include of nginx's configuration covers {upstream}",
         f"add `include {upstream};` inside http {{ }} of nginx's configuration")
+
+
+def _access_log(add: Any, dump: list[str] | None, config: Config) -> None:
+    """Does the site write the log the verification window reads ([verify])?"""
+    from bluegreen.accesslog import log_path, site_line
+
+    path = log_path(config.app.root)
+    if dump is None:
+        add("access log", SKIP, "cannot derive `nginx -T` to look for the site's access_log")
+        return
+    found = any(words[:2] == ["access_log", path]
+                for line in dump for statement in re.split(r"[;{}]", line)
+                if (words := statement.split()))
+    if found:
+        add("access log", OK, f"the site logs the app's requests to {path} (verify window)")
+        return
+    hint = f"add `{site_line(config.app.name, config.app.root)}` to the site's server block"
+    if config.verify.window > 0:
+        add("access log", WARN, f"no site writes {path}: the verification window judges by"
+            " probes only", hint)
+    else:
+        add("access log", OK, f"no site writes {path} (needed only by [verify] window)")
 
 
 def _listener_lines(lines: list[str]) -> tuple[bool | None, list[list[str]], str]:

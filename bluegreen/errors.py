@@ -14,6 +14,7 @@ them into exit codes. Anything else escaping an operation is a bug and exits 70.
     │   └── HostKeyError         7
     ├── StateError               8  a host's state is inconsistent; the message says how to repair
     ├── HookError                9  a hook (e.g. migrations) failed before the switch
+    ├── VerifyError             10  the verification window failed; traffic went back
     ├── CommandError             1  a command bg ran on a host failed where success was required
     └── HostFailures                one phase failed on some hosts of a parallel run
 
@@ -42,6 +43,7 @@ class ExitCode(IntEnum):
     HOST = 7
     STATE = 8
     HOOK = 9
+    VERIFY = 10
     INTERRUPTED = 130
     INTERNAL = 70
 
@@ -118,6 +120,20 @@ class StateError(BgError):
 
 class HookError(BgError):
     exit_code = ExitCode.HOOK
+
+
+class VerifyError(BgError):
+    """Too many of the new release's real requests failed (or a probe did) during the
+    verification window: traffic went back to the old slot, the new one was stopped."""
+
+    exit_code = ExitCode.VERIFY
+    figures: dict[str, Any] | None = None  # requests, errors, rate, probes, seconds
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if self.figures is not None:
+            out["figures"] = self.figures
+        return out
 
 
 class CommandError(BgError):

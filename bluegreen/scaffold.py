@@ -161,12 +161,13 @@ def render_env(app: str, *, phoenix: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_site(app: str) -> str:
+def render_site(app: str, root: str | None = None) -> str:
     import jinja2
 
     source = (resource_dir("nginx") / "site.conf.j2").read_text()
     text: str = jinja2.Template(source, keep_trailing_newline=True,
-                                undefined=jinja2.StrictUndefined).render(app=app, listen="80")
+                                undefined=jinja2.StrictUndefined).render(app=app, listen="80",
+                                                                   root=root or f"/srv/{app}")
     return text
 
 

@@ -19,18 +19,21 @@ if [ "$need_packages" = yes ]; then
   apt-get update -qq
   apt-get install -y -qq nginx-light procps iproute2 sudo >/dev/null
 fi
-install -d -o "$USER_NAME" -g "$(id -gn "$USER_NAME")" "/srv/$APP" "/srv/$APP/nginx"
+install -d -o "$USER_NAME" -g "$(id -gn "$USER_NAME")" "/srv/$APP" "/srv/$APP/nginx" "/srv/$APP/logs"
 
 UPSTREAM="/srv/$APP/nginx/$APP.bluegreen.conf"
 if [ ! -f "$UPSTREAM" ]; then
   # Until `bg setup`: a placeholder so the site's upstream exists.
   printf 'upstream %s_live { server 127.0.0.1:4001; }\nmap "" $%s_slot { default "none"; }\n' \
     "$APP" "$APP" > "$UPSTREAM"
+  # The site logs in bg's format (templates/upstream.conf.j2); it must exist before the site.
+  printf "log_format %s_bg '%s';\n" "$APP" \
+    '$msec\t$status\t$upstream_addr\t$upstream_status\t$remote_addr\t$request' >> "$UPSTREAM"
   chown "$USER_NAME:" "$UPSTREAM"
 fi
 # The site, from the same template the sandbox uses (nginx/site.conf.j2), without Jinja.
 SITE="/etc/nginx/sites-available/$APP"
-sed -e "s/{{ app }}/$APP/g" -e "s/{{ listen }}/80 default_server/g" -e '/^#/d' "$TEMPLATE" > "$SITE"
+sed -e "s/{{ app }}/$APP/g" -e "s#{{ root }}#/srv/$APP#g" -e "s/{{ listen }}/80 default_server/g" -e '/^#/d' "$TEMPLATE" > "$SITE"
 printf 'include /srv/%s/nginx/*.conf;\n' "$APP" > "/etc/nginx/conf.d/$APP-bluegreen-include.conf"
 ln -sf "$SITE" "/etc/nginx/sites-enabled/$APP"
 rm -f /etc/nginx/sites-enabled/default

@@ -101,9 +101,10 @@ def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "
     blue, green = free_port(), free_port()
     while green == blue:
         green = free_port()
-    nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello")
-    nginx.render()
     root = tmp / "srv" / "hello"
+    nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello",
+                        app_root=str(root))
+    nginx.render()
     document: dict[str, Any] = {
         "app": {
             "name": "hello",

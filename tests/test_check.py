@@ -66,7 +66,7 @@ def test_a_good_host_passes_every_check() -> None:
     assert set(got.values()) == {"ok"}, got
     assert set(got) == {"nginx installed", "nginx -t", "nginx master", "upstream included",
                         "slot blue port 4001", "slot green port 4002", "probe port 14001",
-                        "root writable", "disk space", "lock free",
+                        "root writable", "disk space", "lock free", "access log",
                         "slot blue leftovers", "slot green leftovers"}
 
 

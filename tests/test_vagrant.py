@@ -44,7 +44,7 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     cmd = cmd.split(" > ")[0].rstrip("\\ ")
     rendered = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
     jinja = jinja2.Template(template.read_text(), keep_trailing_newline=True).render(
-        app="hello", listen="80 default_server")
+        app="hello", listen="80 default_server", root="/srv/hello")
     expected = "".join(line + "\n" for line in jinja.splitlines() if not line.startswith("#"))
     assert rendered == expected
     assert "X-BG-Slot $hello_slot" in rendered and "{{" not in rendered

@@ -36,13 +36,17 @@ def deploy(
     retire: RetireOpt = None,
     dry_run: DryRun = False,
     hosts: HostsOpt = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Skip the verification window (\\[verify] window) this once.")
+    ] = False,
 ) -> None:
     """Ship a release to the idle slot, health-gate it, switch nginx, retire the old slot."""
     from bluegreen.ops import deploy as ops
 
     opts = options(ctx)
     only = _hosts(ctx, hosts)
-    run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run),
+    run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run,
+                                             verify=not no_verify),
         retire=retire, hosts=only, show=True)
 
 

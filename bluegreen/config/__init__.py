@@ -28,6 +28,7 @@ from bluegreen.config.schema import (
     SLOT_FIELDS,
     SWITCH_FIELDS,
     TARGET_FIELDS,
+    VERIFY_FIELDS,
     parse_limit,
     parse_size,
     section,
@@ -37,7 +38,7 @@ from bluegreen.errors import ConfigError
 __all__ = [
     "CONFIG_NAME", "EPHEMERAL_LOW", "HOOK_POINTS", "HOST_KEY_POLICIES", "NAME_RE", "RUNNERS",
     "SLOTS", "AppConfig", "Config", "HealthConfig", "HooksConfig", "NginxConfig",
-    "SwitchConfig", "TargetConfig", "load", "parse", "warnings",
+    "SwitchConfig", "TargetConfig", "VerifyConfig", "load", "parse", "warnings",
 ]
 
 CONFIG_NAME = "bluegreen.toml"
@@ -94,6 +95,28 @@ class SwitchConfig:
     # Seconds nginx's old workers get to end by themselves before the old slot is asked to
     # shut down gracefully (it closes its sockets, clients reconnect to the new slot).
     socket_grace: float = 1.0
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """The verification window after a deploy's switch (defaults: VERIFY_FIELDS)."""
+
+    window: float
+    max_error_rate: float
+    min_requests: int
+    paths: tuple[str, ...]
+    sticky: bool
+    interval: float
+
+
+def _verify(v: Mapping[str, Any]) -> VerifyConfig:
+    return VerifyConfig(window=float(v["window"]), max_error_rate=float(v["max_error_rate"]),
+                        min_requests=v["min_requests"], paths=tuple(v["paths"]),
+                        sticky=v["sticky"], interval=float(v["interval"]))
+
+
+def _verify_defaults() -> VerifyConfig:
+    return _verify({key: fld.default for key, fld in VERIFY_FIELDS.items()})
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,7 @@ class Config:
     switch: SwitchConfig
     hooks: HooksConfig
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
+    verify: VerifyConfig = field(default_factory=_verify_defaults)
 
     def target(self, name: str | None) -> TargetConfig:
         """The named target; without a name, the only one (or ``local``)."""
@@ -279,6 +303,9 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         rollback_on_failure=k["rollback_on_failure"],
     )
 
+    v = section(path, "verify", raw.get("verify", {}), VERIFY_FIELDS)
+    verify = _verify(v)
+
     targets = _targets(path, raw.get("targets", {}))
     return Config(
         path=path,
@@ -289,6 +316,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         switch=switch,
         hooks=hooks,
         targets=targets,
+        verify=verify,
     )
 
 

@@ -18,7 +18,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 RUNNERS = ("command", "elixir", "systemd")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 HOOK_POINTS = ("before_start", "before_switch", "after_switch", "after_deploy", "on_failure")
-SECTIONS = ("app", "slots", "health", "nginx", "switch", "hooks", "targets")
+SECTIONS = ("app", "slots", "health", "nginx", "switch", "hooks", "targets", "verify")
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when fine
 
@@ -142,6 +142,25 @@ SWITCH_FIELDS: dict[str, Field] = {
     # Past it, connections still open on the old slot are taken for sockets (WebSockets,
     # LiveView): the old slot gets its SIGTERM instead of waiting out drain_timeout.
     "socket_grace": Field(NUM, 1.0, _non_negative),
+}
+def _share(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "a share between 0 and 1 (0.01 = 1%)"
+
+
+def _paths(v: Any) -> str | None:
+    ok = all(isinstance(p, str) and _http_path(p) is None for p in v)
+    return None if ok else "a list of paths starting with /"
+
+
+# After a deploy's switch: watch the app's real requests through nginx for `window` seconds
+# and switch back when too many fail (bluegreen/ops/verify.py).
+VERIFY_FIELDS: dict[str, Field] = {
+    "window": Field(NUM, 0.0, _non_negative),  # 0 = no window
+    "max_error_rate": Field(NUM, 0.01, _share),
+    "min_requests": Field(int, 50, lambda v: None if v >= 0 else "an integer >= 0"),
+    "paths": Field(list, [], _paths),  # probed through nginx; default: health.path
+    "sticky": Field(bool, False),  # canary: a client stays on one release
+    "interval": Field(NUM, 1.0, _positive),  # seconds between two reads of nginx's log
 }
 HOOKS_FIELDS: dict[str, Field] = {
     **{point: Field(list, []) for point in HOOK_POINTS},

@@ -109,7 +109,7 @@ def _all_slots(state: HostState) -> set[str]:
 
 
 def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
-           dry_run: bool = False) -> OperationResult | DryRun:
+           dry_run: bool = False, verify: bool = True) -> OperationResult | DryRun:
     from bluegreen import artifact as artifacts  # a switch or rollback never reads one
 
     started = time.monotonic()  # the reported total includes the artifact check
@@ -123,7 +123,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
-                           retire=ctx.should_retire, boot_batch=batch, lbs=ctx.target.lbs)
+                           retire=ctx.should_retire, boot_batch=batch, lbs=ctx.target.lbs,
+                           verify=verify)
 
     def wanted(state: HostState) -> set[str]:
         return {s for s in ("blue", "green") if state.version_of(s) == art.version}

@@ -27,14 +27,16 @@ from bluegreen.errors import (
     Interrupted,
     SlotDiedError,
     SwitchError,
+    VerifyError,
 )
 from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
 from bluegreen.ops import steps
 from bluegreen.ops import switch as switching
+from bluegreen.ops import verify as verifying
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.hooks import run_hook
-from bluegreen.ops.plan import Action, Boot, Finish, Hook, Plan, Switch, Upload
+from bluegreen.ops.plan import Action, Boot, Finish, Hook, Plan, Switch, Upload, Verify
 from bluegreen.ops.progress import FailpointFn, Progress
 from bluegreen.ops.session import Session
 from bluegreen.shell import lines
@@ -72,6 +74,8 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
     notes: list[str] = list(plan.notes)
     session.record("plan", "intent", version=plan.version,
                    actions={h.host: h.action.value for h in plan.hosts})
+    checking = next((s for s in plan.steps if isinstance(s, Verify)), None)
+    window: verifying.Window | None = None
     try:
         failpoint("locked")
         for step in plan.steps:
@@ -84,6 +88,8 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
             elif isinstance(step, Hook):
                 notes += _hook(ctx, session, plan, step, progress)
             elif isinstance(step, Switch):
+                if checking is not None:  # the log's length before any request reaches it
+                    window = verifying.begin(ctx, session, checking)
                 switching.switch(ctx, session, step, progress, failpoint)
                 progress.started.clear()  # live now: never stopped by an undo
                 failpoint("switched")
@@ -93,6 +99,8 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
                     session.record("verify", "failed", step.hosts)
                     _switch_back(ctx, session, plan, progress)
                     raise
+            elif isinstance(step, Verify) and window is not None:
+                notes += _verify(ctx, session, plan, step, window, progress)
             elif isinstance(step, Finish):
                 last = step is plan.steps[-1]
                 try:
@@ -130,6 +138,19 @@ def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
         return [f"hook {step.point} failed: {exc.message}"]
     session.record("hook", "ok", step.hosts, point=step.point, command=step.command)
     return []
+
+
+def _verify(ctx: Context, session: Session, plan: Plan, step: Verify,
+            window: verifying.Window, progress: Progress) -> list[str]:
+    """The window; on a verdict, traffic back to the old slots (still warm), the new ones
+    stopped (their logs kept), the figures counted to the end and journaled."""
+    try:
+        figures = verifying.watch(ctx, session, step, window)
+    except VerifyError as exc:
+        _switch_back(ctx, session, plan, progress)
+        verifying.settle(ctx, session, window, exc)
+        raise
+    return [f"verified for {step.window:g}s: {figures.line()}"]
 
 
 def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress, *,

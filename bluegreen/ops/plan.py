@@ -120,6 +120,30 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """The verification window: nginx's record of the new slots' real requests (and probes
+    through nginx) for ``window`` seconds, old slots kept warm; too many failures switch
+    back. ``old``: host -> slot traffic returns to."""
+
+    window: float
+    slots: Mapping[str, str]
+    old: Mapping[str, str]
+    lbs: tuple[str, ...] = ()
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(self.slots)
+
+    def describe(self, config: Config) -> str:
+        v = config.verify
+        where = f" on {_names(self.lbs)}" if self.lbs else ""
+        paths = ", ".join(v.paths or (config.health.path,))
+        return (f"verify for {self.window:g}s: nginx's log{where} of the new slots' requests"
+                f" (switch back above {v.max_error_rate:.2%} failed of >= {v.min_requests}),"
+                f" probes {paths}; old slots kept warm")
+
+
+@dataclass(frozen=True)
 class Finish:
     """Record the state, wait for nginx's old workers, retire old slots, prune."""
 
@@ -145,7 +169,7 @@ class Finish:
         return out
 
 
-Step = Upload | Boot | Hook | Switch | Finish
+Step = Upload | Boot | Hook | Switch | Verify | Finish
 
 
 def _names(hosts: tuple[str, ...]) -> str:
@@ -206,8 +230,10 @@ class HostFacts:
 
 
 def plan_deploy(config: Config, facts: Mapping[str, HostFacts], version: str, *,
-                sha256: str, retire: bool, boot_batch: int, lbs: tuple[str, ...] = ()) -> Plan:
-    """Goal: ``version`` live on every host. Per host: nothing, switch only, or ship."""
+                sha256: str, retire: bool, boot_batch: int, lbs: tuple[str, ...] = (),
+                verify: bool = True) -> Plan:
+    """Goal: ``version`` live on every host. Per host: nothing, switch only, or ship;
+    with ``[verify] window`` (and ``verify``), a verification window after the switch."""
     hosts: list[HostPlan] = []
     for name, f in facts.items():
         s = f.state
@@ -225,7 +251,7 @@ def plan_deploy(config: Config, facts: Mapping[str, HostFacts], version: str, *,
             slot = s.idle
         hosts.append(_host_plan(name, s, action, slot, version, retire))
     return _assemble(config, "deploy", version, hosts, boot_batch=boot_batch, prune=True,
-                     lbs=lbs)
+                     lbs=lbs, window=config.verify.window if verify else 0.0)
 
 
 def plan_switch(config: Config, facts: Mapping[str, HostFacts], *, to: str | None,
@@ -310,7 +336,8 @@ def _host_plan(name: str, s: HostState, action: Action, slot: str, version: str,
 
 
 def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan], *,
-              boot_batch: int, prune: bool, lbs: tuple[str, ...] = ()) -> Plan:
+              boot_batch: int, prune: bool, lbs: tuple[str, ...] = (),
+              window: float = 0.0) -> Plan:
     acting = [h for h in hosts if h.action is not Action.NOTHING]
     booting = [h for h in acting if h.action in (Action.START, Action.SHIP)]
     shipping = tuple(h.host for h in acting if h.action is Action.SHIP)
@@ -338,6 +365,11 @@ def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan
                             fleet={h.host: h.slot for h in hosts} if lbs else {}))
         for cmd in config.hooks.after_switch:
             steps.append(Hook("after_switch", cmd, switching))
+        back = {h.host: h.old_slot for h in acting if h.old_slot and h.old_slot != h.slot}
+        if window > 0 and back:  # a first deploy has nothing to go back to
+            steps.append(Verify(window, {h: s for h, s in
+                                         ((h.host, h.slot) for h in acting) if h in back},
+                                back, lbs))
         steps.append(Finish(
             slots={h.host: h.slot for h in acting},
             versions={h.host: h.version for h in acting},

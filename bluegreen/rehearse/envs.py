@@ -75,6 +75,7 @@ class LocalEnv(Environment):
         self._nginx: Any = None
 
     def start(self, app: str, workdir: Path) -> Prepared:
+        from bluegreen.accesslog import format_directive
         from bluegreen.sandbox.nginx import NGINX_BIN, NginxServer
 
         if not os.access(NGINX_BIN, os.X_OK):
@@ -84,12 +85,14 @@ class LocalEnv(Environment):
         listen = self.listen_port or free_port(taken)
         taken.add(listen)
         blue, green = free_port(taken), free_port(taken)
-        nginx = NginxServer(prefix=workdir / "nginx", listen=f"127.0.0.1:{listen}", app=app)
+        nginx = NginxServer(prefix=workdir / "nginx", listen=f"127.0.0.1:{listen}", app=app,
+                            app_root=str(workdir / "srv" / app))
         nginx.render()
         # nginx refuses a site whose upstream is undefined; `bg setup` rewrites this file.
         Path(nginx.upstream_file).write_text(
             f"upstream {app}_live {{ server 127.0.0.1:{blue}; }}\n"
-            f'map "" ${app}_slot {{ default "none"; }}\n')
+            f'map "" ${app}_slot {{ default "none"; }}\n'
+            + format_directive(app))
         try:
             nginx.start()
         except (subprocess.CalledProcessError, RuntimeError) as exc:

@@ -38,6 +38,7 @@ from pathlib import Path
 from subprocess import Popen
 from types import TracebackType
 
+from bluegreen.accesslog import format_directive
 from bluegreen.sandbox import network
 from bluegreen.sandbox.host import SandboxHost, spawn, wait_up
 from bluegreen.sandbox.netns import (
@@ -302,6 +303,7 @@ class Sandbox:
             placeholder.write_text(
                 f"upstream {self.app}_live {{ server 127.0.0.1:4001; }}\n"
                 f'map "" ${self.app}_slot {{ default "none"; }}\n'
+                + format_directive(self.app)
             )
         network.connect(host)
         if self.switch is not None:

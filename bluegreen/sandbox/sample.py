@@ -3,11 +3,12 @@
 Used by the local demo, the rehearsal and the tests: ``bin/server`` answers ``/`` with
 its version and slot, ``/health`` with a configurable status (or 503 on a host that has
 ``<root>/shared/unhealthy-<version>``; no answer at all with ``SAMPLE_HANG=1`` or
-``=<version>`` in its environment), and POSTs with the size of their body, ``/ws`` as a WebSocket
-(a greeting naming version and slot, then an echo) and ``/stream?seconds=N`` as
-server-sent events. On SIGTERM it shuts down gracefully: no new connections, sockets closed
-with 1001 (going away), requests in flight finished (``ignore_term``: a release that
-ignores SIGTERM).
+``=<version>`` in its environment), answers 500 to ``fail_share`` of its ``GET /``
+(a release that passes its health gate and fails real requests), POSTs with the size of
+their body, ``/ws`` as a WebSocket (a greeting naming version and slot, then an echo) and
+``/stream?seconds=N`` as server-sent events. On SIGTERM it shuts down gracefully: no new
+connections, sockets closed with 1001 (going away), requests in flight finished
+(``ignore_term``: a release that ignores SIGTERM).
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ def ws_frame(opcode, payload):
     else:
         head += bytes([127]) + struct.pack("!Q", n)
     return head + payload
+# Fault injection for the verification window: this share of GET / answers 500, spread
+# evenly (request n fails when floor(n * share) moves), while /health stays 200.
+FAIL_SHARE = float(RELEASE.get("fail_share", 0))
+_served = [0]
+_served_lock = threading.Lock()
+
+
+def failing():
+    if not FAIL_SHARE:
+        return False
+    with _served_lock:
+        n = _served[0] = _served[0] + 1
+    return int(n * FAIL_SHARE) != int((n - 1) * FAIL_SHARE)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -100,6 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             self._websocket()
         elif self.path.startswith("/stream"):
             self._stream()
+        elif failing():
+            self._send(500, f"{GREETING} {VERSION} slot={SLOT} failed on purpose\n")
         else:
             self._send(200, f"{GREETING} {VERSION} slot={SLOT}\n")
 
@@ -252,6 +268,7 @@ def build_sample(
     boot_delay: float = 0.0,
     crash: bool = False,
     ignore_term: bool = False,
+    fail_share: float = 0.0,
 ) -> Path:
     """Write ``<app>-<version>.tar.gz`` into ``out_dir`` and return its path."""
     import json
@@ -264,6 +281,7 @@ def build_sample(
         "boot_delay": boot_delay,
         "crash": crash,
         "ignore_term": ignore_term,
+        "fail_share": fail_share,
     }
     files = {
         "bin/server": (SERVER.encode(), 0o755),
