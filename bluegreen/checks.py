@@ -231,7 +231,8 @@ def _masters_of(test_command: str, masters: list[str]) -> tuple[list[str], list[
     """The ``ps`` lines' master pids: (this configuration's, other nginx instances')."""
     ours_words = shlex.split(test_command)
     want = _prefix_and_conf(ours_words)
-    ours, others = [], []
+    ours: list[str] = []
+    others: list[str] = []
     for line in masters:
         pid, _, args = line.strip().partition(" ")
         words = args.split("master process", 1)[-1].split()

@@ -90,6 +90,10 @@ def test_every_command_with_json(stock: Workspace, tmp_path: Path) -> None:  # n
     assert isinstance(check["result"], dict)  # a command that ran and found problems
     (ws.root / "bg" / "lock" / "holder.json").unlink()
     (ws.root / "bg" / "lock").rmdir()
+    refused = run(ws, "remove", "--json", code=ExitCode.USAGE)  # the stock site uses it
+    assert "traffic is live" in str(refused["error"])
+    assert run(ws, "remove", "--dry-run", "--json")["command"] == "remove"
+    assert run(ws, "--json", "remove", "--force")["command"] == "remove"
 
 
 def test_init_and_config_errors_with_json(tmp_path: Path) -> None:

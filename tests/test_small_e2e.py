@@ -153,3 +153,76 @@ def test_a_config_broken_before_the_deploy_is_refused_before_anything_changes(
         assert "already broken" in again.stderr, (op, again.stderr)
     broken.unlink()
     ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")))
+
+
+# ------------------------------------------------------------------ bg remove
+
+
+def _nginx_ok(ws: Workspace) -> None:
+    subprocess.run(ws.nginx.argv("-q", "-t"), check=True, capture_output=True)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_remove_is_refused_while_a_site_serves_the_app(workspace: Workspace,
+                                                       tmp_path: Path) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    upstream = ws.upstream()
+    proc = ws.bg("remove", check=False)
+    assert proc.returncode == 2, proc.stderr
+    site = str(ws.nginx.prefix / "sites" / "hello.conf")
+    assert "traffic is live" in proc.stderr and site in proc.stderr, proc.stderr
+    assert "hello_live" in proc.stderr and "--force" in proc.stderr
+    assert ws.upstream() == upstream and ws.get().text.startswith("hello 1.0.0")
+    assert not (ws.root / "bg" / "lock").exists()
+    plan = json.loads(ws.bg("remove", "--dry-run", "--json").stdout)["result"]
+    assert plan["dry_run"] is True and "traffic is live" in plan["hosts"]["local"]["refused"]
+    forced = ws.bg("remove", "--dry-run", "--force").stdout
+    assert "503 stand-in" in forced and "stop blue" in forced
+    assert ws.upstream() == upstream and ws.get().text.startswith("hello 1.0.0")
+
+
+def test_remove_after_the_site_is_gone_keeps_releases_and_purge_removes_them(
+        workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    ws.bg("deploy", "--keep-old", str(build_sample(tmp_path / "art", "2.0.0")))
+    (ws.nginx.prefix / "sites" / "hello.conf").unlink()  # the user takes the site out first
+    subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
+    out = json.loads(ws.bg("remove", "--json", "-q").stdout)["result"]
+    assert out["operation"] == "remove"
+    assert out["hosts"][0]["outcome"].startswith("removed: upstream removed"), out
+    assert not Path(ws.nginx.upstream_file).exists()
+    _nginx_ok(ws)
+    assert _port_free(ws.ports["blue"]) and _port_free(ws.ports["green"])
+    left = sorted(p.name for p in ws.root.iterdir())
+    assert left == ["bg", "logs", "releases"], left
+    assert sorted(p.name for p in (ws.root / "releases").iterdir()) == ["1.0.0", "2.0.0"]
+    assert sorted(p.name for p in (ws.root / "bg").iterdir()) == ["journal.jsonl"]
+    history = ws.bg("history").stdout
+    assert " remove " in history.splitlines()[-1] and " ok " in history.splitlines()[-1]
+    ws.bg("remove", "--purge")  # again, on what is left: nothing to take out of nginx
+    assert list(ws.root.iterdir()) == []  # the root itself stays (the user may own it)
+
+
+def test_remove_force_leaves_a_503_stand_in_that_keeps_nginx_valid(workspace: Workspace,
+                                                                    tmp_path: Path) -> None:
+    ws = workspace
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    proc = ws.bg("remove", "--force")
+    assert "503 stand-in" in proc.stderr, proc.stderr
+    _nginx_ok(ws)
+    r = ws.get()
+    assert r.status_code == 503 and "hello was removed" in r.text
+    assert _port_free(ws.ports["blue"])
+    (ws.nginx.prefix / "sites" / "hello.conf").unlink()
+    subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
+    ws.bg("remove")  # now the stand-in goes too
+    assert not Path(ws.nginx.upstream_file).exists()
+    _nginx_ok(ws)

@@ -266,3 +266,32 @@ def test_init_says_setup_comes_before_including_the_site(tmp_path: Path) -> None
     steps = result.hints[0]
     assert steps.index("bg setup") < steps.index(f"include {SITE_NAME}") \
         < steps.index("bg check"), steps
+
+
+# ------------------------------------------------------------------ bg remove (engine)
+
+
+def test_remove_finds_the_sites_that_use_the_upstream() -> None:
+    from bluegreen import teardown
+
+    upstream = ('upstream my_shop_live {\n    server 127.0.0.1:4001;\n}\n'
+                'map "" $my_shop_slot {\n    default "blue";\n}\n')
+    ups, variables = teardown.defined_names(upstream)
+    assert (ups, variables) == (("my_shop_live",), ("my_shop_slot",))
+    dump = ("# configuration file /etc/nginx/conf.d/my-shop.bluegreen.conf:\n"
+            "upstream my_shop_live {\n"
+            "# configuration file /etc/nginx/sites-enabled/shop:\n"
+            "        proxy_pass http://my_shop_live;\n"
+            "        add_header X-BG-Slot $my_shop_slot always;\n"
+            "# configuration file /etc/nginx/sites-enabled/other:\n"
+            "        # proxy_pass http://my_shop_live;\n"
+            "        proxy_pass http://my_shop_live2;\n"
+            "        set $x ${my_shop_slot}x;\n")
+    uses = teardown.parse_references(dump, ups, variables,
+                                     "/etc/nginx/conf.d/my-shop.bluegreen.conf")
+    assert uses == {"/etc/nginx/sites-enabled/shop": ["my_shop_live", "$my_shop_slot"],
+                    "/etc/nginx/sites-enabled/other": ["$my_shop_slot"]}
+    stand_in = teardown.stand_in(make_config(), ups, variables)
+    assert "upstream my_shop_live { server 127.0.0.1:14001; }" in stand_in
+    assert 'map "" $my_shop_slot { default "removed"; }' in stand_in
+    assert "return 503" in stand_in

@@ -7,6 +7,7 @@ the commands so that `bg --version` or `bg status` load only what they use.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,6 +179,36 @@ def _step_line(e: dict[str, Any]) -> str:
     extra = " ".join(f"{k}={e[k]}" for k in ("version", "slot") if k in e)
     return (f"{str(e.get('time', '?'))[:19]}  {e.get('user', '?'):<8} {e.get('op', '?'):<8}"
             f" {e.get('step', '?'):<8} {e.get('outcome', '?'):<8} {extra}")
+
+
+@app.command()
+def remove(
+    ctx: typer.Context,
+    purge: Annotated[bool, typer.Option(
+        "--purge", help="Also remove the releases, the slots' logs and the journal.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Even while a site uses the app: leave a 503 stand-in upstream.")
+    ] = False,
+    dry_run: DryRun = False,
+    hosts: HostsOpt = None,
+) -> None:
+    """Take the app off its hosts: upstream out of nginx, both slots stopped, setup undone."""
+    from bluegreen.ops import remove as ops
+
+    opts = options(ctx)
+    only = _hosts(ctx, hosts)
+    result = run(opts, "remove", lambda c: ops.remove(c, purge=purge, force=force,
+                                                      dry_run=dry_run), hosts=only)
+    if opts.json:
+        emit(opts, result.to_json())
+        return
+    if isinstance(result, ops.RemovePlan):
+        print("\n".join(result.lines()))
+        return
+    if not opts.quiet:
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    print(result.summary)
 
 
 @lock_app.command("status")

@@ -103,6 +103,8 @@ class Session:
                 if recovered:
                     note.append(f"recovered {recovered} host(s)")
         except BaseException as exc:
+            if isinstance(exc, BgError):  # refused after the lock: `bg history` says so
+                self.record("failed", "error", message=exc.message)
             self._release(exc)
             raise
         return self

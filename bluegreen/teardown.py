@@ -1,0 +1,128 @@
+"""`bg remove`, the engine half: who in nginx still uses the app's upstream, the 503 stand-in
+that keeps such a site valid, and the scripts that take the upstream file out of nginx and
+remove what `bg setup` made. Builders only build; ``ops/remove.py`` decides.
+
+What "traffic is live" means here: a file of nginx's configuration other than bg's own
+upstream file names the upstream or the variables that file defines (a site's
+``proxy_pass http://hello_live``, ``add_header X-BG-Slot $hello_slot``). Removing the
+upstream file under such a site would break ``nginx -t`` for every site on that nginx,
+so that is refused, or with ``--force`` the file becomes a stand-in that answers 503.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+
+from bluegreen.checks import dump_command
+from bluegreen.config import Config
+from bluegreen.drain import reload_script
+from bluegreen.layout import Layout
+from bluegreen.shell import ScriptExit, lines, q
+
+_UPSTREAM = re.compile(r"^\s*upstream\s+([A-Za-z0-9_]+)\s*\{", re.M)
+_VARIABLE = re.compile(r"^\s*map\s+\S+\s+\$([A-Za-z0-9_]+)\s*\{", re.M)
+_FILE = re.compile(r"^# configuration file (.+):$")
+
+
+def defined_names(upstream: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(upstream names, variable names) bg's upstream file defines."""
+    text = upstream or ""
+    return tuple(_UPSTREAM.findall(text)), tuple(_VARIABLE.findall(text))
+
+
+def references_script(config: Config, names: Sequence[str]) -> str | None:
+    """nginx's configuration (``nginx -T``), only the file markers and the lines naming one of
+    ``names``; None when no ``-T`` follows from the test command or there is nothing to
+    look for."""
+    dump = dump_command(config.nginx.test_command)
+    if dump is None or not names:
+        return None
+    pattern = "^# configuration file |" + "|".join(re.escape(n) for n in names)
+    return f"({dump}) 2>/dev/null | grep -E {q(pattern)}; true"
+
+
+def parse_references(output: str, upstreams: Sequence[str], variables: Sequence[str],
+                     upstream_file: str) -> dict[str, list[str]]:
+    """file -> the names it uses, for every file but bg's upstream file (comments ignored)."""
+    wanted = [(n, re.compile(rf"(?<![A-Za-z0-9_$]){re.escape(n)}(?![A-Za-z0-9_])"))
+              for n in upstreams]
+    wanted += [("$" + v, re.compile(rf"\$\{{?{re.escape(v)}(?![A-Za-z0-9_])")) for v in variables]
+    found: dict[str, list[str]] = {}
+    current = ""
+    for line in output.splitlines():
+        m = _FILE.match(line)
+        if m:
+            current = m.group(1)
+            continue
+        if current == upstream_file:
+            continue
+        code = line.split("#", 1)[0]
+        for name, rx in wanted:
+            if rx.search(code) and name not in found.setdefault(current, []):
+                found[current].append(name)
+    return {f: n for f, n in found.items() if n}
+
+
+def stand_in(config: Config, upstreams: Sequence[str], variables: Sequence[str]) -> str:
+    """An upstream file that keeps every name a site uses defined and answers 503 (from a
+    loopback server on the app's probe port, which the removed file held)."""
+    port = config.nginx.probe_port
+    out = [f"# Left by `bg remove --force`: {config.app.name} was removed while a site still",
+           "# used it. Remove that site from nginx, then run `bg remove` again to delete this.",
+           *(f"upstream {u} {{ server 127.0.0.1:{port}; }}" for u in upstreams)]
+    out += [f'map "" ${v} {{ default "removed"; }}' for v in variables]
+    out += ["server {", f"    listen 127.0.0.1:{port};", "    access_log off;",
+            "    default_type text/plain;",
+            f'    return 503 "{config.app.name} was removed\\n";', "}", ""]
+    return "\n".join(out)
+
+
+def nginx_script(config: Config, content: str | None) -> str:
+    """Replace the upstream file by ``content`` (None: remove it), test nginx's configuration
+    and reload; a failed test puts the file back byte for byte and exits NGINX_TEST_FAILED
+    with nginx's words. A reload that fails (nginx not running) is reported, not fatal."""
+    live = config.nginx.upstream_file
+    d, name = posixpath.split(live)
+    held = q(f"{d}/.{name}.bg-remove")
+    change = (f"printf '%s' {q(content)} > {q(live + '.bg-tmp')} && mv -f {q(live + '.bg-tmp')}"
+              f" {q(live)}" if content is not None else f"rm -f {q(live)}")
+    return f"""if [ -f {q(live)} ]; then cp -p {q(live)} {held} || exit 1; fi
+{change} || {{ echo 'changing the upstream file failed'; exit 1; }}
+rc=0; out=$( ({config.nginx.test_command}) 2>&1 ) || rc=$?
+if [ $rc -ne 0 ]; then
+  if [ -f {held} ]; then mv -f {held} {q(live)}; fi
+  printf '%s\\n' "$out"
+  exit {ScriptExit.NGINX_TEST_FAILED}
+fi
+rm -f {held}
+if (
+{reload_script(config)}
+); then echo reloaded; else echo not-reloaded; fi"""
+
+
+def removed_paths(paths: Layout, *, purge: bool) -> tuple[str, ...]:
+    """What `bg setup` and the operations made, except (without ``purge``) the releases, the
+    slots' logs and the journal. The root directory itself always stays (it may be the
+    deploy user's only writable place)."""
+    made = (paths.slots_dir, paths.shared, paths.run, paths.uploads, paths.state,
+            f"{paths.bg}/lived")
+    return made + ((paths.releases, paths.logs, paths.bg) if purge else ())
+
+
+def files_script(config: Config, paths: Layout, *, purge: bool) -> str:
+    """Remove :func:`removed_paths` (the lock directory goes with the session's release)."""
+    keep_lock = [p for p in removed_paths(paths, purge=purge) if p != paths.bg]
+    parts = [f"rm -rf {' '.join(q(p) for p in keep_lock)}"]
+    if config.app.runner == "systemd":
+        from bluegreen.runners.systemd import unit_path
+
+        parts.append(f"rm -f {q(unit_path(config.app))}; if command -v systemctl >/dev/null"
+                     " && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi")
+    return lines(*parts)
+
+
+def purge_script(paths: Layout) -> str:
+    """Last, after the lock's release: bg's own directory, journal included."""
+    return f"rm -rf {q(paths.bg)}"
