@@ -15,11 +15,12 @@ import posixpath
 import re
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from bluegreen.errors import ArtifactError
+from bluegreen.releases import SHA_FILE
 
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
 SUFFIXES = (".tar.gz", ".tgz")
@@ -106,12 +107,14 @@ def _human(n: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def check_members(path: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> int:
+def check_members(path: Path, *, max_size: int = DEFAULT_MAX_SIZE,
+                  need: tuple[str, str] | None = None) -> int:
     """Refuse anything that could write outside the release directory, or unpack to more
     than ``max_size`` bytes; return the member count.
 
     The archive is read once as a stream and never extracted: a decompression bomb is
     refused as soon as its declared sizes, or the bytes gunzip produced, pass the limit.
+    ``need``: (path, why) of the executable the app starts, which the release must hold.
     """
     # Headers, padding and the end blocks add up to more than the members' sizes: allow
     # them, so the limit means "the files of the release".
@@ -120,7 +123,7 @@ def check_members(path: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> int:
         with gzip.open(path, "rb") as gz:
             counted = _Counted(gz, stream_limit)
             reader = io.BufferedReader(counted, buffer_size=1 << 16)
-            count = _check_stream(path, reader, max_size)
+            count, tree = _check_stream(path, reader, max_size)
             # Read to the end: a truncated or corrupt gzip tail fails here, not on the host.
             while reader.read(1 << 16):
                 pass
@@ -134,74 +137,150 @@ def check_members(path: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> int:
         raise ArtifactError(f"{path} is not a readable .tar.gz: {exc}") from exc
     if count == 0:
         raise ArtifactError(f"{path} is an empty archive")
+    if need is not None:
+        _require(path, tree, need)
     return count
 
 
-def _check_stream(path: Path, reader: IO[bytes], max_size: int) -> int:
-    links: set[str] = set()
+@dataclass
+class _Tree:
+    """What the archive holds, by normalized name: enough to find a file through links."""
+
+    symlinks: dict[str, str] = field(default_factory=dict)  # name -> target
+    hardlinks: dict[str, str] = field(default_factory=dict)  # name -> target
+    files: dict[str, int] = field(default_factory=dict)  # regular file -> mode
+
+    def link_of(self, name: str) -> str | None:
+        """``name`` as a link: "'name' -> 'target'" (None: no link)."""
+        for table in (self.symlinks, self.hardlinks):
+            if name in table:
+                return f"{name!r} -> {table[name]!r}"
+        return None
+
+
+def _outside(link: str, target: str) -> bool:
+    return target.startswith("/") or _escapes(posixpath.join(posixpath.dirname(link), target))
+
+
+def _check_stream(path: Path, reader: IO[bytes], max_size: int) -> tuple[int, _Tree]:
+    """Refuse what tar could write outside the release. Links may point anywhere (a Python
+    venv's ``bin/python3 -> /usr/bin/python3``): nothing is ever written THROUGH one (no
+    member under a link, none replacing one, no hard link through one), and hard links,
+    absolute names, ``..``, devices and fifos stay refused."""
+    tree = _Tree()
     count = 0
     total = 0
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for m in tar:
             count += 1
-            name = m.name
-            where = f"{path.name}: member {name!r}"
+            where = f"{path.name}: member {m.name!r}"
             total += max(m.size, 0)
             if total > max_size:
                 raise _TooBig
-            if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-                raise ArtifactError(f"{where} has an absolute path; refusing the archive")
-            if "\n" in name or "\x00" in name:
-                raise ArtifactError(f"{where} has a control character in its name;"
-                                    " refusing the archive")
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-            if ".." in parts:
-                raise ArtifactError(f"{where} contains '..'; refusing the archive")
-            if m.isdev() or m.isfifo():
-                raise ArtifactError(f"{where} is a device or fifo; refusing the archive")
-            if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-                raise ArtifactError(f"{where} has an unsupported type; refusing the archive")
-            if not m.issym() and m.mode & _FORBIDDEN_MODE:
-                raise ArtifactError(
-                    f"{where} has mode {m.mode:o} (setuid, setgid or world-writable);"
-                    " refusing the archive",
-                    hint="fix the modes in the build (e.g. chmod -R go-w,ug-s)",
-                )
+            parts = _check_name(where, m)
             norm = "/".join(parts)
-            # Writing through a link planted earlier in the archive could land anywhere.
-            for i in range(1, len(parts)):
-                if "/".join(parts[:i]) in links:
-                    raise ArtifactError(f"{where} is written through a link; refusing the archive")
+            # Writing under (or over) a link planted earlier in the archive could land anywhere.
+            for i in range(1, len(parts) + 1):
+                link = tree.link_of("/".join(parts[:i]))
+                if link is not None:
+                    how = "replaces" if i == len(parts) else "is written through"
+                    raise ArtifactError(f"{where} {how} a link ({link}"
+                                        f"{_where_to(tree, parts[:i])}); refusing the archive")
+            if norm == SHA_FILE:  # bg writes its checksum there after extracting
+                raise ArtifactError(f"{where} is bg's own {SHA_FILE}; refusing the archive")
             if m.issym():
-                _check_symlink(where, norm, m.linkname, links)
-                links.add(norm)
-            if m.islnk():
-                target = m.linkname
-                if target.startswith("/") or _escapes(target) or ".." in target.split("/"):
-                    raise ArtifactError(
-                        f"{where} is a hard link to {target!r}, outside the release;"
-                        " refusing the archive"
-                    )
-                links.add(norm)
-    return count
+                tree.symlinks[norm] = m.linkname
+            elif m.islnk():
+                tree.hardlinks[norm] = _hardlink_target(where, m.linkname, tree)
+            elif m.isfile():
+                tree.files[norm] = m.mode
+    return count, tree
 
 
-def _check_symlink(where: str, norm: str, target: str, links: set[str]) -> None:
-    resolved = posixpath.join(posixpath.dirname(norm), target)
-    if target.startswith("/") or _escapes(resolved):
+def _where_to(tree: _Tree, parts: list[str]) -> str:
+    name = "/".join(parts)
+    target = tree.symlinks.get(name)
+    return ", outside the release" if target is not None and _outside(name, target) else ""
+
+
+def _check_name(where: str, m: tarfile.TarInfo) -> list[str]:
+    """The member's path parts; refuses names, types and modes tar must never write."""
+    name = m.name
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise ArtifactError(f"{where} has an absolute path; refusing the archive")
+    if "\n" in name or "\x00" in name:
+        raise ArtifactError(f"{where} has a control character in its name; refusing the archive")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArtifactError(f"{where} contains '..'; refusing the archive")
+    if m.isdev() or m.isfifo():
+        raise ArtifactError(f"{where} is a device or fifo; refusing the archive")
+    if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+        raise ArtifactError(f"{where} has an unsupported type; refusing the archive")
+    if not m.issym() and m.mode & _FORBIDDEN_MODE:
         raise ArtifactError(
-            f"{where} is a link to {target!r}, outside the release; refusing the archive"
+            f"{where} has mode {m.mode:o} (setuid, setgid or world-writable);"
+            " refusing the archive",
+            hint="fix the modes in the build (e.g. chmod -R go-w,ug-s)",
         )
+    return parts
+
+
+def _hardlink_target(where: str, target: str, tree: _Tree) -> str:
+    """A hard link's target: inside the release, and never reached through a link."""
+    if target.startswith("/") or _escapes(target) or ".." in target.split("/"):
+        raise ArtifactError(
+            f"{where} is a hard link to {target!r}, outside the release; refusing the archive")
     tparts = [p for p in target.split("/") if p not in ("", ".")]
-    base = [p for p in posixpath.dirname(norm).split("/") if p]
-    for i in range(len(tparts)):
-        step = posixpath.normpath("/".join([*base, *tparts[: i + 1]]))
-        if step in links:
-            raise ArtifactError(f"{where} is a link through another link; refusing the archive")
+    for i in range(1, len(tparts) + 1):
+        if tree.link_of("/".join(tparts[:i])) is not None:
+            raise ArtifactError(f"{where} is a hard link to {target!r}, through a link;"
+                                " refusing the archive")
+    return "/".join(tparts)
+
+
+def _find(tree: _Tree, name: str) -> int | None:
+    """The mode of the regular file ``name`` is (following the archive's own links), -1
+    when a link leads outside the release (cannot tell), None when there is none."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    for _ in range(40):  # as the kernel's limit on nested links
+        for i in range(1, len(parts) + 1):
+            here = "/".join(parts[:i])
+            target = tree.symlinks.get(here)
+            if target is None:
+                continue
+            if _outside(here, target):
+                return -1
+            rest = posixpath.join(posixpath.dirname(here), target, *parts[i:])
+            parts = [p for p in posixpath.normpath(rest).split("/") if p not in ("", ".")]
+            break
+        else:
+            full = "/".join(parts)
+            full = tree.hardlinks.get(full, full)
+            return tree.files.get(full)
+    return None
+
+
+def _require(path: Path, tree: _Tree, need: tuple[str, str]) -> None:
+    """Refuse a release without the executable the app's command starts."""
+    name, why = need
+    mode = _find(tree, name)
+    if mode == -1 or (mode is not None and mode & 0o111):
+        return
+    if mode is not None:
+        raise ArtifactError(f"{path.name}: {name} is not executable (mode {mode:o}); it is"
+                            f" what {why} runs", hint=f"chmod +x {name} before packing")
+    clean = "/".join(p for p in name.split("/") if p not in ("", "."))
+    nested = sorted(f for f in tree.files if f.endswith("/" + clean))
+    hint = (f"the archive has {nested[0]}: pack the files at its root"
+            f" (tar -C {nested[0][: -len(clean) - 1]} -czf ... .)" if nested
+            else f"build the release with {name} in it, or change {why.split(' = ')[0]}")
+    raise ArtifactError(f"{path.name} has no {name}, which {why} runs; nothing was uploaded",
+                        hint=hint)
 
 
 def inspect(path: Path, *, app: str, version: str | None,
-            max_size: int = DEFAULT_MAX_SIZE) -> Artifact:
+            max_size: int = DEFAULT_MAX_SIZE, need: tuple[str, str] | None = None) -> Artifact:
     """Everything bg needs to know about an artifact; raises ArtifactError when unusable."""
     if not path.is_file():
         raise ArtifactError(f"artifact not found: {path}")
@@ -215,7 +294,7 @@ def inspect(path: Path, *, app: str, version: str | None,
                 hint=f"name it {app}-<version>.tar.gz or pass --version",
             )
     check_version(version)
-    members = check_members(path, max_size=max_size)
+    members = check_members(path, max_size=max_size, need=need)
     return Artifact(
         path=path,
         version=version,

@@ -469,6 +469,7 @@ def make_artifact(tmp: Path, version: str = "2.0.0", app: str = "hello") -> Path
     path = tmp / f"{app}-{version}.tar.gz"
     server = tmp / "server"
     server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)  # bg refuses a release whose command cannot run
     with tarfile.open(path, "w:gz") as tar:
         tar.add(server, arcname="bin/server")
     return path

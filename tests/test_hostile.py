@@ -141,6 +141,12 @@ def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE
     return info, None
 
 
+def _dir(name: str, mode: int = 0o755) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, mode
+    return info, None
+
+
 def _special(name: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -151,9 +157,21 @@ def _special(name: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
 HOSTILE_TARS: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], str]] = {
     "absolute": ([_file("/etc/bg-owned")], "absolute path"),
     "dotdot": ([_file("bin/../../escape")], "contains '..'"),
-    "symlink-out": ([_link("bin", "../../..")], "outside the release"),
-    "symlink-abs": ([_link("etc", "/etc")], "outside the release"),
+    # A link may point outside the release (a venv's bin/python3 -> /usr/bin/python3);
+    # what is refused is writing through one, however it is dressed up.
+    "symlink-out": ([_link("bin", "../../.."), _file("bin/x")], "outside the release"),
+    "symlink-abs": ([_link("etc", "/etc"), _file("etc/cron.d/bg-owned")],
+                    "outside the release"),
     "through-link": ([_link("d", "sub"), _file("d/x")], "through a link"),
+    "link-under-link": ([_link("d", "/tmp"), _link("d/x", "/etc/passwd")], "through a link"),
+    "link-chain": ([_link("a", "b"), _link("b", "/etc"), _file("a/passwd")], "through a link"),
+    "dir-over-link": ([_link("etc", "/etc"), _dir("etc")], "replaces a link"),
+    "file-over-link": ([_link("x", "/etc/passwd"), _file("x")], "replaces a link"),
+    "hardlink-via-link": ([_link("l", "/etc"), _link("h", "l/passwd", tarfile.LNKTYPE)],
+                          "through a link"),
+    "hardlink-to-link": ([_link("l", "/etc/passwd"), _link("h", "l", tarfile.LNKTYPE)],
+                         "through a link"),
+    "sha-file-link": ([_link(".bg-sha256", "/etc/passwd")], "bg's own"),
     "hardlink-out": ([_link("h", "../../etc/passwd", tarfile.LNKTYPE)], "hard link"),
     "hardlink-abs": ([_link("h", "/etc/shadow", tarfile.LNKTYPE)], "hard link"),
     "chardev": ([_special("null", tarfile.CHRTYPE)], "device"),
@@ -228,7 +246,8 @@ def test_broken_archives_refused(tmp_path: Path, damage: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["absolute", "symlink-out", "hardlink-out", "chardev",
-                                  "world-writable"])
+                                  "world-writable", "symlink-abs", "dir-over-link",
+                                  "sha-file-link", "hardlink-via-link"])
 def test_hostile_tarball_changes_no_host(live: Workspace, tmp_path: Path, case: str) -> None:
     members, words = HOSTILE_TARS[case]
     path = _tar(tmp_path / "hello-6.6.6.tar.gz", [_file("release.json", b"{}"), *members])

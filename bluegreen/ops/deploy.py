@@ -23,6 +23,7 @@ from bluegreen.ops.executor import counted, execute, interruptible
 from bluegreen.ops.plan import HostFacts, Plan, Switch, plan_deploy, plan_rollback, plan_switch
 from bluegreen.ops.reconcile import reconcile
 from bluegreen.ops.session import Session, observe
+from bluegreen.runners.base import release_executable
 from bluegreen.state import HostState
 
 
@@ -117,7 +118,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
         art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version,
-                                max_size=ctx.config.app.max_release_size)
+                                max_size=ctx.config.app.max_release_size,
+                                need=release_executable(ctx.config.app))
         note.append(f"{art.version}, {art.members} files")
     batch = ctx.target.boot_batch(len(ctx.hosts))
 

@@ -223,11 +223,14 @@ def command_executable(command: str) -> str | None:
     return words[0]
 
 
-def release_executable(app: AppConfig) -> str | None:
-    """The file every release of ``app`` must hold, executable (None: cannot tell)."""
+def release_executable(app: AppConfig) -> tuple[str, str] | None:
+    """The file every release of ``app`` must hold, executable, and why (None: cannot
+    tell, e.g. a command found on PATH)."""
     if app.runner == "command":
-        return command_executable(app.command)
-    return f"bin/{app.release_name}"  # elixir, systemd: `mix release`'s start script
+        path = command_executable(app.command)
+        return None if path is None else (path, f"[app] command = {app.command!r}")
+    # elixir, systemd: `mix release`'s start script
+    return f"bin/{app.release_name}", f"the release's start script (release {app.release_name})"
 
 
 def require_executable_script(path: str | None, version: str) -> str:
