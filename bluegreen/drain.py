@@ -29,9 +29,9 @@ from bluegreen.shell import join, q
 # connection left (or the timeout passed), instead of skipping without a word.
 
 MASTER_MARK = "master:"
-_TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
+TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
 WORKERS_MARK = "old-workers:"
-_RELOAD_WAITS = 50  # looks (``_TICK`` apart) for nginx's new workers after a reload
+_RELOAD_WAITS = 50  # looks (``TICK`` apart) for nginx's new workers after a reload
 METHOD_PID_FILE = "pid_file"
 METHOD_NGINX_T = "nginx -T"
 METHOD_PROCESS_TREE = "process tree"
@@ -170,7 +170,7 @@ def reload_script(config: Config) -> str:
         + config.nginx.reload_command
         # the old workers stop accepting as soon as the new ones run (not 100 ms later):
         # the confirmation through nginx's own ports then needs no retry
-        + f'\nbg_rc=$?\nif [ $bg_rc = 0 ]; then\nbg_old=$old\n{_quit_old_script(_RELOAD_WAITS)}fi\n'
+        + f'\nbg_rc=$?\nif [ $bg_rc = 0 ]; then\nbg_old=$old\n{quit_old_script(_RELOAD_WAITS)}fi\n'
         + "(exit $bg_rc)\n"
     )
 
@@ -202,10 +202,10 @@ def parse_old_workers(stdout: str) -> list[int]:
     return []
 
 
-def _quit_old_script(waits: int = 0) -> str:
+def quit_old_script(waits: int = 0) -> str:
     """Shell that tells nginx's old workers, the pids in ``$bg_old``, to shut down
     gracefully (SIGQUIT) once a worker of a newer generation runs; with ``waits``, it looks
-    for one that many times, ``_TICK`` apart (a reload is asynchronous).
+    for one that many times, ``TICK`` apart (a reload is asynchronous).
 
     After a reload nginx's master starts the new workers, sleeps 100 ms (``ngx_msleep(100)``
     "allow new processes to start") and only then sends the old ones SIGQUIT: until then
@@ -237,7 +237,7 @@ while [ -n "$m" ]; do
     if bg_accepting "$k"; then newer=$k; break; fi
   done
   [ -n "$newer" ] || [ $i -ge {int(waits)} ] && break
-  sleep {_TICK}; i=$((i+1))
+  sleep {TICK}; i=$((i+1))
 done
 if [ -n "$newer" ]; then
   for p in $bg_old; do
@@ -255,7 +255,7 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
     slot's; read from /proc/net/tcp*, so it needs no ``ss``). With neither, say so: the
     drain is never skipped silently.
     """
-    ticks = max(1, int(timeout / _TICK))
+    ticks = max(1, int(timeout / TICK))
     if pids:
         plist = " ".join(str(int(p)) for p in pids)
         # Shell builtins only: read each pid's /proc stat; an nginx that is not a zombie is
@@ -265,7 +265,7 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
         done = ('c=; { read -r c < /proc/$p/cmdline; } 2>/dev/null\n'
                 '    case "$c" in *"shutting down"*) continue;; esac\n    '
                 if accepting_only else "")
-        return f'bg_old="{plist}"\n' + _quit_old_script() + f"""i=0
+        return f'bg_old="{plist}"\n' + quit_old_script() + f"""i=0
 while :; do
   left=""
   for p in {plist}; do
@@ -275,7 +275,7 @@ while :; do
   done
   [ -z "$left" ] && exit 0
   [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep {_TICK}; i=$((i+1))
+  sleep {TICK}; i=$((i+1))
 done
 """
     if port is None:
@@ -297,7 +297,7 @@ while :; do
     echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
     exit 1
   fi
-  sleep {_TICK}; i=$((i+1))
+  sleep {TICK}; i=$((i+1))
 done
 """
 
@@ -310,108 +310,3 @@ def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = No
     return (f"if (\n{script}\n); then echo drained;"
             " else echo drain-timeout; fi")
 
-
-# ----------------------------------------------------------------------------- long-lived
-# After a switch, nginx's old workers hold two kinds of connection to the old slot: plain
-# requests in flight, which end by themselves, and upgraded ones (WebSockets, LiveView),
-# which never do: each keeps its worker, and so the old slot, alive until drain_timeout.
-# nginx does not say which proxied connection was upgraded, but it does say (through
-# /proc) which of an old worker's client connections has reached the slot: one that has
-# not (a POST whose body is still arriving) must not find the slot stopped. So, after the
-# switch, the retire waits for the old workers up to ``[switch] socket_grace``; if they
-# still run then, and every connection they hold has reached the old slot, the old slot is
-# asked to shut down (its own SIGTERM: Phoenix, Bandit, Cowboy, gunicorn, uvicorn, aiohttp
-# finish the requests in flight and close sockets with 1001, going away). Clients then
-# reconnect through nginx's new workers to the new slot. The runner's stop bounds that
-# (``[app] stop_timeout``, then SIGKILL); the old workers are still waited for, up to
-# drain_timeout in all.
-OPEN_MARK = "open:"  # open: <to the slot> <not yet at the slot> <ms after the switch>
-STOP_MARK = "stop:"  # stop: <a line of the runner's output, e.g. "killed after 30s">
-UNSEEN = "-"  # the old workers' sockets cannot be read (another user's): counted globally
-
-
-def _count_script(port: int) -> str:
-    """Shell setting, from the old workers in ``$left``: ``$up``, their established
-    connections to ``port``, and ``$wait``, how many of their client connections (local
-    port one this host listens on) have no upstream connection: requests nginx is still
-    reading. ``$wait`` is ``-`` when their sockets cannot be read (another user's workers);
-    ``$up`` then counts every established connection to ``port``."""
-    hexport = f"{int(port):04X}"
-    return f"""ino=; wait={UNSEEN}
-for p in $left; do
-  l=$(ls -l /proc/$p/fd 2>/dev/null) || {{ ino=; break; }}
-  ino="$ino $(printf '%s\\n' "$l" | sed -n 's/.*socket:\\[\\([0-9]*\\)\\].*/\\1/p' | tr '\\n' ' ')"
-done
-f=/proc/net/tcp; [ -r /proc/net/tcp6 ] && f="$f /proc/net/tcp6"
-set -- $f
-set -- $(awk -v p={hexport} -v files=$# -v inos="$ino" 'BEGIN {{ n = split(inos, a, " ");
-      for (i = 1; i <= n; i++) mine[a[i]] = 1 }}
-    FNR == 1 {{ pass++ }}
-    FNR > 1 && pass <= files {{ if ($4 == "0A") {{ split($2, l, ":"); listen[l[2]] = 1 }}; next }}
-    FNR > 1 && $4 == "01" {{ split($3, r, ":"); split($2, l, ":")
-      if (n == 0) {{ if (r[2] == p) up++; next }}
-      if (!($10 in mine)) next
-      if (r[2] == p) up++
-      if (l[2] in listen) client++; else upstream++ }}
-    END {{ print up + 0, client - upstream, n }}' $f $f 2>/dev/null)
-up=${{1:-0}}
-if [ "${{3:-0}}" != 0 ]; then wait=${{2:-0}}; case "$wait" in -*) wait=0;; esac; fi
-"""
-
-
-def retire_drain_script(pids: list[int] | None, timeout: float, *, port: int, grace: float,
-                        stop: str) -> str:
-    """:func:`drain_noted_script` for a slot about to stop, that does not wait
-    ``timeout`` for connections that never end: past ``grace``, once every connection the
-    old workers hold has reached the old slot, it runs ``stop`` (the runner's graceful
-    stop of that slot) and goes on waiting for the workers. Prints ``open: UP WAIT MS``
-    and the stop's output as ``stop: ...`` lines when it stopped early, then ``drained``
-    or ``drain-timeout``."""
-    # None: the workers an earlier reload left (a retire that was interrupted), found now.
-    plist = ("$(grep -las 'nginx: worker process is shutting dow[n]' /proc/[0-9]*/cmdline"
-             " | sed 's|/proc/||; s|/cmdline||' | tr '\\n' ' ')" if pids is None
-             else " ".join(str(int(p)) for p in pids))
-    if not plist:
-        return drain_noted_script([], timeout, port=port)
-    # Time from /proc/uptime (centiseconds, a builtin read): the counting takes time too.
-    return f"""if (
-bg_old="{plist}"
-[ -z "$bg_old" ] && exit 0
-{_quit_old_script()}i=0; stopped=
-bg_now() {{ read -r t _ < /proc/uptime; t=${{t%.*}}${{t#*.}}; now=$((t * 10 - t0)); }}
-t0=0; bg_now; t0=$now; now=0
-while :; do
-  left=""
-  for p in $bg_old; do
-    s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
-    case "$s" in *"(nginx"*") Z "*|*"(nginx"*") X "*) continue;; *"(nginx"*) left="$left $p";; esac
-  done
-  [ -z "$left" ] && exit 0
-  bg_now
-  if [ -z "$stopped" ] && [ $now -ge {int(grace * 1000)} ] && [ $((i % 5)) = 0 ]; then
-{_count_script(port)}    if [ "$wait" = {UNSEEN} ] || [ "$wait" = 0 ]; then
-      echo "{OPEN_MARK} $up $wait $now"
-      ( {stop.strip()}
-      ) 2>&1 | sed 's/^/{STOP_MARK} /'
-      stopped=$i
-    fi
-  fi
-  [ $now -ge {int(timeout * 1000)} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep {_TICK}; i=$((i+1))
-done
-); then echo drained; else echo drain-timeout; fi"""
-
-
-def parse_retire(stdout: str) -> tuple[tuple[int, str, float] | None, list[str]]:
-    """``((to the slot, not yet there, seconds after the switch) | None, stop output)``
-    from :func:`retire_drain_script`'s output; None when it did not stop early."""
-    opened: tuple[int, str, float] | None = None
-    stopped: list[str] = []
-    for line in stdout.splitlines():
-        if line.startswith(OPEN_MARK):
-            parts = line[len(OPEN_MARK):].split()
-            if len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
-                opened = (int(parts[0]), parts[1], int(parts[2]) / 1000)
-        elif line.startswith(STOP_MARK) and line[len(STOP_MARK):].strip():
-            stopped.append(line[len(STOP_MARK):].strip())
-    return opened, stopped

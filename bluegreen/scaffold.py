@@ -119,7 +119,7 @@ def render_config(app: str, runner: str, *, phoenix: bool, release: str, env_fil
         "health": {"path": "/" if phoenix else "/health", "expect": 200, "interval": 0.5,
                    "timeout": 2.0, "deadline": 60.0, "successes": 1},
         "nginx": nginx,
-        "switch": {"drain_timeout": 30.0, "socket_grace": 1.0, "retire": True},
+        "switch": {"drain_timeout": 30.0, "socket_grace": 0.5, "retire": True},
         "targets": {"local": {}},
     }
     text = tomlwriter.dumps(data, comments=TABLE_COMMENTS)

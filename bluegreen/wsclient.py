@@ -89,23 +89,34 @@ class WebSocket:
             raise EOFError(END_EOF)
         self._buf += data
 
-    def _take(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            self._fill()
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+    def _frame(self) -> Frame | None:
+        """A whole frame from the buffer (consumed), or None while it is incomplete: a
+        timeout between two reads loses nothing."""
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        n, at = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, at = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, at = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < at + n:
+            return None
+        self._buf = buf[at + n:]
+        return Frame(buf[0] & 0x0F, buf[at:at + n])
 
     def recv(self) -> Frame:
         """The next frame (pings are answered here). Raises EOFError on an EOF without a
         close frame, ConnectionResetError on a reset, TimeoutError on silence."""
         while True:
-            b0, b1 = self._take(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._take(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._take(8))[0]
-            frame = Frame(b0 & 0x0F, self._take(n))
+            frame = self._frame()
+            if frame is None:
+                self._fill()
+                continue
             if frame.opcode == OP_PING:
                 self.send(OP_PONG, frame.payload)
                 continue

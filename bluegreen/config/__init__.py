@@ -94,7 +94,7 @@ class SwitchConfig:
     retire: bool
     # Seconds nginx's old workers get to end by themselves before the old slot is asked to
     # shut down gracefully (it closes its sockets, clients reconnect to the new slot).
-    socket_grace: float = 1.0
+    socket_grace: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ SWITCH_FIELDS: dict[str, Field] = {
     "retire": Field(bool, True),
     # Past it, connections still open on the old slot are taken for sockets (WebSockets,
     # LiveView): the old slot gets its SIGTERM instead of waiting out drain_timeout.
-    "socket_grace": Field(NUM, 1.0, _non_negative),
+    "socket_grace": Field(NUM, 0.5, _non_negative),
 }
 def _share(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "a share between 0 and 1 (0.01 = 1%)"

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.drain import drain_noted_script, parse_retire, retire_drain_script
+from bluegreen.drain import drain_noted_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -41,6 +41,7 @@ from bluegreen.releases import (
     receive_script,
     require_script,
 )
+from bluegreen.retire import parse_retire, retire_drain_script
 from bluegreen.shell import ScriptExit, guard, lines, subshell
 from bluegreen.state import write_state_script
 
