@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen.errors import ExitCode
+from bluegreen.loadclient import Load
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.sample import build_sample
 from tests.fleet_helpers import bg, failures, new_connections, status, through
@@ -20,8 +21,8 @@ VERIFY = {"verify": {"window": 4.0, "min_requests": 20, "max_error_rate": 0.05,
 HEALTH = "interval = 0.1\ntimeout = 1.0\ndeadline = 5.0"
 
 
-def _deploy(config: Path, artifact: Path, endpoints: list[str]) -> tuple[int, str, float,
-                                                                          object]:
+def _deploy(config: Path, artifact: Path, endpoints: list[str]
+            ) -> tuple[int, str, float, Load]:
     with new_connections(endpoints, clients=4, limit=120) as load:
         time.sleep(0.5)
         proc = bg(config, "--json", "deploy", str(artifact), check=False)
@@ -46,7 +47,7 @@ def test_fleet_undo_and_no_false_alarm(make_sandbox: MakeSandbox, tmp_path: Path
     # A good release under load: the window passes, no undo.
     code, out, _, load = _deploy(config, build_sample(art, "2.0.0"), endpoints)
     assert code == 0, out
-    assert load.counts()[1] == 0, failures(load)[:5]  # type: ignore[attr-defined]
+    assert load.counts()[1] == 0, failures(load)[:5]
     assert all(through(h).startswith("hello 2.0.0") for h in front)
 
     # 30% of its GET / fail: every nginx host's log adds up to the verdict, traffic goes
@@ -57,8 +58,7 @@ def test_fleet_undo_and_no_false_alarm(make_sandbox: MakeSandbox, tmp_path: Path
     error = json.loads(out)["error"]
     assert 0.15 < error["figures"]["rate"] < 0.45, error
     assert all(through(h).startswith("hello 2.0.0") for h in front)
-    records = [r for rows in load.records.values()  # type: ignore[attr-defined]
-               for r in rows]
+    records = [r for rows in load.records.values() for r in rows]
     assert all(200 <= r[2] < 300 for r in records if r[0] > returned)
     assert {r[2] for r in records if not 200 <= r[2] < 300} <= {500}
     st = status(config)
