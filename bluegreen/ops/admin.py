@@ -11,7 +11,7 @@ from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
 from bluegreen.observe import Observation
-from bluegreen.ops import lbtier
+from bluegreen.ops import canary, lbtier
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
@@ -139,8 +139,10 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
         problems.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
-    if state.live and serving != state.live and not ctx.lbs:
-        problems.append(f"nginx answers from slot {serving!r}, expected {state.live}")
+    held = canary.parse(obs.upstream)  # a canary's answers name it, not one slot
+    expected = canary.label(held.slot) if held else state.live
+    if state.live and serving != expected and not ctx.lbs:
+        problems.append(f"nginx answers from slot {serving!r}, expected {expected}")
     lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
                                           {"command": "?", "note": "unreadable holder.json"})
     interrupted = None
@@ -197,7 +199,9 @@ def status(ctx: Context) -> dict[str, Any]:
     lbs = lb_status(ctx) if ctx.lbs else []
     lives = {(h["live"], h["version"]) for h in listed}
     diverged = len(lives) > 1
+    running = canary.status(ctx)  # one look at nginx's file, and its log when one runs
     return {
+        **({"canary": running} if running else {}),
         "app": ctx.config.app.name,
         "target": ctx.target.name,
         "hosts": listed,

@@ -7,6 +7,7 @@ returns the plan with the nginx diff each switching host would get.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from bluegreen import nginx
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.observe import Observation
+from bluegreen.ops import canary as canaries
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.executor import counted, execute, interruptible
@@ -108,7 +110,8 @@ def _all_slots(state: HostState) -> set[str]:
 
 
 def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
-           dry_run: bool = False, verify: bool = True) -> OperationResult | DryRun:
+           dry_run: bool = False, verify: bool = True, canary: int | None = None,
+           promote_after: float | None = None) -> OperationResult | DryRun:
     from bluegreen import artifact as artifacts  # a switch or rollback never reads one
 
     prefetch("jinja2", "httpx", "tenacity")
@@ -120,6 +123,10 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:
+        if canary is not None:
+            return canaries.plan_canary(ctx, facts, art.version, sha256=art.sha256,
+                                        percent=canary, since=time.time(),
+                                        promote_after=promote_after)
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
                            retire=ctx.should_retire, boot_batch=batch, lbs=ctx.target.lbs,
                            verify=verify)
@@ -130,8 +137,11 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
     if dry_run:
         return _dry_run(ctx, art.version, make)
     with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version) as session:
+        canaries.refuse_during(ctx, session, "deploy")
         plan = make(_facts(ctx, session.states, session.observed, wanted))
         result = execute(ctx, session, plan, art)
+    if canary is not None and promote_after is None:
+        result = canaries.started(ctx, result, canary)
     return counted(ctx, result)
 
 
@@ -146,6 +156,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
     if dry_run:
         return _dry_run(ctx, None, make)
     with interruptible(), Session(ctx, "rollback") as session:
+        canaries.refuse_during(ctx, session, "rollback")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {s.idle} if s.live else set()))
         result = execute(ctx, session, plan, None)
@@ -164,6 +175,7 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
     if dry_run:
         return _dry_run(ctx, None, make)
     with interruptible(), Session(ctx, "switch") as session:
+        canaries.refuse_during(ctx, session, "switch")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {to or s.idle}))
         result = execute(ctx, session, plan, None)
