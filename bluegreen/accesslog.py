@@ -82,6 +82,7 @@ BEGIN { FS = "\t"; n = split(new, a, " "); for (i = 1; i <= n; i++) NEW[a[i]] = 
   end = pos + length($0) + 1
   if (end > total) exit
   pos = end
+  if ($1 + 0 < since) next
   k = split($3, u, /, | : /); judged = 0; oldonly = (k > 0)
   for (i = 1; i <= k; i++) { if (u[i] in NEW) judged = 1; if (!(u[i] in OLD)) oldonly = 0 }
   if (mode == "all" && !oldonly) judged = 1
@@ -95,15 +96,17 @@ END { printf "%s %d %d %d %d\n", mark, off + pos, req, e5, eun }
 
 
 def count_script(path: str, offset: int, *, new: Iterable[str], old: Iterable[str],
-                 mode: str = "all") -> str:
-    """The requests of the window logged since ``offset``: ``bg-verify NEXT REQ 5XX 499``."""
+                 mode: str = "all", since: float = 0.0) -> str:
+    """The requests of the window logged since ``offset`` (and at ``since``, a unix time,
+    or later): ``bg-verify NEXT REQ 5XX 499``. ``mode`` ``canary``: only the requests
+    an address in ``new`` served."""
     p = q(path)
     return f"""if [ ! -f {p} ]; then echo {MISSING}; else
 off={int(offset)}; size=$(wc -c < {p})
 if [ "$size" -lt "$off" ]; then off=0; fi
 tail -c +$((off + 1)) {p} | head -c $((size - off)) | LC_ALL=C awk -v off="$off" \
- -v total=$((size - off)) -v mark={MARK} -v mode={q(mode)} -v new={q(" ".join(new))} \
- -v old={q(" ".join(old))} {q(_COUNT)}
+ -v total=$((size - off)) -v since={since:.3f} -v mark={MARK} -v mode={q(mode)} \
+ -v new={q(" ".join(new))} -v old={q(" ".join(old))} {q(_COUNT)}
 fi"""
 
 

@@ -20,7 +20,7 @@ import functools
 import posixpath
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -97,15 +97,18 @@ class Server:
     address: str
     port: int
     host: str  # the app host it belongs to ("" for this machine's own slot)
+    weight: int = 0  # a canary's share (0: nginx's default)
 
     def to_template(self) -> dict[str, str | int]:
         # An IPv6 literal needs brackets before the port.
         address = f"[{self.address}]" if ":" in self.address else self.address
-        return {"address": address, "port": self.port, "host": self.host}
+        return {"address": address, "port": self.port, "host": self.host,
+                "weight": self.weight}
 
 
 def render_upstream(config: Config, *, slot: str, version: str,
-                    servers: Sequence[Server] | None = None) -> str:
+                    servers: Sequence[Server] | None = None,
+                    canary: Mapping[str, object] | None = None) -> str:
     """The upstream file sending traffic to ``slot``; raises ConfigError on a broken template.
 
     ``servers`` lists every app host's live slot when nginx runs on a load-balancer tier
@@ -131,6 +134,7 @@ def render_upstream(config: Config, *, slot: str, version: str,
             time=now_iso(),
             probe_port=config.nginx.probe_port,
             probe_address=generation_address(slot),
+            canary=canary,
         )
     except jinja2.TemplateError as exc:
         where = config.nginx.template or "templates/upstream.conf.j2"

@@ -30,7 +30,9 @@ from tests.helpers import need
 from tests.sandbox_fixtures import need_root
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_EXITS = [0, 0, 3, 0, 0]  # deploy A, deploy B, refused, rollback, switch
+# deploy A, deploy B, refused, undone (the sample app's failing release), rollback, switch
+EXPECTED_EXITS = [0, 0, 3, 10, 0, 0]
+USER_EXITS = [0, 0, 3, 0, 0]  # the user's own releases: no failing one to undo
 
 
 def bg_env(**extra: str) -> dict[str, str]:
@@ -49,11 +51,12 @@ def rehearse(*args: str, cwd: Path, env: dict[str, str] | None = None, prefix: l
     return proc.returncode, data, proc.stderr
 
 
-def assert_clean_report(data: dict[str, Any], environment: str, hosts: int, stderr: str) -> None:
+def assert_clean_report(data: dict[str, Any], environment: str, hosts: int, stderr: str,
+                        exits: list[int] | None = None) -> None:
     assert data, f"no JSON report; stderr:\n{stderr[-3000:]}"
     assert data["environment"] == environment
     assert data["hosts"] == hosts
-    assert [s["exit"] for s in data["steps"]] == EXPECTED_EXITS, data["steps"]
+    assert [s["exit"] for s in data["steps"]] == (exits or EXPECTED_EXITS), data["steps"]
     assert data["totals"]["failed"] == 0, (data["totals"], data["steps"])
     assert all(s["failed"] == 0 for s in data["steps"])
     # Enough traffic that "nothing failed" means something, from every kind of client.
@@ -249,7 +252,7 @@ def test_rehearsal_of_the_users_artifacts_and_config(tmp_path: Path) -> None:
     code, data, stderr = rehearse("--local", *map(str, arts), cwd=tmp_path,
                                   env=bg_env(TMPDIR=str(tmp_path)))
     assert code == 0, stderr[-3000:]
-    assert_clean_report(data, "local", 1, stderr)
+    assert_clean_report(data, "local", 1, stderr, USER_EXITS)
     # The user's env file was used; their app served A, then B, and B again at the end.
     assert data["steps"][0]["serving"].startswith("howdy 4.1.0")
     assert data["steps"][-1]["serving"].startswith("howdy 4.2.0")

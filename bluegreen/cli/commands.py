@@ -40,15 +40,44 @@ def deploy(
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Skip the verification window (\\[verify] window) this once.")
     ] = False,
+    canary: Annotated[int | None, typer.Option(
+        "--canary", metavar="PERCENT",
+        help="Send only PERCENT (1-99) of new requests to the new release; then"
+        " `bg promote` or `bg abort`.")] = None,
+    promote_after: Annotated[float | None, typer.Option(
+        "--promote-after", metavar="SECONDS",
+        help="With --canary: judge the canary's requests this long, then promote it.")
+    ] = None,
 ) -> None:
     """Ship a release to the idle slot, health-gate it, switch nginx, retire the old slot."""
     from bluegreen.ops import deploy as ops
 
     opts = options(ctx)
     only = _hosts(ctx, hosts)
+    if canary is not None and not 1 <= canary <= 99:
+        fail(opts, ConfigError(f"--canary takes a percentage from 1 to 99, got {canary}"))
+    if promote_after is not None and (canary is None or promote_after <= 0):
+        fail(opts, ConfigError("--promote-after takes SECONDS > 0 and needs --canary"))
     run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run,
-                                             verify=not no_verify),
+                                             verify=not no_verify, canary=canary,
+                                             promote_after=promote_after),
         retire=retire, hosts=only, show=True)
+
+
+@app.command()
+def promote(ctx: typer.Context, retire: RetireOpt = None) -> None:
+    """Send all traffic to the running canary and retire the old slot."""
+    from bluegreen.ops import promote as ops
+
+    run(options(ctx), "promote", ops.promote, retire=retire, show=True)
+
+
+@app.command()
+def abort(ctx: typer.Context) -> None:
+    """Send all traffic back to the old slot and stop the running canary."""
+    from bluegreen.ops import promote as ops
+
+    run(options(ctx), "abort", ops.abort, show=True)
 
 
 @app.command()
@@ -120,6 +149,13 @@ def status(ctx: typer.Context, hosts: HostsOpt = None) -> None:
             fail(opts, _problems(problems), result=data)
         emit(opts, data)
         return
+    if data.get("canary"):
+        c = data["canary"]
+        share = f"{c['share']:.1%}" if c["share"] is not None else "-"
+        print(f"canary: {c['version']} on {c['slot']}, {c['percent']}% of new requests"
+              f"{' (sticky)' if c['sticky'] else ''} for {c['seconds']:.0f}s: served"
+              f" {c['requests']} of {c['all_requests']} ({share}), {c['errors']} failed;"
+              " `bg promote` or `bg abort`")
     for h in data["hosts"]:
         print(f"{h['host']}: live {h['live'] or '-'} ({h['version'] or 'nothing deployed'}),"
               f" previous {h['previous'] or '-'}")

@@ -11,7 +11,7 @@ from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
 from bluegreen.observe import Observation
-from bluegreen.ops import lbtier
+from bluegreen.ops import canary, lbtier
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
@@ -140,8 +140,10 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     moving = list(rec.notes)
     if state.live and upstream_slot not in (None, state.live):
         moving.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
-    if state.live and serving != state.live and not ctx.lbs:
-        moving.append(f"nginx answers from slot {serving!r}, expected {state.live}")
+    held = canary.parse(obs.upstream)  # a canary's answers name it, not one slot
+    expected = canary.label(held.slot) if held else state.live
+    if state.live and serving != expected and not ctx.lbs:
+        moving.append(f"nginx answers from slot {serving!r}, expected {expected}")
     problems = []
     if state.live and not slots[state.live]["running"]:
         problems.append(f"live slot {state.live} is not running")
@@ -213,7 +215,9 @@ def status(ctx: Context) -> dict[str, Any]:
     lbs = lb_status(ctx) if ctx.lbs else []
     lives = {(h["live"], h["version"]) for h in listed}
     diverged = len(lives) > 1
+    running = canary.status(ctx)  # one look at nginx's file, and its log when one runs
     return {
+        **({"canary": running} if running else {}),
         "app": ctx.config.app.name,
         "target": ctx.target.name,
         "hosts": listed,

@@ -17,6 +17,7 @@ from bluegreen import nginx
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.observe import Observation
+from bluegreen.ops import canary as canaries
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.executor import counted, execute, interruptible
@@ -110,7 +111,8 @@ def _all_slots(state: HostState) -> set[str]:
 
 
 def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
-           dry_run: bool = False, verify: bool = True) -> OperationResult | DryRun:
+           dry_run: bool = False, verify: bool = True, canary: int | None = None,
+           promote_after: float | None = None) -> OperationResult | DryRun:
     from bluegreen import artifact as artifacts  # a switch or rollback never reads one
 
     started = time.monotonic()  # the reported total includes the artifact check
@@ -124,6 +126,10 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:
+        if canary is not None:
+            return canaries.plan_canary(ctx, facts, art.version, sha256=art.sha256,
+                                        percent=canary, since=time.time(),
+                                        promote_after=promote_after)
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
                            retire=ctx.should_retire, boot_batch=batch, lbs=ctx.target.lbs,
                            verify=verify)
@@ -135,8 +141,11 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
         return _dry_run(ctx, art.version, make)
     with interruptible(), Session(ctx, f"deploy {art.version}", version=art.version,
                                      nginx_test=True) as session:
+        canaries.refuse_during(ctx, session, "deploy")
         plan = make(_facts(ctx, session.states, session.observed, wanted))
         result = execute(ctx, session, plan, art, started=started)
+    if canary is not None and promote_after is None:
+        result = canaries.started(ctx, result, canary)
     return counted(ctx, result)
 
 
@@ -151,6 +160,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
     if dry_run:
         return _dry_run(ctx, None, make)
     with interruptible(), Session(ctx, "rollback", nginx_test=True) as session:
+        canaries.refuse_during(ctx, session, "rollback")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {s.idle} if s.live else set()))
         result = execute(ctx, session, plan, None)
@@ -169,6 +179,7 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
     if dry_run:
         return _dry_run(ctx, None, make)
     with interruptible(), Session(ctx, "switch", nginx_test=True) as session:
+        canaries.refuse_during(ctx, session, "switch")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {to or s.idle}))
         result = execute(ctx, session, plan, None)

@@ -31,12 +31,22 @@ from bluegreen.errors import (
 )
 from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
-from bluegreen.ops import steps
+from bluegreen.ops import canary, steps
 from bluegreen.ops import switch as switching
 from bluegreen.ops import verify as verifying
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.hooks import run_hook
-from bluegreen.ops.plan import Action, Boot, Finish, Hook, Plan, Switch, Upload, Verify
+from bluegreen.ops.plan import (
+    Action,
+    Boot,
+    Finish,
+    Hold,
+    Hook,
+    Plan,
+    Switch,
+    Upload,
+    Verify,
+)
 from bluegreen.ops.progress import FailpointFn, Progress
 from bluegreen.ops.session import Session
 from bluegreen.shell import lines
@@ -74,7 +84,7 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
     notes: list[str] = list(plan.notes)
     session.record("plan", "intent", version=plan.version,
                    actions={h.host: h.action.value for h in plan.hosts})
-    checking = next((s for s in plan.steps if isinstance(s, Verify)), None)
+    checking = _window_step(plan)
     window: verifying.Window | None = None
     try:
         failpoint("locked")
@@ -88,9 +98,13 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
             elif isinstance(step, Hook):
                 notes += _hook(ctx, session, plan, step, progress)
             elif isinstance(step, Switch):
-                if checking is not None:  # the log's length before any request reaches it
+                if checking is not None and window is None:
+                    # the log's length before any request reaches the new slots
                     window = verifying.begin(ctx, session, checking)
+                if step.canary is not None:  # what the boot staged is the full switch
+                    progress.staged.clear()
                 switching.switch(ctx, session, step, progress, failpoint)
+                progress.staged.clear()  # committed: a later switch stages its own
                 progress.started.clear()  # live now: never stopped by an undo
                 failpoint("switched")
                 try:
@@ -101,6 +115,10 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
                     raise
             elif isinstance(step, Verify) and window is not None:
                 notes += _verify(ctx, session, plan, step, window, progress)
+            elif isinstance(step, Hold):
+                canary.hold(ctx, session, step)
+                if checking is not None and window is not None:
+                    notes += _verify(ctx, session, plan, checking, window, progress)
             elif isinstance(step, Finish):
                 last = step is plan.steps[-1]
                 try:
@@ -138,6 +156,16 @@ def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
         return [f"hook {step.point} failed: {exc.message}"]
     session.record("hook", "ok", step.hosts, point=step.point, command=step.command)
     return []
+
+
+def _window_step(plan: Plan) -> Verify | None:
+    """The window an operation watches: a deploy's, or the one judging its canary."""
+    found = next((s for s in plan.steps if isinstance(s, Verify)), None)
+    spec = next((s.canary for s in plan.steps if isinstance(s, Switch) and s.canary), None)
+    held = next((s for s in plan.steps if isinstance(s, Hold)), None)
+    if found is None and spec is not None and held is not None:
+        found = canary.judge(held, spec)
+    return found
 
 
 def _verify(ctx: Context, session: Session, plan: Plan, step: Verify,
@@ -233,7 +261,8 @@ def _no_interrupt() -> Iterator[None]:
 
 
 def _result(ctx: Context, plan: Plan, started: float, notes: list[str]) -> OperationResult:
-    verb = {"deploy": "deployed", "rollback": "rolled back to", "switch": "switched to"}
+    verb = {"deploy": "deployed", "rollback": "rolled back to", "switch": "switched to",
+            "promote": "promoted the canary:", "abort": "aborted the canary: back on"}
     acting = plan.acting
     first = acting[0] if acting else plan.hosts[0]
     n = len(plan.hosts)

@@ -97,6 +97,18 @@ class Hook:
 
 
 @dataclass(frozen=True)
+class CanarySpec:
+    """A switch that sends ``percent`` of new requests to the new slots and the rest to
+    ``old`` (host -> slot serving now); ``sticky``: per client address."""
+
+    percent: int
+    old: Mapping[str, str]
+    old_versions: Mapping[str, str]
+    sticky: bool = False
+    since: float = 0.0  # unix time the canary started (nginx's $msec in the log)
+
+
+@dataclass(frozen=True)
 class Switch:
     """Two-phase nginx switch of every listed host: stage + test everywhere, then reload
     and confirm each; any failure restores every host."""
@@ -107,6 +119,7 @@ class Switch:
     # every app host's live slot (``fleet``: every planned host -> its slot afterwards).
     lbs: tuple[str, ...] = ()
     fleet: Mapping[str, str] = field(default_factory=dict)
+    canary: CanarySpec | None = None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -114,6 +127,12 @@ class Switch:
 
     def describe(self, config: Config) -> str:
         where = f" on load balancers {_names(self.lbs)}" if self.lbs else ""
+        if self.canary is not None:
+            sticky = ", sticky per client address" if self.canary.sticky else ""
+            return (f"canary: nginx{where} sends {self.canary.percent}% of new requests to"
+                    f" {_per_slot(self.slots, config)}{sticky}, the rest to"
+                    f" {_per_slot(self.canary.old, config)}: stage,"
+                    f" {config.nginx.test_command}, reload, confirm through nginx")
         reach = "; every load balancer reaches each new slot first" if self.lbs else ""
         return (f"switch nginx{where} to {_per_slot(self.slots, config)}{reach}: stage,"
                 f" {config.nginx.test_command}, reload, confirm through nginx")
@@ -129,6 +148,7 @@ class Verify:
     slots: Mapping[str, str]
     old: Mapping[str, str]
     lbs: tuple[str, ...] = ()
+    canary: bool = False  # judge only the requests the new slots served (a canary)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -141,6 +161,28 @@ class Verify:
         return (f"verify for {self.window:g}s: nginx's log{where} of the new slots' requests"
                 f" (switch back above {v.max_error_rate:.2%} failed of >= {v.min_requests}),"
                 f" probes {paths}; old slots kept warm")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A canary runs: its switch is made permanent (nginx's backup file dropped), then its
+    own requests are judged for ``watch`` seconds; a verdict sends all traffic back."""
+
+    slots: Mapping[str, str]
+    watch: float
+    promote: bool  # the steps after this one promote the canary when the watch passed
+    lbs: tuple[str, ...] = ()
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(self.slots)
+
+    def describe(self, config: Config) -> str:
+        then = ("promote (full switch, retire)" if self.promote
+                else "leave it running for `bg promote` or `bg abort`")
+        watch = (f"judge the canary's requests for {self.watch:g}s (switch back above"
+                 f" {config.verify.max_error_rate:.2%}); " if self.watch else "")
+        return f"record the canary; {watch}{then}"
 
 
 @dataclass(frozen=True)
@@ -169,7 +211,7 @@ class Finish:
         return out
 
 
-Step = Upload | Boot | Hook | Switch | Verify | Finish
+Step = Upload | Boot | Hook | Switch | Verify | Hold | Finish
 
 
 def _names(hosts: tuple[str, ...]) -> str:

@@ -26,7 +26,11 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
     prepared: list[Host] = []
     reloaded: list[Host] = []
     # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
-    if step.lbs:
+    if step.canary is not None:
+        from bluegreen.ops import canary
+
+        rendered = canary.render(ctx, step, session.observed)
+    elif step.lbs:
         shared = lbtier.render(ctx, step.fleet, step.versions, session.observed)
         rendered = dict.fromkeys(step.lbs, shared)
     else:

@@ -119,7 +119,8 @@ def _read(ctx: Context, session: Session, window: Window, host: Host) -> None:
     script = accesslog.count_script(
         accesslog.log_path(ctx.config.app.root), offset,
         new=_addresses(ctx, step, host.name, step.slots),
-        old=_addresses(ctx, step, host.name, step.old))
+        old=_addresses(ctx, step, host.name, step.old),
+        mode="canary" if step.canary else "all")
     count = accesslog.parse_count(host.run(script).stdout)
     if count is None:  # the file is gone: nginx no longer writes it here
         window.offsets[host.name] = None

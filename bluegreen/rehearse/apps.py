@@ -38,10 +38,18 @@ class AppPlan:
     # How the refused release fails: its own /health, or the config's health path changed.
     refused_health_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    # A release whose health passes while part of its real requests fail: bg must undo it
+    # in its verification window (the sample app only: it can be told to fail).
+    failing: Release | None = None
 
     @property
     def name(self) -> str:
         return str(self.raw["app"]["name"])
+
+
+FAILING_SHARE = 0.3  # of the failing release's GET /
+# The window of the step that deploys it: short, and sure of its verdict under the load.
+VERIFY = {"window": 6.0, "min_requests": 20, "max_error_rate": 0.05, "interval": 0.5}
 
 
 def _fast_health() -> dict[str, Any]:
@@ -65,6 +73,7 @@ def sample(workdir: Path) -> AppPlan:
         title="the sample app", raw=raw,
         a=Release(build_sample(arts, "1.0.0")), b=Release(build_sample(arts, "2.0.0")),
         refused=Release(build_sample(arts, "3.0.0", health_status=500)),
+        failing=Release(build_sample(arts, "4.0.0", fail_share=FAILING_SHARE)),
     )
 
 
@@ -136,7 +145,8 @@ def version_of(release: Release, app: str) -> str | None:
     return release.version or version_from_name(release.artifact, app)
 
 
-def redirect(plan: AppPlan, env: Prepared, *, refused: bool = False) -> str:
+def redirect(plan: AppPlan, env: Prepared, *, refused: bool = False,
+             verify: bool = False) -> str:
     """The config as TOML, pointed at the environment (root, ports, nginx, target)."""
     raw = {section: dict(value) if isinstance(value, dict) else value
            for section, value in plan.raw.items()}
@@ -156,4 +166,6 @@ def redirect(plan: AppPlan, env: Prepared, *, refused: bool = False) -> str:
         # The refusal is the point, not the wait: it is refused by the deadline either way.
         health["deadline"] = min(float(health.get("deadline", 60.0)), REFUSED_DEADLINE)
         raw["health"] = health
+    if verify:
+        raw["verify"] = {**raw.get("verify", {}), **VERIFY}
     return dumps(raw)

@@ -26,6 +26,9 @@ def table(data: dict[str, Any]) -> str:
                      f"  {s['serving']}")
         for kind, n in s["failed_by_kind"].items():
             lines.append(f"{'':<30} {'':>9} {'':>8} {'':>9} {n:>7}  {kind}")
+        if s.get("expected_failures"):
+            lines.append(f"{'':<30} {'':>9} {'':>8} {'':>9} {'':>7}  {s['expected_failures']}"
+                         " answered 500 by the failing release until bg undid it (expected)")
     for name in data.get("skipped", []):
         lines.append(f"{name[:30]:<30} {'-':>9} {'-':>8} {'-':>9} {'-':>7}  (not run)")
     t = data["totals"]

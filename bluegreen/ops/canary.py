@@ -1,0 +1,290 @@
+"""Canary releases: a share of new requests to the new slot, the rest to the old one.
+
+``bg deploy --canary 20 ARTIFACT`` boots and gates the new slot as a deploy does, then
+switches nginx (the same two-phase, confirmed switch) to an upstream listing both slots
+with weights 80:20 (``hash $remote_addr consistent`` first with ``[verify] sticky``, so a
+client stays on one release). The record of a running canary is that upstream file on
+every nginx host, as the live slot's is: a ``# bg-canary`` line names its slot, version,
+share and start, and ``state.json`` keeps the old slot as live until ``bg promote``. The
+canary's own requests are told apart in nginx's log by their upstream address.
+
+``bg promote`` is a switch to the canary's slot (the old slot retires as usual);
+``bg abort`` switches back to the old slot alone and retires the canary's. A deploy,
+switch or rollback while a canary runs is refused. An operation killed mid-way is
+recovered by the next one like any other (its backup upstream file is restored).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bluegreen import accesslog, nginx
+from bluegreen.errors import BgError, ConfigError, StateError
+from bluegreen.host import Host, check
+from bluegreen.observe import Observation
+from bluegreen.ops import lbtier
+from bluegreen.ops.core import Context, OperationResult
+from bluegreen.ops.plan import (
+    Action,
+    CanarySpec,
+    Finish,
+    Hold,
+    HostFacts,
+    HostPlan,
+    Plan,
+    Switch,
+    Verify,
+    plan_deploy,
+)
+from bluegreen.ops.session import Session
+from bluegreen.shell import ScriptExit, lines, subshell
+from bluegreen.state import HostState, write_state_script
+
+MARK = "# bg-canary "
+_FIELDS = re.compile(r"(\w+)=(\S+)")
+
+
+@dataclass(frozen=True)
+class Running:
+    slot: str
+    version: str
+    percent: int
+    sticky: bool
+    since: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "version": self.version, "percent": self.percent,
+                "sticky": self.sticky, "since": self.since}
+
+
+def parse(upstream: str | None) -> Running | None:
+    """The canary an upstream file records, or None."""
+    for line in (upstream or "").splitlines():
+        if line.startswith(MARK):
+            f = dict(_FIELDS.findall(line))
+            try:
+                return Running(f["slot"], f["version"], int(f["percent"]),
+                               f.get("sticky") == "True", float(f.get("since", "0")))
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def label(slot: str) -> str:
+    """X-BG-Slot while a canary runs: no slot serves alone."""
+    return f"canary-{slot}"
+
+
+def weights(percent: int) -> tuple[int, int]:
+    """(old, new) upstream weights for ``percent`` of requests to the new slot."""
+    g = math.gcd(percent, 100 - percent)
+    return (100 - percent) // g, percent // g
+
+
+def served(observed: Observation) -> str | None:
+    """What nginx serves once an interrupted switch is undone (the backup wins)."""
+    return observed.backup if observed.backup is not None else observed.upstream
+
+
+def running(ctx: Context, session: Session) -> dict[str, Running]:
+    """nginx host -> the canary its upstream file records."""
+    names = ctx.target.lbs or tuple(session.states)
+    found = {n: parse(served(session.observed[n])) for n in names if n in session.observed}
+    return {n: r for n, r in found.items() if r is not None}
+
+
+def refuse_during(ctx: Context, session: Session, operation: str) -> None:
+    """A deploy, switch or rollback would overwrite the canary's upstream: refuse."""
+    found = running(ctx, session)
+    if found:
+        r = next(iter(found.values()))
+        raise StateError(
+            f"a canary of {r.version} ({r.slot}, {r.percent}% of new requests) is running on"
+            f" {', '.join(found)}: no {operation} until it ends",
+            hint="`bg promote` sends all traffic to it, `bg abort` takes it back")
+
+
+def render(ctx: Context, step: Switch, observed: Mapping[str, Observation]
+           ) -> dict[str, tuple[str, str]]:
+    """nginx host -> (its canary upstream, the X-BG-Slot a probe through it shows)."""
+    spec = step.canary
+    assert spec is not None
+    slot = sorted(set(step.slots.values()))[0]
+    version = sorted(set(step.versions.values()))[0]
+    marker = {"slot": slot, "version": version, "percent": spec.percent,
+              "sticky": spec.sticky, "since": f"{spec.since:.3f}"}
+    old_w, new_w = weights(spec.percent)
+    ports = ctx.config.slots
+
+    def pair(address: str, host: str, app: str) -> list[nginx.Server]:
+        # The old slot last: what reads an LB's upstream (lbtier.parse_servers) sees the
+        # slot the app host still serves as live.
+        return [nginx.Server(address, ports[step.slots[app]], host, new_w),
+                nginx.Server(address, ports[spec.old[app]], host, old_w)]
+
+    out: dict[str, tuple[str, str]] = {}
+    if step.lbs:
+        current = lbtier.served_ports(ctx, observed)
+        servers: list[nginx.Server] = []
+        for spec_host in ctx.target.hosts:
+            addr = ctx.target.address_of(spec_host)
+            if spec_host in step.slots:
+                servers += pair(addr, spec_host, spec_host)
+            elif spec_host in current:
+                servers.append(nginx.Server(addr, current[spec_host], spec_host))
+        text = _render(ctx, slot, version, servers, marker)
+        out = dict.fromkeys(step.lbs, (text, label(slot)))
+    else:
+        for host in step.slots:
+            text = _render(ctx, slot, version, pair("127.0.0.1", "", host), marker)
+            out[host] = (text, label(slot))
+    return out
+
+
+def _render(ctx: Context, slot: str, version: str, servers: list[nginx.Server],
+            marker: Mapping[str, object]) -> str:
+    text = nginx.render_upstream(ctx.config, slot=label(slot), version=version,
+                                 servers=servers, canary=marker)
+    if parse(text) is None or "weight=" not in text:
+        raise ConfigError(
+            f"the nginx template {ctx.config.nginx.template} has no canary support (the"
+            " `# bg-canary` line and server weights)",
+            hint="copy templates/upstream.conf.j2 from `bg init --templates` and keep its"
+            " canary lines")
+    return text
+
+
+def plan_canary(ctx: Context, facts: Mapping[str, HostFacts], version: str, *, sha256: str,
+                percent: int, since: float, promote_after: float | None) -> Plan:
+    """A deploy whose switch is a canary, held (and judged) afterwards; with
+    ``promote_after``, followed by the deploy's own full switch and retire."""
+    config, lbs = ctx.config, ctx.target.lbs
+    base = plan_deploy(config, facts, version, sha256=sha256, retire=ctx.should_retire,
+                       boot_batch=ctx.target.boot_batch(len(facts)), lbs=lbs, verify=False)
+    for h in base.hosts:
+        if h.old_slot is None:
+            raise BgError(f"{h.host}: nothing is live yet, so there is nothing to compare a"
+                          " canary with", hint="deploy the first release without --canary")
+        if h.action is Action.NOTHING:
+            raise BgError(f"{h.host}: {version} is already live there; a canary needs a new"
+                          " release")
+    if lbs and len({h.slot for h in base.hosts}) > 1:
+        raise StateError("the hosts are live on different slots: converge them first",
+                         hint="`bg deploy VERSION` without --canary")
+    at = next(i for i, s in enumerate(base.steps) if isinstance(s, Switch))
+    full = base.steps[at]
+    assert isinstance(full, Switch)
+    old = {h.host: h.old_slot for h in base.hosts if h.old_slot}
+    spec = CanarySpec(percent, old, {h.host: h.old_version or "" for h in base.hosts},
+                      sticky=config.verify.sticky, since=since)
+    watch = promote_after if promote_after is not None else config.verify.window
+    hold = Hold(slots=dict(full.slots), watch=watch, promote=promote_after is not None,
+                lbs=lbs)
+    steps = (*base.steps[:at], replace(full, canary=spec), hold)
+    if promote_after is not None:
+        steps += tuple(s for s in base.steps[at:] if not isinstance(s, Verify))
+    return replace(base, steps=steps)
+
+
+def judge(step: Hold, canary: CanarySpec) -> Verify | None:
+    """The window that judges the canary's own requests (None: no watch)."""
+    if not step.watch:
+        return None
+    return Verify(step.watch, step.slots, canary.old, step.lbs, canary=True)
+
+
+def plan_abort(ctx: Context, session: Session, found: Mapping[str, Running]) -> Plan:
+    """All traffic back to the old slots, then the canary's slots retired."""
+    lbs = ctx.target.lbs
+    r = next(iter(found.values()))
+    states: Mapping[str, HostState] = session.states
+    hosts = tuple(HostPlan(host=n, action=Action.SWITCH, slot=s.live or "",
+                           version=s.live_version or "", old_slot=r.slot, old_version=r.version,
+                           retire=r.slot)
+                  for n, s in states.items() if lbs or n in found)
+    live = {h.host: h.slot for h in hosts}
+    versions = {h.host: h.version for h in hosts}
+    steps = (Switch(slots=live, versions=versions, lbs=lbs, fleet=live if lbs else {}),
+             Finish(slots=live, versions=versions, retire={h.host: r.slot for h in hosts},
+                    prune=False, lbs=lbs))
+    return Plan(operation="abort", version=hosts[0].version, hosts=hosts, steps=steps)
+
+
+def hold(ctx: Context, session: Session, step: Hold) -> None:
+    """The canary's switch is recorded: its backup file goes (a crash from here on leaves
+    the canary running, for `bg status` to show and promote/abort to end)."""
+    discard = nginx.discard_backup_script(ctx.config)
+    version = str(session.version or "")  # a deploy's session names its release
+
+    def one(host: Host) -> None:
+        script = discard if host.name in step.lbs or not step.lbs else ""
+        if host.name in step.slots:  # the slot's release, recorded; live stays the old slot
+            state = session.states[host.name]
+            new = replace(state, versions={**state.versions, step.slots[host.name]: version})
+            script = lines(script, subshell(write_state_script(ctx.paths, new),
+                                            or_exit=ScriptExit.STATE_WRITE))
+            check(session.run(host, script), "recording the canary", host)
+            session.states[host.name] = new
+        else:
+            check(session.run(host, script), "recording the canary", host)
+
+    with ctx.step("record the canary"):
+        ctx.each(one, "record the canary", session.hosts((*step.hosts, *step.lbs)))
+    session.record("canary", "started", (*step.hosts, *step.lbs), slots=dict(step.slots),
+                   version=version)
+
+
+
+def started(ctx: Context, result: OperationResult, percent: int) -> OperationResult:
+    """A held canary's result says so, and how to end it."""
+    n = len(result.hosts)
+    summary = (f"canary {ctx.config.app.name} {result.version} on {result.slot} takes"
+               f" {percent}% of new requests on {n} host{'s' if n != 1 else ''}"
+               f" ({result.previous_version} on {result.previous_slot} the rest)"
+               f" in {result.seconds:.2f}s; `bg promote` or `bg abort` ends it")
+    return replace(result, operation="canary", summary=summary)
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def status(ctx: Context) -> dict[str, Any] | None:
+    """The running canary and its figures from nginx's log since it started (None: none)."""
+    nginx_hosts = ctx.lbs or ctx.hosts
+    upstream = ctx.config.nginx.upstream_file
+
+    def marker(host: Host) -> Running | None:
+        raw = host.read(upstream)
+        return parse(raw.decode(errors="replace") if raw else None)
+
+    found = {n: r for n, r in ctx.each(marker, "canary", nginx_hosts).items() if r}
+    if not found:
+        return None
+    r = next(iter(found.values()))
+    path = accesslog.log_path(ctx.config.app.root)
+
+    def count(host: Host) -> tuple[int, int, int]:
+        new = ([f"127.0.0.1:{ctx.config.slots[r.slot]}"] if not ctx.lbs else
+               [f"{ctx.target.address_of(h)}:{ctx.config.slots[r.slot]}"
+                for h in ctx.target.hosts])
+        out = host.run(accesslog.count_script(path, 0, new=new, old=[], mode="canary",
+                                              since=r.since) + "\n"
+                       + accesslog.count_script(path, 0, new=[], old=[], since=r.since))
+        counts = [c for c in (accesslog.parse_count(line) for line in out.stdout.splitlines())
+                  if c is not None]
+        if len(counts) != 2:
+            return 0, 0, 0
+        return counts[0].requests, counts[0].errors, counts[1].requests
+
+    figures = ctx.each(count, "canary figures", [h for h in nginx_hosts if h.name in found])
+    canary_req = sum(f[0] for f in figures.values())
+    total = sum(f[2] for f in figures.values())
+    errors = sum(f[1] for f in figures.values())
+    return {**r.to_json(), "hosts": sorted(found), "seconds": round(time.time() - r.since, 1),
+            "requests": canary_req, "errors": errors, "all_requests": total,
+            "share": round(canary_req / total, 4) if total else None}
