@@ -204,7 +204,7 @@ def test_remove_after_the_site_is_gone_keeps_releases_and_purge_removes_them(
     left = sorted(p.name for p in ws.root.iterdir())
     assert left == ["bg", "logs", "releases"], left
     assert sorted(p.name for p in (ws.root / "releases").iterdir()) == ["1.0.0", "2.0.0"]
-    assert sorted(p.name for p in (ws.root / "bg").iterdir()) == ["journal.jsonl"]
+    assert sorted(p.name for p in (ws.root / "bg").iterdir()) == ["journal.jsonl", "lived"]
     history = ws.bg("history").stdout
     assert " remove " in history.splitlines()[-1] and " ok " in history.splitlines()[-1]
     ws.bg("remove", "--purge")  # again, on what is left: nothing to take out of nginx
