@@ -100,7 +100,7 @@ def _entry(t: str, op: str, step: str, outcome: str, pid: int = 7, **kw: object
 
 
 def test_history_is_one_line_per_operation() -> None:
-    from bluegreen.state import operations
+    from bluegreen.history import operations
 
     entries = [
         _entry("00.000", "deploy", "begin", "ok", command="deploy 2.0.0"),
@@ -125,7 +125,7 @@ def test_history_is_one_line_per_operation() -> None:
 
 
 def test_history_drops_an_operation_the_window_cut() -> None:
-    from bluegreen.state import operations
+    from bluegreen.history import operations
 
     entries = [_entry("01.000", "deploy", "health", "ok", version="2.0.0"),
                _entry("02.500", "deploy", "done", "ok", version="2.0.0"),

@@ -226,7 +226,9 @@ def status(ctx: Context) -> dict[str, Any]:
 def history(ctx: Context, limit: int, *, steps: bool = False
             ) -> dict[str, list[dict[str, Any]]]:
     """Each host's last ``limit`` operations (``steps``: journal entries) from its journal."""
-    read = st.read_journal if steps else st.read_operations
+    from bluegreen.history import read_operations
+
+    read = st.read_journal if steps else read_operations
     return ctx.each(lambda h: read(h, ctx.paths, limit), "history")
 
 
