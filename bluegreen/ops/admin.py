@@ -156,7 +156,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     if lock is not None and interrupted is None:
         # A holder that runs (or that another controller holds: bg cannot tell) is changing
         # the host right now: what it changes is expected, not a problem.
-        in_progress = f"`{lock.get('command', '?')}` ({st.describe_holder(lock)})"
+        in_progress = st.describe_holder(lock)
         transient = moving
     else:
         problems = moving + problems
