@@ -194,7 +194,9 @@ def test_remove_after_the_site_is_gone_keeps_releases_and_purge_removes_them(
     ws = workspace
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
     ws.bg("deploy", "--keep-old", str(build_sample(tmp_path / "art", "2.0.0")))
-    (ws.nginx.prefix / "sites" / "hello.conf").unlink()  # the user takes the site out first
+    site = ws.nginx.prefix / "sites" / "hello.conf"
+    text = site.read_text()
+    site.unlink()  # the user takes the site out first
     subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
     out = json.loads(ws.bg("remove", "--json", "-q").stdout)["result"]
     assert out["operation"] == "remove"
@@ -208,8 +210,17 @@ def test_remove_after_the_site_is_gone_keeps_releases_and_purge_removes_them(
     assert sorted(p.name for p in (ws.root / "bg").iterdir()) == ["journal.jsonl", "lived"]
     history = ws.bg("history").stdout
     assert " remove " in history.splitlines()[-1] and " ok " in history.splitlines()[-1]
-    ws.bg("remove", "--purge")  # again, on what is left: nothing to take out of nginx
+    ws.bg("setup")  # back, in init's order: setup, the site, a deploy
+    site.write_text(text)
+    subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
+    back = json.loads(ws.bg("--json", "deploy", str(build_sample(tmp_path / "art", "2.0.0"))
+                            ).stdout)["result"]
+    assert not any("upload" in s["title"] for s in back["steps"]), back["steps"]
+    site.unlink()
+    subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
+    ws.bg("remove", "--purge")
     assert list(ws.root.iterdir()) == []  # the root itself stays (the user may own it)
+    assert not Path(ws.nginx.upstream_file).exists()
 
 
 def test_remove_force_leaves_a_503_stand_in_that_keeps_nginx_valid(workspace: Workspace,
