@@ -32,7 +32,8 @@ def test_status_during_a_healthy_deploy_exits_0_and_says_in_progress(
         time.sleep(0.2)  # the slot's process is up, not yet healthy
         status = ws.bg("status", check=False)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert "in progress: `deploy 2.0.0`" in status.stdout, status.stdout
+        assert "in progress: " in status.stdout, status.stdout
+        assert "running `deploy 2.0.0`" in status.stdout
         assert "green runs 2.0.0" in status.stdout
         assert "problem" not in status.stdout
     finally:
@@ -193,7 +194,9 @@ def test_remove_after_the_site_is_gone_keeps_releases_and_purge_removes_them(
     ws = workspace
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
     ws.bg("deploy", "--keep-old", str(build_sample(tmp_path / "art", "2.0.0")))
-    (ws.nginx.prefix / "sites" / "hello.conf").unlink()  # the user takes the site out first
+    site = ws.nginx.prefix / "sites" / "hello.conf"
+    text = site.read_text()
+    site.unlink()  # the user takes the site out first
     subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
     out = json.loads(ws.bg("remove", "--json", "-q").stdout)["result"]
     assert out["operation"] == "remove"
@@ -204,11 +207,20 @@ def test_remove_after_the_site_is_gone_keeps_releases_and_purge_removes_them(
     left = sorted(p.name for p in ws.root.iterdir())
     assert left == ["bg", "logs", "releases"], left
     assert sorted(p.name for p in (ws.root / "releases").iterdir()) == ["1.0.0", "2.0.0"]
-    assert sorted(p.name for p in (ws.root / "bg").iterdir()) == ["journal.jsonl"]
+    assert sorted(p.name for p in (ws.root / "bg").iterdir()) == ["journal.jsonl", "lived"]
     history = ws.bg("history").stdout
     assert " remove " in history.splitlines()[-1] and " ok " in history.splitlines()[-1]
-    ws.bg("remove", "--purge")  # again, on what is left: nothing to take out of nginx
+    ws.bg("setup")  # back, in init's order: setup, the site, a deploy
+    site.write_text(text)
+    subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
+    back = json.loads(ws.bg("--json", "deploy", str(build_sample(tmp_path / "art", "2.0.0"))
+                            ).stdout)["result"]
+    assert not any("upload" in s["title"] for s in back["steps"]), back["steps"]
+    site.unlink()
+    subprocess.run(ws.nginx.argv("-s", "reload"), check=True)
+    ws.bg("remove", "--purge")
     assert list(ws.root.iterdir()) == []  # the root itself stays (the user may own it)
+    assert not Path(ws.nginx.upstream_file).exists()
 
 
 def test_remove_force_leaves_a_503_stand_in_that_keeps_nginx_valid(workspace: Workspace,

@@ -23,7 +23,8 @@ def test_remove_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "traffic is live" in refused.stderr, refused.stderr
     assert through_nginx(host)[0] == "hello 1.0.0 slot=blue"
 
-    out = json.loads(bg(config, "remove", "--force", "--json").stdout)["result"]
+    out = json.loads(bg(config, "remove", "--force", "--json", "--hosts", "10.231.*"
+                        ).stdout)["result"]
     assert out["hosts"][0]["outcome"].startswith("removed: 503 stand-in"), out
     r = httpx.get(f"http://{host.address}/", headers={"Connection": "close"}, timeout=5)
     assert r.status_code == 503 and "hello was removed" in r.text

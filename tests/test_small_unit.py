@@ -100,7 +100,7 @@ def _entry(t: str, op: str, step: str, outcome: str, pid: int = 7, **kw: object
 
 
 def test_history_is_one_line_per_operation() -> None:
-    from bluegreen.state import operations
+    from bluegreen.history import operations
 
     entries = [
         _entry("00.000", "deploy", "begin", "ok", command="deploy 2.0.0"),
@@ -125,7 +125,7 @@ def test_history_is_one_line_per_operation() -> None:
 
 
 def test_history_drops_an_operation_the_window_cut() -> None:
-    from bluegreen.state import operations
+    from bluegreen.history import operations
 
     entries = [_entry("01.000", "deploy", "health", "ok", version="2.0.0"),
                _entry("02.500", "deploy", "done", "ok", version="2.0.0"),
@@ -295,3 +295,18 @@ def test_remove_finds_the_sites_that_use_the_upstream() -> None:
     assert "upstream my_shop_live { server 127.0.0.1:14001; }" in stand_in
     assert 'map "" $my_shop_slot { default "removed"; }' in stand_in
     assert "return 503" in stand_in
+
+
+def test_the_observation_carries_nginx_s_verdict_on_the_configuration_as_it_is() -> None:
+    from bluegreen.observe import parse_observation
+
+    m = "@@bg-00"
+    broken = parse_observation(f"{m} state\n{m} nginx-test\nrc=1\nnginx: [emerg] unknown"
+                               ' directive "locaton" in /etc/nginx/sites-enabled/x:3\n'
+                               "nginx: configuration file /etc/nginx/nginx.conf test failed\n",
+                               m)
+    assert broken.nginx_error is not None and '"locaton"' in broken.nginx_error
+    assert parse_observation(f"{m} state\n{m} nginx-test\nrc=0\n\n", m).nginx_error is None
+    assert parse_observation(f"{m} state\n", m).nginx_error is None  # not asked for
+    silent = parse_observation(f"{m} state\n{m} nginx-test\nrc=127\n\n", m)
+    assert silent.nginx_error == "the test command exited 127"

@@ -160,7 +160,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     if lock is not None and interrupted is None:
         # A holder that runs (or that another controller holds: bg cannot tell) is changing
         # the host right now: what it changes is expected, not a problem.
-        in_progress = f"`{lock.get('command', '?')}` ({st.describe_holder(lock)})"
+        in_progress = st.describe_holder(lock)
         transient = moving
     else:
         problems = moving + problems
@@ -232,7 +232,9 @@ def status(ctx: Context) -> dict[str, Any]:
 def history(ctx: Context, limit: int, *, steps: bool = False
             ) -> dict[str, list[dict[str, Any]]]:
     """Each host's last ``limit`` operations (``steps``: journal entries) from its journal."""
-    read = st.read_journal if steps else st.read_operations
+    from bluegreen.history import read_operations
+
+    read = st.read_journal if steps else read_operations
     return ctx.each(lambda h: read(h, ctx.paths, limit), "history")
 
 
