@@ -253,7 +253,7 @@ class FakeHost:
             m.backup = m.staged = None
 
         for slot in SLOTS:
-            if read_pid(paths.pid(slot)) + '\nmembers "$pid"\nif [ -n "$bg_left" ]' in script:
+            if read_pid(paths.pid(slot)) + '\nif alive "$pid"; then bg_left=' in script:
                 # stop_pid_script
                 m.alive.discard(slot)
             link = re.search(r"ln -sfn '?\.\./releases/([^'\s]+)'? '?"

@@ -245,7 +245,8 @@ def test_fault_failed_health_gate_is_journaled_with_exit_3(tmp_path: Path) -> No
     for h in (a, b):
         assert journal_outcomes(h, "health") == ["failed"]
         assert journal_outcomes(h, "stop") == ["ok"]
-        assert h.sent(r"read -r pid < /srv/hello/run/green.pid; .*\nmembers ")  # stopped
+        stopped = r"read -r pid < /srv/hello/run/green.pid; .*\nif alive \"\$pid\"; then bg_left"
+        assert h.sent(stopped)
         assert not h.sent(COMMIT)
     assert_untouched([a, b])
 

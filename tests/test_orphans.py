@@ -127,16 +127,18 @@ def _session(sid: int) -> list[int]:
     return out
 
 
-STUBBORN = b"""trap '' TERM
-sh -c 'trap "" TERM; sleep 3600' &
-python3 -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)'
+# A start script without exec, its "app" and a helper (sleep: a python3 on PATH may be a
+# pyenv shim that forks helpers of its own while it starts).
+PLAIN = b"""sleep 3600 &
+sleep 3601
 """
+# The same, ignoring SIGTERM (an ignored signal stays ignored across fork and exec).
+STUBBORN = b"trap '' TERM\n" + PLAIN
 
 
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_ends_every_process_of_the_session(tmp_path: Path, shell: str) -> None:
-    sid = _start_session(tmp_path, WRAPPER.replace(b"bin/server", b"-c 'import time; "
-                                                   b"time.sleep(3600)'"))
+    sid = _start_session(tmp_path, PLAIN)
     try:
         started = time.monotonic()
         result = subprocess.run([shell, "-c", stop_pid_script(str(tmp_path / "slot.pid"), 5)],
@@ -170,8 +172,7 @@ def test_stop_kills_the_whole_session_after_stop_timeout_and_says_so(
 def test_stop_finds_the_session_after_its_leader_died(tmp_path: Path) -> None:
     """A start script that crashed (or was killed alone, as before this fix) leaves its
     children in the session: the next stop of the slot ends them."""
-    sid = _start_session(tmp_path, WRAPPER.replace(b"bin/server", b"-c 'import time; "
-                                                   b"time.sleep(3600)'"))
+    sid = _start_session(tmp_path, PLAIN)
     try:
         os.kill(sid, signal.SIGKILL)
         deadline = time.monotonic() + 5

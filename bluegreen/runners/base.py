@@ -140,16 +140,23 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
     crashed, or was killed alone, leaves its children there)."""
     ticks = max(1, int(timeout / STOP_TICK))
     return (
-        SH_RUNNING + SH_MEMBERS
+        SH_ALIVE + SH_MEMBERS
         + f"""
+# A live leader is enough to act on; the session is read once it is gone (each read forks).
 {read_pid(pidfile)}
-members "$pid"
+if alive "$pid"; then bg_left=" $pid"; else members "$pid"; fi
 if [ -n "$bg_left" ]; then
   kill -s TERM -- "-$pid" 2>/dev/null || :; kill -s TERM $bg_left 2>/dev/null || :
-  # The leader is watched with builtins; the session is read again once it is gone.
+  bg_termed=$bg_left
   i=0
   while [ $i -lt {ticks} ]; do
-    if ! running "$pid"; then members "$pid"; [ -n "$bg_left" ] || break; fi
+    if ! running "$pid"; then
+      members "$pid"; [ -n "$bg_left" ] || break
+      for p in $bg_left; do  # in a process group of its own: not reached by the group's TERM
+        case "$bg_termed " in *" $p "*) ;; *) kill -s TERM "$p" 2>/dev/null || :;; esac
+      done
+      bg_termed=$bg_left
+    fi
     sleep {STOP_TICK}; i=$((i+1))
   done
   if [ -n "$bg_left" ]; then
