@@ -38,6 +38,7 @@ class AppPlan:
     # How the refused release fails: its own /health, or the config's health path changed.
     refused_health_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    websockets: bool = False  # its releases serve /ws (the sample app): sockets are held too
 
     @property
     def name(self) -> str:
@@ -64,7 +65,7 @@ def sample(workdir: Path) -> AppPlan:
     return AppPlan(
         title="the sample app", raw=raw,
         a=Release(build_sample(arts, "1.0.0")), b=Release(build_sample(arts, "2.0.0")),
-        refused=Release(build_sample(arts, "3.0.0", health_status=500)),
+        refused=Release(build_sample(arts, "3.0.0", health_status=500)), websockets=True,
     )
 
 
