@@ -3,7 +3,7 @@
 Run: ``python bench/load_sockets.py [--runs 3] [--sockets 50] [--no-baseline]``
 (needs nginx; as root or not). A private nginx with the site bg ships
 (nginx/site.conf.j2) in front of the sample app, ``[switch]`` at its defaults
-(drain_timeout 30 s, socket_grace 0.5 s). Two scenarios, each printed as figures:
+(drain_timeout 30 s, socket_grace 0.5 s, stop_timeout 30 s). Two scenarios, each printed as figures:
 
 1. **sockets**: ``--sockets`` WebSockets held (``bluegreen.wsload``), no plain request in
    flight, ``bg deploy`` of the next release. Target: wall <= app boot + 3 s (app boot:
@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     stand.workdir.mkdir(parents=True, exist_ok=True)
     stand.nginx.render()
     stand.write_config()
+    # bg's defaults: a stream that reached the old slot is finished by its graceful stop,
+    # which [app] stop_timeout bounds
+    stand.config.write_text(stand.config.read_text().replace(
+        "stop_timeout = 15", "stop_timeout = 30"))
     set_switch(stand, drain_timeout=30, socket_grace=0.5)
     code, data, _, _ = stand.bg("setup")
     if code:

@@ -161,3 +161,26 @@ class SocketClients:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def versions_served(serving: str) -> set[str]:
+    """The releases in a rehearsal's "serving" text ("hello 2.0.0 slot=green | ...")."""
+    return {words[1] for part in serving.split(" | ") if len(words := part.split()) >= 2}
+
+
+def allowed_by_steps(steps: Sequence[tuple[float, float, str]]
+                     ) -> Callable[[float], set[str]]:
+    """For :meth:`SocketClients.problems`: ``steps`` are (start, end, serving after) in
+    order; a socket closed during a step may reach what served before it or after it."""
+    def allowed(t: float) -> set[str]:
+        prev: set[str] = set()
+        for start, end, serving in steps:
+            after = versions_served(serving)
+            if t < start:
+                return prev or after
+            if t < end:
+                return prev | after
+            prev = after
+        return prev
+
+    return allowed

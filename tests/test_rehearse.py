@@ -64,6 +64,11 @@ def assert_clean_report(data: dict[str, Any], environment: str, hosts: int, stde
     assert all(c["requests"] >= 30 for c in data["totals"]["by_client"].values()), data["totals"]
     assert data["ok"] is True, data["problems"]
     assert set(data["steps"][0]) >= {"name", "exit", "seconds", "requests", "failed"}
+    # The sample app's sockets, held through every step: each retire closed them with 1001
+    # and each reconnected (to the release nginx served: else "problems" says so).
+    ws = data["totals"]["websockets"]
+    assert set(ws["ends"]) == {"close 1001"} and ws["reconnects"] == sum(ws["ends"].values())
+    assert ws["ends"]["close 1001"] == 3 * ws["held"], ws  # deploy B, rollback, switch
 
 
 def nobody_prefix(home: Path) -> list[str]:

@@ -94,7 +94,7 @@ def test_deploy_with_open_sockets_does_not_wait_drain_timeout(site: Workspace,
     wall = time.monotonic() - started
     _settle(clients, 20)
     out = proc.stdout + proc.stderr
-    assert wall < 6, (wall, out)  # drain_timeout is 20 s
+    assert wall < 8, (wall, out)  # drain_timeout is 20 s (the machine may be busy)
     assert clients.ends == {"close 1001": 20}, clients.ends
     assert clients.problems(lambda _: {"2.0.0"}) == []
     assert len(clients.reconnects) == 20

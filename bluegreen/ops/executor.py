@@ -219,7 +219,8 @@ def _left_running(plan: Plan, progress: Progress) -> str:
     slots = ", ".join(f"{slot} ({old.get(host) or '?'}) on {host}"
                       for host, slot in sorted(progress.retiring.items()))
     return (f"; {slots} is left running with the connections it still holds:"
-            " the next deploy, switch or rollback finishes its retire first")
+            " the next deploy finishes its retire first (until then it is a warm slot:"
+            " bg rollback or bg switch would send traffic back to it)")
 
 
 def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,

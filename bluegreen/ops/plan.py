@@ -203,8 +203,10 @@ class Finish:
         out = "record state"
         if self.retire:
             where = f" on {_names(self.lbs)}" if self.lbs else ""
+            sockets = ("" if self.lbs else
+                       f", open sockets {config.switch.socket_grace:g}s, then a graceful stop")
             out += (f"; wait for nginx's old workers{where}"
-                    f" (<= {config.switch.drain_timeout:g}s);"
+                    f" (<= {config.switch.drain_timeout:g}s{sockets});"
                     f" stop {_per_slot(self.retire, config, ports=False)}")
         if self.prune:
             out += f"; prune releases beyond {config.app.keep_releases}"

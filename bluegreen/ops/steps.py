@@ -364,10 +364,10 @@ def _waiting(ctx: Context, step: Finish) -> Iterator[None]:
     sw = ctx.config.switch
     slots = _slots(step.retire)
     timer = threading.Timer(sw.socket_grace + 2.0, ctx.reporter.info, [
-        f"waiting for {slots} to close its connections: after socket_grace"
-        f" ({sw.socket_grace:g}s) it got SIGTERM (its graceful stop finishes requests and closes"
-        f" sockets; SIGKILL after [app] stop_timeout, {ctx.config.app.stop_timeout:g}s);"
-        f" nginx's old workers are waited for up to drain_timeout ({sw.drain_timeout:g}s)"])
+        f"waiting for nginx's old workers and {slots}: connections that reached {slots} get"
+        f" its graceful stop after socket_grace ({sw.socket_grace:g}s; SIGKILL after [app]"
+        f" stop_timeout, {ctx.config.app.stop_timeout:g}s), requests nginx is still reading"
+        f" get up to drain_timeout ({sw.drain_timeout:g}s)"])
     timer.daemon = True
     timer.start()
     try:

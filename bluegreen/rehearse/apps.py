@@ -41,6 +41,7 @@ class AppPlan:
     # A release whose health passes while part of its real requests fail: bg must undo it
     # in its verification window (the sample app only: it can be told to fail).
     failing: Release | None = None
+    websockets: bool = False  # its releases serve /ws (the sample app): sockets are held too
 
     @property
     def name(self) -> str:
@@ -72,7 +73,7 @@ def sample(workdir: Path) -> AppPlan:
     return AppPlan(
         title="the sample app", raw=raw,
         a=Release(build_sample(arts, "1.0.0")), b=Release(build_sample(arts, "2.0.0")),
-        refused=Release(build_sample(arts, "3.0.0", health_status=500)),
+        refused=Release(build_sample(arts, "3.0.0", health_status=500)), websockets=True,
         failing=Release(build_sample(arts, "4.0.0", fail_share=FAILING_SHARE)),
     )
 

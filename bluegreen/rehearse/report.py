@@ -42,6 +42,10 @@ def table(data: dict[str, Any]) -> str:
     lines.append(f"keep-alive: {t['stale_keepalive_reconnects']} connections closed by nginx"
                  f" and reopened, {t['stale_keepalive_retries']} GETs retried once (as HTTP"
                  " clients do)")
+    if ws := t.get("websockets"):
+        lines.append(f"websockets: {ws['held']} held; ended {ws['ends'] or 'never'};"
+                     f" {ws['reconnects']} reconnects (slowest {ws['reconnect_max_s']}s),"
+                     " each to the release nginx served")
     if data.get("plot"):
         lines.append(f"plot: {data['plot']}")
     for problem in data["problems"]:

@@ -27,8 +27,10 @@ from bluegreen.errors import ExitCode
 from bluegreen.loadclient import Connection, Load, window
 from bluegreen.rehearse import apps, report
 from bluegreen.rehearse.envs import Environment, Prepared, RehearsalError
+from bluegreen.wsload import SocketClients, allowed_by_steps
 
 BG_TIMEOUT = 300.0
+SOCKETS = 4  # WebSockets held through every step (an app that serves /ws)
 WARM_UP = 0.5  # load before the first measured step, so the clients are already going
 
 
@@ -111,6 +113,7 @@ class Rehearsal:
         self.prepared: Prepared | None = None
         self.child: subprocess.Popen[str] | None = None
         self.load: Load | None = None
+        self.sockets: SocketClients | None = None
         self.results: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.skipped: list[str] = []
@@ -157,6 +160,9 @@ class Rehearsal:
             if step.under_load and self.load is None:
                 self.load = load
                 load.start()
+                if plan.websockets:
+                    self.sockets = SocketClients(env.endpoints, count=SOCKETS)
+                    self.sockets.start()
                 time.sleep(WARM_UP)
             self.say(f"[{i}/{len(steps)}] bg {' '.join(_short(a) for a in step.args)}")
             started = time.monotonic()
@@ -181,6 +187,8 @@ class Rehearsal:
                 break
         time.sleep(WARM_UP)
         load.stop()
+        if self.sockets is not None:
+            self.sockets.stop()
         final = self._final_status()
         data = self._report(load, began, final, apps.version_of(plan.b, plan.name))
         self._emit(data, load)
@@ -284,8 +292,9 @@ class Rehearsal:
             self.problems.append(f"{everything.total_failed - tolerated} requests failed")
         if self.skipped:
             self.problems.append(f"not run: {', '.join(self.skipped)}")
-        if load.alive():
+        if load.alive() or (self.sockets is not None and self.sockets.alive()):
             self.problems.append("a load client did not stop")
+        sockets = self._sockets_report()
         live = {h.get("version") for h in final.get("hosts", [])}
         if final.get("hosts") is None or not final.get("ok") or (
                 expected_live and live != {expected_live}):
@@ -308,10 +317,22 @@ class Rehearsal:
                               for mix in load.clients},
                 "stale_keepalive_retries": load.total("stale_retries"),
                 "stale_keepalive_reconnects": load.total("stale_reconnects"),
+                "websockets": sockets,
             },
             "seconds": round(time.monotonic() - began, 2),
             "problems": self.problems,
         }
+
+    def _sockets_report(self) -> dict[str, Any] | None:
+        """The sockets held through the steps: how they ended, where they reconnected."""
+        ws = self.sockets
+        if ws is None:
+            return None
+        steps = [(r["start"], r["end"], r["serving"]) for r in self.results]
+        self.problems += ws.problems(allowed_by_steps(steps))
+        return {"held": ws.count, "ends": dict(ws.ends), "reconnects": len(ws.reconnects),
+                "reconnect_max_s": round(max((r.delay for r in ws.reconnects), default=0), 3),
+                "failed_connects": dict(ws.failures)}
 
     def _emit(self, data: dict[str, Any], load: Load) -> None:
         out = self.opts.out
@@ -347,6 +368,8 @@ class Rehearsal:
                 child.wait()
         if self.load is not None:
             self.load.stop()
+        if self.sockets is not None:
+            self.sockets.stop()
         if self.opts.keep:
             self.say(f"kept: everything in {self.workdir}")
             return True
