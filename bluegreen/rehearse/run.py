@@ -29,7 +29,8 @@ from bluegreen.rehearse import apps, report
 from bluegreen.rehearse.envs import Environment, Prepared, RehearsalError
 
 BG_TIMEOUT = 300.0
-WARM_UP = 0.5  # load before the first measured step, so the clients are already going
+WARM_UP = 0.5
+CANARY_PERCENT = 20  # load before the first measured step, so the clients are already going
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,13 @@ def steps_for(plan: apps.AppPlan) -> list[Step]:
         Step(f"deploy B ({label(plan.b)})", deploy(plan.b), ExitCode.OK),
         Step(f"refused ({label(plan.refused)})", deploy(plan.refused), ExitCode.HEALTH,
              refused=True),
-        *([Step(f"undone ({label(plan.failing)}, {apps.FAILING_SHARE:.0%} of GET / fail)",
+        *([Step(f"undone ({label(plan.failing)}, {apps.FAILING_SHARE:.0%} fail)",
                 deploy(plan.failing), ExitCode.VERIFY, verify=True, tolerated="HTTP 500")]
           if plan.failing else []),
+        *([Step(f"canary ({label(plan.canary)}, {CANARY_PERCENT}%)",
+                ("deploy", "--canary", str(CANARY_PERCENT), str(plan.canary.artifact)),
+                ExitCode.OK),
+           Step("abort the canary", ("abort",), ExitCode.OK)] if plan.canary else []),
         Step("rollback", ("rollback",), ExitCode.OK),
         Step("switch", ("switch",), ExitCode.OK),
     ]
@@ -259,6 +264,7 @@ class Rehearsal:
         assert self.prepared is not None
         steps = []
         tolerated = 0
+        tolerated_by_mix: dict[str, int] = {}
         for row in self.results:
             w = window(load.records, row["start"], row["end"]) if load.origin else None
             failed = {f"{mix}: {kind}": n for mix, kinds in (w.failed if w else {}).items()
@@ -266,6 +272,9 @@ class Rehearsal:
             kind = row.pop("tolerated")
             expected = {k: n for k, n in failed.items() if kind and k.endswith(f": {kind}")}
             tolerated += sum(expected.values())
+            for key, n in expected.items():
+                mix = key.split(":", 1)[0]
+                tolerated_by_mix[mix] = tolerated_by_mix.get(mix, 0) + n
             steps.append({k: v for k, v in row.items() if k not in ("start", "end")}
                          | {"requests": w.total if w else 0,
                             "failed": (w.total_failed if w else 0) - sum(expected.values()),
@@ -304,7 +313,8 @@ class Rehearsal:
                 # the failing release's own failures before bg undid it (the undone step)
                 "expected_failures": tolerated,
                 "by_client": {mix: {"requests": everything.requests.get(mix, 0),
-                                    "failed": sum(everything.failed.get(mix, {}).values())}
+                                    "failed": sum(everything.failed.get(mix, {}).values())
+                                    - tolerated_by_mix.get(mix, 0)}
                               for mix in load.clients},
                 "stale_keepalive_retries": load.total("stale_retries"),
                 "stale_keepalive_reconnects": load.total("stale_reconnects"),
