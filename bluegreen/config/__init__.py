@@ -33,6 +33,7 @@ from bluegreen.config.schema import (
     parse_size,
     section,
 )
+from bluegreen.config.verify import VerifyConfig, verify_config, verify_defaults
 from bluegreen.errors import ConfigError
 
 __all__ = [
@@ -92,28 +93,6 @@ class NginxConfig:
 class SwitchConfig:
     drain_timeout: float
     retire: bool
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    """The verification window after a deploy's switch (defaults: VERIFY_FIELDS)."""
-
-    window: float
-    max_error_rate: float
-    min_requests: int
-    paths: tuple[str, ...]
-    sticky: bool
-    interval: float
-
-
-def _verify(v: Mapping[str, Any]) -> VerifyConfig:
-    return VerifyConfig(window=float(v["window"]), max_error_rate=float(v["max_error_rate"]),
-                        min_requests=v["min_requests"], paths=tuple(v["paths"]),
-                        sticky=v["sticky"], interval=float(v["interval"]))
-
-
-def _verify_defaults() -> VerifyConfig:
-    return _verify({key: fld.default for key, fld in VERIFY_FIELDS.items()})
 
 
 @dataclass(frozen=True)
@@ -178,7 +157,7 @@ class Config:
     switch: SwitchConfig
     hooks: HooksConfig
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
-    verify: VerifyConfig = field(default_factory=_verify_defaults)
+    verify: VerifyConfig = field(default_factory=verify_defaults)
 
     def target(self, name: str | None) -> TargetConfig:
         """The named target; without a name, the only one (or ``local``)."""
@@ -300,7 +279,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     )
 
     v = section(path, "verify", raw.get("verify", {}), VERIFY_FIELDS)
-    verify = _verify(v)
+    verify = verify_config(v)
 
     targets = _targets(path, raw.get("targets", {}))
     return Config(
