@@ -8,7 +8,10 @@ Prints, and writes to ``<out>/verify.json``:
   under load; bg must undo it within the window, no request may fail once bg returned,
   and bg's count of failed requests must be within 10% of the load generator's;
 * no false alarm: ``--runs`` good releases deployed under load, each with a window; none
-  may be undone.
+  may be undone;
+* canary: ``--canary 20`` over 2,000 new-connection requests gives the new release
+  20 +- 3%; with ``sticky`` each of 40 clients (own addresses 127.0.1.N) stays on one
+  release; ``bg promote`` and ``bg abort`` under load lose no new-connection request.
 
 Only 127.0.0.1 is contacted (nginx and the slots on ports below the ephemeral range).
 """
@@ -16,10 +19,12 @@ Only 127.0.0.1 is contacted (nginx and the slots on ports below the ephemeral ra
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +61,13 @@ class Stand:
                                  app="hello", app_root=str(self.root))
         self.nginx.render()
         self.config = self.workdir / "bluegreen.toml"
+        self.blue, self.green = blue, green
+        self.write_config()
+        self.bg("setup")
+        self.nginx.start()
+
+    def write_config(self, *, sticky: bool = False) -> None:
+        blue, green = self.blue, self.green
         self.config.write_text(dumps({
             "app": {"name": "hello", "root": str(self.root), "command": "bin/server",
                     "keep_releases": 3, "stop_timeout": 10},
@@ -67,10 +79,8 @@ class Stand:
                       "pid_file": self.nginx.pid_file},
             "switch": {"drain_timeout": 10},
             "verify": {"window": self.window, "min_requests": 50, "max_error_rate": 0.05,
-                       "interval": 0.5},
+                       "interval": 0.5, "sticky": sticky},
         }))
-        self.bg("setup")
-        self.nginx.start()
 
     def bg(self, *args: str) -> tuple[int, dict[str, Any]]:
         proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(self.config),
@@ -153,6 +163,48 @@ def bench_false_alarms(stand: Stand, runs: int) -> dict[str, Any]:
             "load_requests": requests, "load_failed": failed, "each": seen}
 
 
+def version_from(port: int, source: str | None = None) -> str:
+    """The release answering one GET / on a new connection (from ``source``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                  source_address=(source, 0) if source else None) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    return body.split()[1] if head.split()[1] == "200" else "failed"
+
+
+def _new_connections(load: Load) -> dict[str, int]:
+    rows = load.records.get("close", [])
+    return {"requests": len(rows), "failed": sum(1 for r in rows if not ok(r[2])),
+            "all_kinds_failed": load.counts()[1]}
+
+
+def bench_canary(stand: Stand) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    stand.bg("deploy", stand.artifact("4.0.0"), "--no-verify")
+    code, _ = stand.bg("deploy", "--canary", "20", stand.artifact("5.0.0"))
+    seen = collections.Counter(version_from(stand.listen) for _ in range(2000))
+    out["share"] = {"exit": code, "requests": 2000, "canary": seen["5.0.0"],
+                    "percent": round(100 * seen["5.0.0"] / 2000, 2), "counts": dict(seen)}
+    code, _, load, _, _ = under_load(stand, lambda: stand.bg("promote"))
+    out["promote"] = {"exit": code, **_new_connections(load)}
+    stand.bg("deploy", "--canary", "50", stand.artifact("6.0.0"))
+    code, _, load, _, _ = under_load(stand, lambda: stand.bg("abort"))
+    out["abort"] = {"exit": code, **_new_connections(load)}
+    stand.write_config(sticky=True)
+    stand.bg("deploy", "--canary", "30", stand.artifact("7.0.0"))
+    clients = {f"127.0.1.{n}": {version_from(stand.listen, f"127.0.1.{n}") for _ in range(10)}
+               for n in range(1, 41)}
+    stand.bg("abort")
+    stand.write_config()
+    out["sticky"] = {"clients": len(clients), "requests_each": 10,
+                     "on_one_release": sum(1 for v in clients.values() if len(v) == 1),
+                     "on_canary": sum(1 for v in clients.values() if v == {"7.0.0"})}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/verify.py")
     parser.add_argument("--runs", type=int, default=20)
@@ -177,13 +229,28 @@ def main(argv: list[str] | None = None) -> int:
             out["false_alarms"] = f = bench_false_alarms(stand, args.runs)
             print(f"  passed {f['passed']} of {f['runs']}, undone {f['undone']};"
                   f" load {f['load_requests']} requests, {f['load_failed']} failed")
+            print("canary", flush=True)
+            out["canary"] = c = bench_canary(stand)
+            print(f"  --canary 20: {c['share']['canary']} of 2000 new-connection requests on"
+                  f" the canary ({c['share']['percent']}%)")
+            print(f"  sticky: {c['sticky']['on_one_release']} of {c['sticky']['clients']}"
+                  f" clients saw one release in {c['sticky']['requests_each']} requests each"
+                  f" ({c['sticky']['on_canary']} on the canary)")
+            for what in ("promote", "abort"):
+                r = c[what]
+                print(f"  {what}: exit {r['exit']}, {r['failed']} failed of {r['requests']}"
+                      f" new-connection requests ({r['all_kinds_failed']} of all kinds,"
+                      " keep-alive included)")
         finally:
             stand.stop()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "verify.json").write_text(json.dumps(out, indent=2) + "\n")
     ok_all = (out["undo"]["undone"] and out["undo"]["failed_after_return"] == 0
               and (out["undo"]["difference"] or 0) <= 0.10
-              and out["false_alarms"]["undone"] == 0)
+              and out["false_alarms"]["undone"] == 0
+              and abs(out["canary"]["share"]["percent"] - 20) <= 3
+              and out["canary"]["sticky"]["on_one_release"] == out["canary"]["sticky"]["clients"]
+              and out["canary"]["promote"]["failed"] == 0 == out["canary"]["abort"]["failed"])
     print("PASS" if ok_all else "FAIL")
     return 0 if ok_all else 1
 

@@ -30,8 +30,9 @@ from tests.helpers import need
 from tests.sandbox_fixtures import need_root
 
 ROOT = Path(__file__).resolve().parent.parent
-# deploy A, deploy B, refused, undone (the sample app's failing release), rollback, switch
-EXPECTED_EXITS = [0, 0, 3, 10, 0, 0]
+# deploy A, deploy B, refused, undone (the sample app's failing release), canary, abort,
+# rollback, switch
+EXPECTED_EXITS = [0, 0, 3, 10, 0, 0, 0, 0]
 USER_EXITS = [0, 0, 3, 0, 0]  # the user's own releases: no failing one to undo
 
 

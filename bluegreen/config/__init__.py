@@ -33,6 +33,7 @@ from bluegreen.config.schema import (
     parse_size,
     section,
 )
+from bluegreen.config.verify import VerifyConfig, verify_config, verify_defaults
 from bluegreen.errors import ConfigError
 
 __all__ = [
@@ -98,28 +99,6 @@ class SwitchConfig:
 
 
 @dataclass(frozen=True)
-class VerifyConfig:
-    """The verification window after a deploy's switch (defaults: VERIFY_FIELDS)."""
-
-    window: float
-    max_error_rate: float
-    min_requests: int
-    paths: tuple[str, ...]
-    sticky: bool
-    interval: float
-
-
-def _verify(v: Mapping[str, Any]) -> VerifyConfig:
-    return VerifyConfig(window=float(v["window"]), max_error_rate=float(v["max_error_rate"]),
-                        min_requests=v["min_requests"], paths=tuple(v["paths"]),
-                        sticky=v["sticky"], interval=float(v["interval"]))
-
-
-def _verify_defaults() -> VerifyConfig:
-    return _verify({key: fld.default for key, fld in VERIFY_FIELDS.items()})
-
-
-@dataclass(frozen=True)
 class HooksConfig:
     """Commands per hook point. An entry is ``migrate`` (``app.migrate``, once, on the first
     host), ``local: CMD`` (once, on the controller) or a shell command run on every host."""
@@ -181,7 +160,7 @@ class Config:
     switch: SwitchConfig
     hooks: HooksConfig
     targets: Mapping[str, TargetConfig] = field(default_factory=dict)
-    verify: VerifyConfig = field(default_factory=_verify_defaults)
+    verify: VerifyConfig = field(default_factory=verify_defaults)
 
     def target(self, name: str | None) -> TargetConfig:
         """The named target; without a name, the only one (or ``local``)."""
@@ -304,7 +283,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     )
 
     v = section(path, "verify", raw.get("verify", {}), VERIFY_FIELDS)
-    verify = _verify(v)
+    verify = verify_config(v)
 
     targets = _targets(path, raw.get("targets", {}))
     return Config(

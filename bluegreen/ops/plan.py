@@ -16,6 +16,9 @@ from typing import Any
 
 from bluegreen.config import Config
 from bluegreen.errors import BgError, StateError
+from bluegreen.ops.watchsteps import CanarySpec as CanarySpec  # steps of their own module,
+from bluegreen.ops.watchsteps import Hold as Hold  # planned here
+from bluegreen.ops.watchsteps import Verify as Verify
 from bluegreen.state import HostState
 
 
@@ -97,18 +100,6 @@ class Hook:
 
 
 @dataclass(frozen=True)
-class CanarySpec:
-    """A switch that sends ``percent`` of new requests to the new slots and the rest to
-    ``old`` (host -> slot serving now); ``sticky``: per client address."""
-
-    percent: int
-    old: Mapping[str, str]
-    old_versions: Mapping[str, str]
-    sticky: bool = False
-    since: float = 0.0  # unix time the canary started (nginx's $msec in the log)
-
-
-@dataclass(frozen=True)
 class Switch:
     """Two-phase nginx switch of every listed host: stage + test everywhere, then reload
     and confirm each; any failure restores every host."""
@@ -136,53 +127,6 @@ class Switch:
         reach = "; every load balancer reaches each new slot first" if self.lbs else ""
         return (f"switch nginx{where} to {_per_slot(self.slots, config)}{reach}: stage,"
                 f" {config.nginx.test_command}, reload, confirm through nginx")
-
-
-@dataclass(frozen=True)
-class Verify:
-    """The verification window: nginx's record of the new slots' real requests (and probes
-    through nginx) for ``window`` seconds, old slots kept warm; too many failures switch
-    back. ``old``: host -> slot traffic returns to."""
-
-    window: float
-    slots: Mapping[str, str]
-    old: Mapping[str, str]
-    lbs: tuple[str, ...] = ()
-    canary: bool = False  # judge only the requests the new slots served (a canary)
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(self.slots)
-
-    def describe(self, config: Config) -> str:
-        v = config.verify
-        where = f" on {_names(self.lbs)}" if self.lbs else ""
-        paths = ", ".join(v.paths or (config.health.path,))
-        return (f"verify for {self.window:g}s: nginx's log{where} of the new slots' requests"
-                f" (switch back above {v.max_error_rate:.2%} failed of >= {v.min_requests}),"
-                f" probes {paths}; old slots kept warm")
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A canary runs: its switch is made permanent (nginx's backup file dropped), then its
-    own requests are judged for ``watch`` seconds; a verdict sends all traffic back."""
-
-    slots: Mapping[str, str]
-    watch: float
-    promote: bool  # the steps after this one promote the canary when the watch passed
-    lbs: tuple[str, ...] = ()
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(self.slots)
-
-    def describe(self, config: Config) -> str:
-        then = ("promote (full switch, retire)" if self.promote
-                else "leave it running for `bg promote` or `bg abort`")
-        watch = (f"judge the canary's requests for {self.watch:g}s (switch back above"
-                 f" {config.verify.max_error_rate:.2%}); " if self.watch else "")
-        return f"record the canary; {watch}{then}"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class AppPlan:
     # in its verification window (the sample app only: it can be told to fail).
     failing: Release | None = None
     websockets: bool = False  # its releases serve /ws (the sample app): sockets are held too
+    canary: Release | None = None  # deployed as a canary, then aborted (the sample app)
 
     @property
     def name(self) -> str:
@@ -75,6 +76,7 @@ def sample(workdir: Path) -> AppPlan:
         a=Release(build_sample(arts, "1.0.0")), b=Release(build_sample(arts, "2.0.0")),
         refused=Release(build_sample(arts, "3.0.0", health_status=500)), websockets=True,
         failing=Release(build_sample(arts, "4.0.0", fail_share=FAILING_SHARE)),
+        canary=Release(build_sample(arts, "5.0.0")),
     )
 
 

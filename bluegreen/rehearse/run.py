@@ -27,24 +27,12 @@ from bluegreen.errors import ExitCode
 from bluegreen.loadclient import Connection, Load, window
 from bluegreen.rehearse import apps, report
 from bluegreen.rehearse.envs import Environment, Prepared, RehearsalError
+from bluegreen.rehearse.steps import steps_for
 from bluegreen.wsload import SocketClients, allowed_by_steps
 
 BG_TIMEOUT = 300.0
 SOCKETS = 4  # WebSockets held through every step (an app that serves /ws)
 WARM_UP = 0.5  # load before the first measured step, so the clients are already going
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    args: tuple[str, ...]
-    expect: int
-    refused: bool = False  # runs with the refused-release config
-    under_load: bool = True
-    verify: bool = False  # runs with the config that has a verification window
-    # Failures of this kind during the step are the point of it (the failing release's
-    # 500s before bg undoes it): reported apart, not counted as failed requests.
-    tolerated: str = ""
 
 
 @dataclass
@@ -57,28 +45,6 @@ class Options:
     workdir: Path | None = None
     out: Path = Path(".")
     plot: bool = True
-
-
-def steps_for(plan: apps.AppPlan) -> list[Step]:
-    def deploy(release: apps.Release) -> tuple[str, ...]:
-        extra = ("--version", release.version) if release.version else ()
-        return ("deploy", str(release.artifact), *extra)
-
-    def label(release: apps.Release) -> str:
-        return apps.version_of(release, plan.name) or release.artifact.name
-
-    return [
-        # Nothing is live before the first deploy, so the load starts once A serves.
-        Step(f"deploy A ({label(plan.a)})", deploy(plan.a), ExitCode.OK, under_load=False),
-        Step(f"deploy B ({label(plan.b)})", deploy(plan.b), ExitCode.OK),
-        Step(f"refused ({label(plan.refused)})", deploy(plan.refused), ExitCode.HEALTH,
-             refused=True),
-        *([Step(f"undone ({label(plan.failing)}, {apps.FAILING_SHARE:.0%} of GET / fail)",
-                deploy(plan.failing), ExitCode.VERIFY, verify=True, tolerated="HTTP 500")]
-          if plan.failing else []),
-        Step("rollback", ("rollback",), ExitCode.OK),
-        Step("switch", ("switch",), ExitCode.OK),
-    ]
 
 
 class _Terminated(KeyboardInterrupt):
@@ -267,6 +233,7 @@ class Rehearsal:
         assert self.prepared is not None
         steps = []
         tolerated = 0
+        tolerated_by_mix: dict[str, int] = {}
         for row in self.results:
             w = window(load.records, row["start"], row["end"]) if load.origin else None
             failed = {f"{mix}: {kind}": n for mix, kinds in (w.failed if w else {}).items()
@@ -274,6 +241,9 @@ class Rehearsal:
             kind = row.pop("tolerated")
             expected = {k: n for k, n in failed.items() if kind and k.endswith(f": {kind}")}
             tolerated += sum(expected.values())
+            for key, n in expected.items():
+                mix = key.split(":", 1)[0]
+                tolerated_by_mix[mix] = tolerated_by_mix.get(mix, 0) + n
             steps.append({k: v for k, v in row.items() if k not in ("start", "end")}
                          | {"requests": w.total if w else 0,
                             "failed": (w.total_failed if w else 0) - sum(expected.values()),
@@ -313,7 +283,8 @@ class Rehearsal:
                 # the failing release's own failures before bg undid it (the undone step)
                 "expected_failures": tolerated,
                 "by_client": {mix: {"requests": everything.requests.get(mix, 0),
-                                    "failed": sum(everything.failed.get(mix, {}).values())}
+                                    "failed": sum(everything.failed.get(mix, {}).values())
+                                    - tolerated_by_mix.get(mix, 0)}
                               for mix in load.clients},
                 "stale_keepalive_retries": load.total("stale_retries"),
                 "stale_keepalive_reconnects": load.total("stale_reconnects"),
