@@ -11,6 +11,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
+from bluegreen import asroot
 from bluegreen.config import Config
 from bluegreen.shell import join, q
 
@@ -94,10 +95,10 @@ def master_discovery_script(config: Config) -> str:
     Prints ``master: - none`` when no method found it. Read-only: safe for ``bg check``.
     """
     inv = invocation(config)
-    nginx_t = join([*inv.argv,
-                    *(["-p", inv.prefix] if inv.prefix else []),
-                    *(["-c", inv.conf] if inv.conf else []), "-T"])
-    nginx_v = join([*inv.argv, "-V"])
+    nginx_t = asroot.command(join([*inv.argv,
+                                   *(["-p", inv.prefix] if inv.prefix else []),
+                                   *(["-c", inv.conf] if inv.conf else []), "-T"]))
+    nginx_v = asroot.command(join([*inv.argv, "-V"]))
     conf_match = q(inv.conf or "")
     prefix = q(inv.prefix.rstrip("/") + "/" if inv.prefix else "")
     return f"""bg_is_master() {{
@@ -167,7 +168,7 @@ def reload_script(config: Config) -> str:
         master_discovery_script(config)
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
-        + config.nginx.reload_command
+        + asroot.command(config.nginx.reload_command)
         # the old workers stop accepting as soon as the new ones run (not 100 ms later):
         # the confirmation through nginx's own ports then needs no retry
         + f'\nbg_rc=$?\nif [ $bg_rc = 0 ]; then\nbg_old=$old\n{_quit_old_script(_RELOAD_WAITS)}fi\n'
@@ -240,10 +241,11 @@ while [ -n "$m" ]; do
   sleep {_TICK}; i=$((i+1))
 done
 if [ -n "$newer" ]; then
+  bg_quit=
   for p in $bg_old; do
-    if bg_accepting "$p"; then kill -QUIT "$p" 2>/dev/null; fi
+    if bg_accepting "$p"; then bg_quit="$bg_quit $p"; fi
   done
-fi
+  {asroot.quit_workers_script("bg_quit")}fi
 """
 
 
