@@ -168,10 +168,12 @@ def reload_script(config: Config) -> str:
         master_discovery_script(config)
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
+        + asroot.early_quit_start("old", int(_RELOAD_WAITS * _TICK * 1000))
         + asroot.command(config.nginx.reload_command)
         # the old workers stop accepting as soon as the new ones run (not 100 ms later):
         # the confirmation through nginx's own ports then needs no retry
-        + f'\nbg_rc=$?\nif [ $bg_rc = 0 ]; then\nbg_old=$old\n{_quit_old_script(_RELOAD_WAITS)}fi\n'
+        + f'\nbg_rc=$?\n{asroot.early_quit_join()}'
+        + f'if [ $bg_rc = 0 ]; then\nbg_old=$old\n{_quit_old_script(_RELOAD_WAITS)}fi\n'
         + "(exit $bg_rc)\n"
     )
 
@@ -230,7 +232,7 @@ for p in $bg_old; do
   s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
   case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
 done
-newer=; i=0
+{asroot.early_quit_script("bg_old", int(waits * _TICK * 1000))}newer=; i=0
 while [ -n "$m" ]; do
   kids=; {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
   for k in $kids; do
@@ -241,11 +243,10 @@ while [ -n "$m" ]; do
   sleep {_TICK}; i=$((i+1))
 done
 if [ -n "$newer" ]; then
-  bg_quit=
   for p in $bg_old; do
-    if bg_accepting "$p"; then bg_quit="$bg_quit $p"; fi
+    if bg_accepting "$p"; then kill -QUIT "$p" 2>/dev/null; fi
   done
-  {asroot.quit_workers_script("bg_quit")}fi
+fi
 """
 
 

@@ -103,37 +103,63 @@ else
 fi
 
 if [ "$USER_NAME" != root ]; then
-  # SIGQUIT to nginx's workers only (they run as www-data): after a reload bg tells the old
-  # ones to stop accepting as soon as the new ones run, where nginx's master sends the same
-  # signal 100 ms later. sudoers cannot restrict kill's pid argument; this can only do what
-  # a reload does anyway.
+  # SIGQUIT to nginx's old workers only (they run as www-data): after a reload bg has them
+  # stop accepting as soon as a new worker runs, where nginx's master sends the same signal
+  # 100 ms later. sudoers cannot restrict kill's pid argument; this can only do what every
+  # reload does anyway.
   cat > /usr/local/sbin/bg-nginx-quit.tmp <<'HELPER'
 #!/bin/sh
-# bg-nginx-quit PID...: SIGQUIT (graceful shutdown) to nginx worker processes only: each pid
-# must be titled "nginx: worker process" (not yet shutting down) and be the child of an
-# nginx master running the same binary. Installed by bluegreen's nginx/provision.sh for
-# the deploy user's sudo rule (README: "Deploying as a non-root user").
-status=0
+# bg-nginx-quit [--wait MS] PID...: SIGQUIT (graceful shutdown) to the nginx workers PID...
+# once their master runs a newer worker, waiting up to MS milliseconds (default 0) for one.
+# Each PID must be titled "nginx: worker process" and be a child of one "nginx: master
+# process"; the newer worker is another child of it, so titled (past its init, accepting).
+# Without one nothing is signalled: never the only workers nginx has. What nginx's master
+# does to its old workers 100 ms after a reload, done as soon as the new ones run; installed
+# by bluegreen's nginx/provision.sh for the deploy user's sudo rule.
+wait_ms=0
+if [ "${1:-}" = --wait ]; then wait_ms=${2:-}; shift 2 || exit 2; fi
+case "$wait_ms" in ''|*[!0-9]*) echo "bg-nginx-quit: --wait takes milliseconds" >&2; exit 2;; esac
+title() { t=; { read -r t < "/proc/$1/cmdline"; } 2>/dev/null; }
+master=; old=; status=0
 for pid in "$@"; do
-  case "$pid" in ''|*[!0-9]*) echo "bg-nginx-quit: not a pid: $pid" >&2; status=2; continue;; esac
-  title=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-  ppid=$(echo "${stat##*) }" | cut -d ' ' -f 2)
-  parent=$(tr '\0' ' ' < "/proc/$ppid/cmdline" 2>/dev/null) || parent=
-  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || exe=
-  case "$title" in
-    "nginx: worker process is shutting down"*) continue;;
+  case "$pid" in ''|*[!0-9]*) echo "bg-nginx-quit: not a pid: $pid" >&2; exit 2;; esac
+  s=; { read -r s < "/proc/$pid/stat"; } 2>/dev/null
+  [ -n "$s" ] || continue  # exited meanwhile
+  s=${s##*) }; s=${s#* }; ppid=${s%% *}
+  title "$pid"
+  case "$t" in
+    *"shutting down"*) continue;;
     "nginx: worker process"*) ;;
     *) echo "bg-nginx-quit: $pid is not an nginx worker" >&2; status=1; continue;;
   esac
-  case "$parent" in
+  title "$ppid"
+  case "$t" in
     "nginx: master process"*) ;;
     *) echo "bg-nginx-quit: $pid is not an nginx master's worker" >&2; status=1; continue;;
   esac
-  if [ -z "$exe" ] || [ "$exe" != "$(readlink "/proc/$ppid/exe" 2>/dev/null)" ]; then
-    echo "bg-nginx-quit: $pid does not run its master's binary" >&2; status=1; continue
+  if [ -n "$master" ] && [ "$master" != "$ppid" ]; then
+    echo "bg-nginx-quit: workers of two masters" >&2; exit 2
   fi
-  kill -QUIT "$pid" 2>/dev/null || :
+  master=$ppid; old="$old $pid"
+done
+[ -n "$old" ] || exit $status
+newer=; waited=0
+while :; do
+  kids=; { read -r kids < "/proc/$master/task/$master/children"; } 2>/dev/null
+  for k in $kids; do
+    case " $old " in *" $k "*) continue;; esac
+    title "$k"
+    case "$t" in *"shutting down"*) ;; "nginx: worker process"*) newer=$k; break;; esac
+  done
+  [ -n "$newer" ] || [ "$waited" -ge "$wait_ms" ] && break
+  sleep 0.005; waited=$((waited + 5))
+done
+if [ -z "$newer" ]; then
+  echo "bg-nginx-quit: master $master runs no newer worker: nothing signalled" >&2; exit 3
+fi
+for pid in $old; do
+  title "$pid"
+  case "$t" in *"shutting down"*) ;; "nginx: worker process"*) kill -QUIT "$pid" 2>/dev/null;; esac
 done
 exit $status
 HELPER

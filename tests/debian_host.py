@@ -14,9 +14,12 @@ user may traverse (not pytest's 0700 tmp), removed after the test.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +98,56 @@ class DebianHost:
                                    "known_hosts": str(self.sandbox.known_hosts)}},
         }
         return write_config(path, document)
+
+
+# nginx's processes, read from /proc (the tests run as root, outside the host).
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def stat_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def freeze_after_fork(master: int, old: list[int], frozen: list[bool]) -> None:
+    """SIGSTOP ``master`` once it has forked a worker not in ``old``; record whether every
+    old worker was still accepting then (the master had not told them to quit yet)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if set(children(master)) - set(old):
+            os.kill(master, signal.SIGSTOP)
+            frozen.append(all(title(p) == "nginx: worker process" for p in old))
+            return
+        time.sleep(0.0005)
+
+
+def settled_workers(master: int) -> list[int]:
+    """The master's workers once no earlier generation is left (provisioning reloads)."""
+    deadline = time.monotonic() + 10
+    while True:
+        kids = children(master)
+        if kids and all(title(p) == "nginx: worker process" for p in kids):
+            time.sleep(0.2)
+            if children(master) == kids:
+                return kids
+        assert time.monotonic() < deadline, [title(p) for p in kids]
+        time.sleep(0.05)
 
 
 def shape(host: SandboxHost) -> None:

@@ -9,12 +9,14 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from bluegreen import asroot, checks
+from tests.debian_host import freeze_after_fork, settled_workers, stat_state, title
 from tests.helpers import Workspace
 from tests.test_check import GOOD, cfg
 
@@ -164,42 +166,56 @@ def helper_script(tmp_path: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+    return stat_state(pid) not in ("gone", "Z", "X")
 
 
-def test_the_quit_helper_signals_nginx_workers_only(tmp_path: Path,
-                                                     workspace: Workspace) -> None:
+def test_the_quit_helper_signals_old_nginx_workers_only(tmp_path: Path,
+                                                         workspace: Workspace) -> None:
+    """bg-nginx-quit refuses what is not an nginx worker, never signals the only workers
+    nginx has, and quits old ones once a newer worker runs: shown with nginx's master
+    frozen right after it forked the new workers, before it signals the old ones itself."""
     helper = helper_script(tmp_path)
     master = workspace.nginx.master_pid()
     assert master is not None
-    deadline = time.monotonic() + 10
-    while not (workers := Path(f"/proc/{master}/task/{master}/children").read_text().split()):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    old = settled_workers(master)
     other = subprocess.Popen(["sleep", "60"])
     try:
-        r = subprocess.run(["dash", str(helper), str(other.pid), str(master), "12x"],
+        r = subprocess.run(["dash", str(helper), str(other.pid), str(master)],
                            capture_output=True, text=True, check=False)
-        assert r.returncode == 2, r
-        assert "not a pid: 12x" in r.stderr and f"{other.pid} is not an nginx worker" in r.stderr
+        assert r.returncode == 1, r
+        assert f"{other.pid} is not an nginx worker" in r.stderr
         assert f"{master} is not an nginx worker" in r.stderr
-        time.sleep(0.2)
-        assert other.poll() is None and _alive(master)
-
-        worker = int(workers[0])
-        r = subprocess.run(["dash", str(helper), str(worker), "999999999"],
+        r = subprocess.run(["dash", str(helper), "12x"], capture_output=True, text=True,
+                           check=False)
+        assert r.returncode == 2 and "not a pid: 12x" in r.stderr, r
+        # the only workers there are: nothing is signalled, even after waiting
+        r = subprocess.run(["dash", str(helper), "--wait", "100", *map(str, old), "999999999"],
                            capture_output=True, text=True, check=False)
-        assert r.returncode == 0, r  # a pid that is gone is no error: it exited meanwhile
-        deadline = time.monotonic() + 5
-        while _alive(worker):
-            assert time.monotonic() < deadline, "the worker did not quit"
-            time.sleep(0.02)
+        assert r.returncode == 3 and "no newer worker" in r.stderr, r
+        time.sleep(0.2)
+        assert other.poll() is None and _alive(master) and all(_alive(p) for p in old)
     finally:
         other.send_signal(signal.SIGKILL)
         other.wait()
-    assert _alive(master)
-    assert os.getpid() != worker
+
+    for _ in range(3):  # a busy machine may let the master's own 100 ms pass first
+        frozen: list[bool] = []
+        watcher = threading.Thread(target=freeze_after_fork, args=(master, old, frozen))
+        watcher.start()
+        try:
+            subprocess.run(workspace.nginx.argv("-s", "reload"), check=True)
+            watcher.join()
+            if frozen == [True]:
+                r = subprocess.run(["dash", str(helper), "--wait", "2000", *map(str, old)],
+                                   capture_output=True, text=True, check=False)
+                assert r.returncode == 0, r
+                deadline = time.monotonic() + 5
+                while any(_alive(p) for p in old):
+                    assert time.monotonic() < deadline, [title(p) for p in old]
+                    time.sleep(0.01)
+                assert stat_state(master) == "T"  # only the helper can have told them
+                return
+        finally:
+            os.kill(master, signal.SIGCONT)
+        old = settled_workers(master)
+    pytest.fail("the master always signalled its old workers before the test froze it")

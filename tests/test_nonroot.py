@@ -23,7 +23,18 @@ from bluegreen import nginx
 from bluegreen.config import load
 from bluegreen.sandbox.provision import provision
 from bluegreen.sandbox.sample import build_sample
-from tests.debian_host import DEBIAN_USER_PATH, DEPLOY, SHOP_HOST, DebianHost, debian_host
+from tests.debian_host import (
+    DEBIAN_USER_PATH,
+    DEPLOY,
+    SHOP_HOST,
+    DebianHost,
+    children,
+    debian_host,
+    freeze_after_fork,
+    settled_workers,
+    stat_state,
+    title,
+)
 
 __all__ = ["debian_host"]
 
@@ -165,53 +176,6 @@ def test_check_names_the_missing_sudo_rule(debian_host: DebianHost, tmp_path: Pa
     assert "nginx installed" not in bad  # found all the same
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
-
-
-def _stat_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-def _freeze_after_fork(master: int, old: list[int], frozen: list[bool]) -> None:
-    """SIGSTOP ``master`` once it has forked a worker not in ``old``; record whether every
-    old worker was still accepting then (the master had not told them to quit yet)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if set(_children(master)) - set(old):
-            os.kill(master, signal.SIGSTOP)
-            frozen.append(all(_title(p) == "nginx: worker process" for p in old))
-            return
-        time.sleep(0.0005)
-
-
-def _settled_workers(master: int) -> list[int]:
-    """The master's workers once no earlier generation is left (provisioning reloads)."""
-    deadline = time.monotonic() + 10
-    while True:
-        kids = _children(master)
-        if kids and all(_title(p) == "nginx: worker process" for p in kids):
-            time.sleep(0.2)
-            if _children(master) == kids:
-                return kids
-        assert time.monotonic() < deadline, [_title(p) for p in kids]
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("reload_command", [None, "sudo -n nginx -s reload"])
 def test_reload_as_non_root_quits_www_data_workers_early(
         debian_host: DebianHost, tmp_path: Path, reload_command: str | None) -> None:
@@ -227,9 +191,9 @@ def test_reload_as_non_root_quits_www_data_workers_early(
     cfg = load(d.config(tmp_path / "bluegreen.toml", **extra))
     master = int(d.root("cat /run/nginx.pid").stdout)
     for _ in range(3):  # a busy machine may let the master's own 100 ms pass first
-        old = _settled_workers(master)
+        old = settled_workers(master)
         frozen: list[bool] = []
-        watcher = threading.Thread(target=_freeze_after_fork, args=(master, old, frozen))
+        watcher = threading.Thread(target=freeze_after_fork, args=(master, old, frozen))
         watcher.start()
         try:
             r = d.ssh(nginx.reload_script(cfg))
@@ -238,12 +202,34 @@ def test_reload_as_non_root_quits_www_data_workers_early(
             assert nginx.parse_old_workers(r.stdout) == old
             if frozen == [True]:
                 deadline = time.monotonic() + 5
-                while not all(_stat_state(p) in ("gone", "Z") for p in old):
-                    assert time.monotonic() < deadline, [_title(p) for p in old]
+                while not all(stat_state(p) in ("gone", "Z") for p in old):
+                    assert time.monotonic() < deadline, [title(p) for p in old]
                     time.sleep(0.01)
-                assert _stat_state(master) == "T"  # nginx's master never got to do it
+                assert stat_state(master) == "T"  # nginx's master never got to do it
                 return
         finally:
             os.kill(master, signal.SIGCONT)
         time.sleep(0.5)
     pytest.fail("the master always signalled its old workers before the test froze it")
+
+
+def test_a_failed_reload_as_non_root_signals_nothing(debian_host: DebianHost,
+                                                      tmp_path: Path) -> None:
+    """The helper bg starts before the reload never quits the only workers nginx has: a
+    reload that fails leaves them serving, and bg does not wait for the helper's timeout."""
+    d = debian_host
+    provision(d.host, user=DEPLOY)
+    cfg = load(d.config(tmp_path / "bluegreen.toml", reload_command="false"))
+    master = int(d.root("cat /run/nginx.pid").stdout)
+    old = settled_workers(master)
+    ssh_alone = time.monotonic()
+    assert d.ssh("true").returncode == 0
+    ssh_alone = time.monotonic() - ssh_alone
+    started = time.monotonic()
+    r = d.ssh(nginx.reload_script(cfg))
+    took = time.monotonic() - started
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert took < ssh_alone + 0.7, (took, ssh_alone)  # the helper's --wait is 1 s
+    time.sleep(1.5)  # past the helper's wait
+    assert children(master) == old
+    assert all(title(p) == "nginx: worker process" for p in old)
