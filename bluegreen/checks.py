@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bluegreen import asroot
 from bluegreen.config import EPHEMERAL_LOW, Config
 from bluegreen.layout import Layout
 from bluegreen.runners.base import leftover_script, parse_leftovers
@@ -79,11 +80,15 @@ def host_script(config: Config) -> str:
     (a temporary file proves the root writable and is removed at once)."""
     n = config.nginx
     paths = Layout(config.app.root)
+    binary = nginx_binary(n.test_command)
+    # A bare name is looked for as bg runs it: on the PATH, then in the sbin directories.
+    find = asroot.find_script() if binary == "nginx" else f"command -v {q(binary)}"
     parts = [
         "set +e",
-        f"echo '@@ nginx-bin'; command -v {q(nginx_binary(n.test_command))} || echo missing",
-        f"echo '@@ nginx-test'; out=$( ({n.test_command}) 2>&1 ); echo \"rc=$?\"; "
-        "printf '%s\\n' \"$out\" | tail -n 5",
+        f"echo '@@ nginx-bin'; {find} || echo missing",
+        f"echo '@@ nginx-test'; out=$( ({asroot.command(n.test_command)}) 2>&1 ); "
+        "echo \"rc=$?\"; printf '%s\\n' \"$out\" | tail -n 5",
+        asroot.check_script(n.test_command, n.reload_command),
         f"echo '@@ pid-file'; p=$(tr -dc 0-9 < {q(n.pid_file)} 2>/dev/null); echo \"pid=$p\"; "
         "[ -n \"$p\" ] && tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null; echo",
         "echo '@@ masters'; ps -eo pid=,args= 2>/dev/null | grep '[n]ginx: master' || true",
@@ -91,7 +96,7 @@ def host_script(config: Config) -> str:
     dump = dump_command(n.test_command)
     if dump is not None:
         # Only what the checks read: file markers and include/pid/listen directives.
-        parts.append(f"echo '@@ dump'; ({dump}) 2>/dev/null | grep -E "
+        parts.append(f"echo '@@ dump'; ({asroot.command(dump)}) 2>/dev/null | grep -E "
                      "'^# configuration file |(^|[{;[:space:]])"
                      "(include|pid|listen|access_log)[[:space:]]'")
     for slot, port in config.slots.items():
@@ -136,16 +141,23 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
 
     binary = (s.get("nginx-bin") or ["missing"])[0].strip()
     if binary == "missing" or not binary:
-        add("nginx installed", FAIL, f"{nginx_binary(n.test_command)} not found on PATH",
-            "install nginx (Debian: apt-get install nginx)")
+        where = " or in " + ", ".join(asroot.SEARCH_DIRS) if asroot.is_bare(n.test_command) \
+            else ""
+        add("nginx installed", FAIL, f"{nginx_binary(n.test_command)} not found on PATH"
+            + where, "install nginx (Debian: apt-get install nginx)")
     else:
         add("nginx installed", OK, binary)
+    sudo = asroot.evaluate(s.get("sudo", []))
     test = s.get("nginx-test", [])
     rc = test[0].removeprefix("rc=") if test else "?"
+    how = " (as root through sudo -n)" if sudo and asroot.is_bare(n.test_command) else ""
     if rc == "0":
-        add("nginx -t", OK, n.test_command)
+        add("nginx -t", OK, n.test_command + how)
     else:
-        add("nginx -t", FAIL, f"`{n.test_command}` exited {rc}: " + " / ".join(test[1:])[-300:])
+        add("nginx -t", FAIL, f"`{n.test_command}`{how} exited {rc}: "
+            + " / ".join(test[1:])[-300:])
+    if sudo is not None:
+        add("sudo rule", *sudo)
 
     dump = s.get("dump")
     files, includes, pid_directive, probe_listens = _read_dump(dump or [], n.probe_port)
@@ -273,6 +285,9 @@ def _included(add: Any, dump: list[str] | None, files: list[str],
               includes: list[tuple[str, str]], upstream: str, test_command: str) -> None:
     if dump is None:
         add("upstream included", SKIP, f"cannot derive `nginx -T` from `{test_command}`")
+        return
+    if not files:  # nginx -T failed: the check that says why is above (nginx -t, sudo)
+        add("upstream included", SKIP, "`nginx -T` printed no configuration")
         return
     if upstream in files:
         add("upstream included", OK, f"{upstream} is part of nginx's configuration")

@@ -11,6 +11,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
+from bluegreen import asroot
 from bluegreen.config import Config
 from bluegreen.shell import join, q
 
@@ -94,10 +95,10 @@ def master_discovery_script(config: Config) -> str:
     Prints ``master: - none`` when no method found it. Read-only: safe for ``bg check``.
     """
     inv = invocation(config)
-    nginx_t = join([*inv.argv,
-                    *(["-p", inv.prefix] if inv.prefix else []),
-                    *(["-c", inv.conf] if inv.conf else []), "-T"])
-    nginx_v = join([*inv.argv, "-V"])
+    nginx_t = asroot.command(join([*inv.argv,
+                                   *(["-p", inv.prefix] if inv.prefix else []),
+                                   *(["-c", inv.conf] if inv.conf else []), "-T"]))
+    nginx_v = asroot.command(join([*inv.argv, "-V"]))
     conf_match = q(inv.conf or "")
     prefix = q(inv.prefix.rstrip("/") + "/" if inv.prefix else "")
     return f"""bg_is_master() {{
@@ -167,10 +168,12 @@ def reload_script(config: Config) -> str:
         master_discovery_script(config)
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
-        + config.nginx.reload_command
+        + asroot.early_quit_start("old", int(_RELOAD_WAITS * TICK * 1000))
+        + asroot.command(config.nginx.reload_command)
         # the old workers stop accepting as soon as the new ones run (not 100 ms later):
         # the confirmation through nginx's own ports then needs no retry
-        + f'\nbg_rc=$?\nif [ $bg_rc = 0 ]; then\nbg_old=$old\n{quit_old_script(_RELOAD_WAITS)}fi\n'
+        + f'\nbg_rc=$?\n{asroot.early_quit_join()}'
+        + f'if [ $bg_rc = 0 ]; then\nbg_old=$old\n{quit_old_script(_RELOAD_WAITS)}fi\n'
         + "(exit $bg_rc)\n"
     )
 
@@ -229,7 +232,7 @@ for p in $bg_old; do
   s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
   case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
 done
-newer=; i=0
+{asroot.early_quit_script("bg_old", int(waits * TICK * 1000))}newer=; i=0
 while [ -n "$m" ]; do
   kids=; {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
   for k in $kids; do

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bluegreen import asroot
 from bluegreen.config import Config
 
 # The drain lives in bluegreen.drain; the executor calls these as nginx.*.
@@ -264,7 +265,7 @@ mkdir -p {q(posixpath.dirname(f.live))} || {fail}
 printf '%s' {q(content)} > {staged} || {fail}
 if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
 {{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
-rc=0; out=$( ({config.nginx.test_command}) 2>&1 ) || rc=$?
+rc=0; out=$( ({asroot.command(config.nginx.test_command)}) 2>&1 ) || rc=$?
 if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
 if [ $rc -ne 0 ]; then
   rm -f {staged}

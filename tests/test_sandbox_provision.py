@@ -64,14 +64,15 @@ def test_provision_runs_the_real_script_on_one_host_only(make_sandbox: MakeSandb
     inside = ssh(sandbox, done, (
         "readlink /etc/nginx/sites-enabled/hello;"
         " test ! -e /etc/sudoers.d/bg-root && echo no-sudoers-for-root; "
-        "test ! -e /etc/nginx/sites-enabled/default && echo no-default; "
+        "test -e /etc/nginx/sites-enabled/default && echo default-kept; "
         "cat /etc/nginx/conf.d/hello-bluegreen-include.conf; nginx -q -t && echo valid"
     ))
     assert inside.returncode == 0, inside.stderr
     lines = inside.stdout.splitlines()
     assert lines[0] == "/etc/nginx/sites-available/hello"
     assert lines[1] == "no-sudoers-for-root"  # root needs no sudo rule
-    assert lines[2:] == ["no-default", "include /srv/hello/nginx/*.conf;", "valid"]
+    # Debian's default site stays (tests/test_nonroot.py: the host's own sites are left alone)
+    assert lines[2:] == ["default-kept", "include /srv/hello/nginx/*.conf;", "valid"]
     upstream = done.srv("/srv/hello/nginx/hello.bluegreen.conf").read_text()
     assert "upstream hello_live { server 127.0.0.1:4001; }" in upstream
     # The other host and this machine are untouched; the host's own nginx still serves.

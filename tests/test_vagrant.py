@@ -42,10 +42,15 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     template = ROOT / "nginx" / "site.conf.j2"
     cmd = sed_line.replace("$APP", "hello").replace('"$TEMPLATE"', str(template))
     cmd = cmd.split(" > ")[0].rstrip("\\ ")
-    rendered = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
+    names = "app.example localhost 127.0.0.1"
+    env = {**os.environ, "LISTEN": "80", "NAMES": names}
+    rendered = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True,
+                              env=env).stdout
     jinja = jinja2.Template(template.read_text(), keep_trailing_newline=True).render(
-        app="hello", listen="80 default_server", root="/srv/hello")
+        app="hello", listen="80", root="/srv/hello", server_name=names).replace(
+            "server_name _;", f"server_name {names};")
     expected = "".join(line + "\n" for line in jinja.splitlines() if not line.startswith("#"))
+    assert f"server_name {names};" in expected and "listen 80;" in expected
     assert rendered == expected
     assert "X-BG-Slot $hello_slot" in rendered and "{{" not in rendered
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bluegreen import nginx, runners
+from bluegreen import asroot, nginx, runners
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import healthy_now
@@ -50,13 +50,13 @@ def setup(ctx: Context) -> OperationResult:
         if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
             outcomes[host.name] = "created " + ", ".join(made) if made else "already set up"
             return
-        test = host.run(config.nginx.test_command)
+        test = host.run(asroot.command(config.nginx.test_command))
         if not test.ok:
             outcomes[host.name] = "nginx -t failed"
             ctx.reporter.info(f"{host.name}: warning: `{config.nginx.test_command}` failed:\n"
                               f"{test.output}")
             return
-        reload = host.run(config.nginx.reload_command)
+        reload = host.run(asroot.command(config.nginx.reload_command))
         note = "created " + ", ".join(made) if made else "already set up"
         if not reload.ok:
             note += "; nginx not reloaded (is it running?)"
