@@ -76,7 +76,7 @@ def test_provision_runs_the_real_script_on_one_host_only(make_sandbox: MakeSandb
     upstream = done.srv("/srv/hello/nginx/hello.bluegreen.conf").read_text()
     assert "upstream hello_live { server 127.0.0.1:4001; }" in upstream
     # The other host and this machine are untouched; the host's own nginx still serves.
-    elsewhere = ssh(sandbox, other, "ls /etc/nginx/sites-enabled/hello /srv/hello 2>&1; true")
+    elsewhere = ssh(sandbox, other, "ls /etc/nginx/sites-enabled/hello /srv/hello/nginx 2>&1; true")
     assert elsewhere.stdout.count("No such file") == 2, elsewhere.stdout
     assert tree_digest(*machine) == before
     assert nginx_status(done) == (502, "none")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from bluegreen import nginx
+from bluegreen import asroot, nginx
 from bluegreen.drain import drain_noted_script
 from bluegreen.errors import SwitchError
 from bluegreen.host import CommandResult, Host, check
@@ -37,7 +37,7 @@ def observation_script(ctx: Context, marker: str, *, nginx_test: bool = False) -
     files = nginx.files(ctx.config)
     return observe_script(ctx.paths, marker, upstream_file=files.live,
                           backup_file=files.backup, alive_scripts={},
-                          nginx_test=ctx.config.nginx.test_command if nginx_test else None)
+                          nginx_test=asroot.command(ctx.config.nginx.test_command) if nginx_test else None)
 
 
 def observe(ctx: Context) -> dict[str, Observation]:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bluegreen import nginx
+from bluegreen import asroot, nginx
 from bluegreen import state as st
 from bluegreen.drain import drain_noted_script
 from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
@@ -38,7 +38,7 @@ def observation_script(ctx: Context, marker: str, version: str | None, *,
         upstream_file=files.live, backup_file=files.backup,
         alive_scripts=alive,
         version=version,
-        nginx_test=ctx.config.nginx.test_command if nginx_test and not ctx.lbs else None,
+        nginx_test=asroot.command(ctx.config.nginx.test_command) if nginx_test and not ctx.lbs else None,
         leftover_scripts={slot: leftover_script(alive[slot], ctx.paths.pid(slot), port,
                                                 ctx.paths.root, slot)
                           for slot, port in ctx.config.slots.items()} if leftovers else None,
