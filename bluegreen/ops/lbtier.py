@@ -37,7 +37,8 @@ def observation_script(ctx: Context, marker: str, *, nginx_test: bool = False) -
     files = nginx.files(ctx.config)
     return observe_script(ctx.paths, marker, upstream_file=files.live,
                           backup_file=files.backup, alive_scripts={},
-                          nginx_test=asroot.command(ctx.config.nginx.test_command) if nginx_test else None)
+                          nginx_test=(asroot.command(ctx.config.nginx.test_command)
+                                      if nginx_test else None))
 
 
 def observe(ctx: Context) -> dict[str, Observation]:

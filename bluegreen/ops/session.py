@@ -38,7 +38,8 @@ def observation_script(ctx: Context, marker: str, version: str | None, *,
         upstream_file=files.live, backup_file=files.backup,
         alive_scripts=alive,
         version=version,
-        nginx_test=asroot.command(ctx.config.nginx.test_command) if nginx_test and not ctx.lbs else None,
+        nginx_test=(asroot.command(ctx.config.nginx.test_command)
+                    if nginx_test and not ctx.lbs else None),
         leftover_scripts={slot: leftover_script(alive[slot], ctx.paths.pid(slot), port,
                                                 ctx.paths.root, slot)
                           for slot, port in ctx.config.slots.items()} if leftovers else None,
