@@ -165,8 +165,8 @@ def _outside(link: str, target: str) -> bool:
 def _check_stream(path: Path, reader: IO[bytes], max_size: int) -> tuple[int, _Tree]:
     """Refuse what tar could write outside the release. Links may point anywhere (a Python
     venv's ``bin/python3 -> /usr/bin/python3``): nothing is ever written THROUGH one (no
-    member under a link, none replacing one, no hard link through one), and hard links,
-    absolute names, ``..``, devices and fifos stay refused."""
+    member under a link, none replacing one, no hard link through one), and hard links out
+    of the release, absolute names, ``..``, devices and fifos stay refused."""
     tree = _Tree()
     count = 0
     total = 0
@@ -188,6 +188,9 @@ def _check_stream(path: Path, reader: IO[bytes], max_size: int) -> tuple[int, _T
                                         f"{_where_to(tree, parts[:i])}); refusing the archive")
             if norm == SHA_FILE:  # bg writes its checksum there after extracting
                 raise ArtifactError(f"{where} is bg's own {SHA_FILE}; refusing the archive")
+            if not parts and (m.issym() or m.islnk()):
+                raise ArtifactError(f"{where} would make the release itself a link;"
+                                    " refusing the archive")
             if m.issym():
                 tree.symlinks[norm] = m.linkname
             elif m.islnk():
@@ -240,8 +243,8 @@ def _hardlink_target(where: str, target: str, tree: _Tree) -> str:
 
 
 def _find(tree: _Tree, name: str) -> int | None:
-    """The mode of the regular file ``name`` is (following the archive's own links), -1
-    when a link leads outside the release (cannot tell), None when there is none."""
+    """The mode of the regular file at ``name``, following the archive's own links; -1
+    when a link leads outside the release (nothing to check here), None when there is none."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     for _ in range(40):  # as the kernel's limit on nested links
         for i in range(1, len(parts) + 1):

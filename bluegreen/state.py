@@ -182,6 +182,15 @@ class Journal:
         self.entries.append(entry)
         self.pending.append(entry)
 
+    def begin(self, command: str, time: str) -> None:
+        """The operation's first entry (``time``: when it began), in front of any recorded
+        while it took the lock."""
+        self.record("begin", "ok", command=command, time=time)
+        entry = self.entries.pop()
+        self.pending.remove(entry)
+        self.entries.insert(0, entry)
+        self.pending.insert(0, entry)
+
     def script(self) -> str:
         """Shell that appends the pending entries (empty when there are none); once."""
         if not self.pending:

@@ -172,6 +172,7 @@ HOSTILE_TARS: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], str]] 
     "hardlink-to-link": ([_link("l", "/etc/passwd"), _link("h", "l", tarfile.LNKTYPE)],
                          "through a link"),
     "sha-file-link": ([_link(".bg-sha256", "/etc/passwd")], "bg's own"),
+    "root-link": ([_link("./", "/etc")], "the release itself a link"),
     "hardlink-out": ([_link("h", "../../etc/passwd", tarfile.LNKTYPE)], "hard link"),
     "hardlink-abs": ([_link("h", "/etc/shadow", tarfile.LNKTYPE)], "hard link"),
     "chardev": ([_special("null", tarfile.CHRTYPE)], "device"),

@@ -356,3 +356,12 @@ def test_over_ssh_retire_gate_rollback_interrupt_leave_nothing(
     assert through_nginx(host) == ("hello 2.0.0 slot=green", "green")
     st = json.loads(ssh_bg(config, "--json", "status", check=False).stdout)["result"]
     assert st["ok"], st
+    # What a slot leaves behind is found over SSH too: its start script dies alone.
+    os.kill(_leader(tag, "green"), signal.SIGKILL)
+    assert wait_gone(tag, "green", timeout=0.2)
+    st = json.loads(ssh_bg(config, "--json", "status", check=False).stdout)["result"]
+    problems = " ".join(st["hosts"][0]["problems"])
+    assert "slot green is not running but left processes behind" in problems, st
+    assert "python3 (pid" in problems and "sleep (pid" in problems, st
+    check = ssh_bg(config, "check", check=False)
+    assert "slot green leftovers" in check.stdout and "python3 (pid" in check.stdout, check.stdout

@@ -118,7 +118,7 @@ def remove(ctx: Context, *, purge: bool = False, force: bool = False, dry_run: b
                                                  purge=purge), "remove plan")
         refused = {n: p.refused for n, p in found.items() if p.refused}
         if refused:
-            session.record("failed", "error", message="refused: " + "; ".join(refused.values()))
+            session.discard_journal()  # refused: nothing changed, nothing to journal
             raise ConfigError(
                 "refusing to remove " + ctx.config.app.name + ": "
                 + "; ".join(f"{n}: {why}" for n, why in refused.items()),

@@ -93,7 +93,7 @@ class Session:
     def __enter__(self) -> Session:
         everywhere = [*self.ctx.hosts, *self.ctx.lbs]
         self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in everywhere}
-        self.record("begin", "ok", command=self.command)  # `bg history` times from here
+        begun = st.now_iso()  # `bg history` times the operation from here
         try:
             with self.ctx.step("lock and read state") as note:
                 # Load balancers too: each one's upstream covers hosts --hosts may leave out.
@@ -104,10 +104,11 @@ class Session:
                 if recovered:
                     note.append(f"recovered {recovered} host(s)")
         except BaseException as exc:
-            if isinstance(exc, BgError):  # refused after the lock: `bg history` says so
-                self.record("failed", "error", message=exc.message)
             self._release(exc)
             raise
+        # Only an operation that goes on is journaled: one refused here changed nothing.
+        for journal in self.journals.values():
+            journal.begin(self.command, begun)
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
@@ -242,6 +243,12 @@ class Session:
         last step's script when the operation succeeded, to save a round trip."""
         journal = self.journals.get(host.name)
         return lines(journal.script() if journal else "", st.release_script(self.ctx.paths))
+
+    def discard_journal(self) -> None:
+        """An operation refused before it changed anything leaves no entry of its own (what
+        taking the lock did, a recovery, stays)."""
+        for journal in self.journals.values():
+            journal.pending = [e for e in journal.pending if e["step"] != "begin"]
 
     def released(self, host: Host) -> None:
         """The host's lock went with the last step's script."""
