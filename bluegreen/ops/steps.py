@@ -147,6 +147,10 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         check(result, f"starting {slot} ({step.version})", host)
         if not ctx.lbs:
             progress.staged.add(host.name)
+            layout = progress.layouts[host.name] = nginx.parse_layout(result.stdout)
+            refusal = nginx.site_refusal(ctx.config, host.name, layout)
+            if refusal is not None:  # before the health gate: the slot stops at once
+                raise refusal
 
     shipped = art is not None and any(h in step.extract for h in batch)
     extract = (f"upload ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]}), extract, "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from bluegreen.nginx import parse_nginx_version
+from bluegreen.nginx import nginx_ident, parse_nginx_version
 from bluegreen.resources import resource_dir
 
 NGINX_BIN = "/usr/sbin/nginx"
@@ -84,7 +84,8 @@ class NginxServer:
             keepalive_min_timeout=version is not None and version >= (1, 27, 4),
         )
         (self.prefix / "conf" / "nginx.conf").write_text(main)
-        site = env.get_template("site.conf.j2").render(app=self.app, listen=self.listen)
+        site = env.get_template("site.conf.j2").render(
+            app=self.app, ident=nginx_ident(self.app), listen=self.listen, server_name="_")
         (self.prefix / "sites" / f"{self.app}.conf").write_text(site)
 
     def master_pid(self) -> int | None:
