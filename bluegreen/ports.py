@@ -58,8 +58,8 @@ def read_bg_file(path: str, text: str) -> BgApp | None:
     slots = re.search(r"^# slots=(\d+),(\d+)", text, re.M)
     if slots:
         ports.update(int(p) for p in slots.groups())
-    ports.update(int(p) for p in re.findall(r"^\s*server\s+\S*?:(\d+)\b", text, re.M))
-    listens = [int(p) for p in re.findall(r"^\s*listen\s+\S*?:(\d+)\s*;", text, re.M)]
+    ports.update(int(p) for p in re.findall(r"(?:^|[\s{;])server\s+\S*?:(\d+)\b", text))
+    listens = [int(p) for p in re.findall(r"(?:^|[\s{;])listen\s+\S*?:(\d+)\s*;", text)]
     ports.update(listens)
     return BgApp(app.group(1), path, frozenset(ports), listens[0] if listens else None)
 
@@ -83,7 +83,7 @@ def bg_files_script(directory: str) -> str:
     :func:`read_bg_file` reads): other apps' files, readable without root."""
     return f"""for f in {q(directory)}/*.conf; do
   [ -f "$f" ] && grep -q {q(BG_LINE)} "$f" 2>/dev/null || continue
-  echo "== $f"; grep -E '^# (app|slots)=|^[[:space:]]*(server|listen)[[:space:]]' "$f"
+  echo "== $f"; grep -E '^# (app|slots)=|(^|[[:space:]{{;])(server|listen)[[:space:]]' "$f"
 done"""
 
 

@@ -237,6 +237,18 @@ def winner(blocks: list[Block], address: str, port: int, host: str) -> Block | N
     return best if best is not None else default_of(group, socket_address, port)
 
 
+def _sample(name: str) -> str | None:
+    """A host ``name`` (a server_name) matches, to ask :func:`winner` about; None for a
+    regex (taken as answered: its matches cannot be listed)."""
+    if name.startswith("~"):
+        return None
+    if name.startswith("*."):
+        return "bg-check" + name[1:]
+    if name.endswith(".*"):
+        return name[:-1] + "bg-check"
+    return name.removeprefix(".")
+
+
 def placeholder(name: str) -> bool:
     """A name no request carries (``_``, ``""``): the block answers only as a default."""
     return not re.search(r"[a-z0-9]", name)
@@ -275,8 +287,8 @@ def judge(blocks: list[Block], ident: str, probe_url: str = "") -> Verdict:
         for li in b.listens or [Listen("*", 80, False)]:
             group, _ = _group(blocks, li.address, li.port)
             default = default_of(group, li.address, li.port)
-            names = [n for n in b.names if not placeholder(n)
-                     and winner(blocks, li.address, li.port, n.lstrip("*.")) is b]
+            names = [n for n in b.names if not placeholder(n) and (
+                (host := _sample(n)) is None or winner(blocks, li.address, li.port, host) is b)]
             if default is b:
                 served.append(f"{li.address}:{li.port} (default server)")
             elif names:
