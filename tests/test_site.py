@@ -266,5 +266,13 @@ def test_check_names_the_other_app_when_ports_clash(
             assert name in bad, bad
             assert "my-shop" in bad[name]["detail"], bad[name]
         assert "not started by bg" not in str(bad)
+        # Deployed anyway: refused at the taken port, naming the app; my-shop untouched.
+        nginx.enable(other.site, other.name)
+        other.bg("setup")
+        file, pids = shop.upstream.read_bytes(), running(shop)
+        proc = other.bg("deploy", other.artifact("1.0.0"), check=False)
+        assert proc.returncode != 0 and "app=my-shop" in proc.stderr, proc.stderr
+        assert shop.upstream.read_bytes() == file and running(shop) == pids
+        assert nginx.get("shop.example").text.strip() == "hello 1.0.0 slot=blue"
     finally:
         shop.stop()

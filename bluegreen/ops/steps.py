@@ -8,6 +8,7 @@ undoes what earlier steps did. Shell comes from the engine's builders only.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,8 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
         drain_noted_script([], ctx.config.switch.drain_timeout, port=port) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
-        port_free_script(port, ScriptExit.PORT_BUSY),
+        port_free_script(port, ScriptExit.PORT_BUSY,
+                         bg_dir=posixpath.dirname(ctx.config.nginx.upstream_file)),
         runner.start_script(slot, port, version),
     )
 
