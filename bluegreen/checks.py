@@ -14,10 +14,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from bluegreen import ports, sites
+from bluegreen import coexist
 from bluegreen.config import EPHEMERAL_LOW, Config
 from bluegreen.layout import Layout
-from bluegreen.nginx import nginx_ident
 from bluegreen.shell import q
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
@@ -85,10 +84,7 @@ def host_script(config: Config) -> str:
         # Only what the checks read: file markers and include/pid/listen directives.
         parts.append(f"echo '@@ dump'; ({dump}) 2>/dev/null | grep -E "
                      "'^# configuration file |(^|[{;[:space:]])(include|pid|listen)[[:space:]]'")
-    if dump is not None:  # the server blocks (is the site shadowed?) and bg's files
-        parts.append(f"echo '@@ layout'; ({dump}) 2>/dev/null | {sites.DUMP_FILTER}")
-    parts.append(f"echo '@@ bg-files'; "
-                 f"{ports.bg_files_script(posixpath.dirname(n.upstream_file))}")
+    parts.append(coexist.host_script(config, dump))
     for slot, port in config.slots.items():
         parts.append(f"echo '@@ port-{slot}'; echo \"bgpid $(cat {q(paths.pid(slot))} "
                      f"2>/dev/null)\"; {_listeners(port)}")
@@ -142,17 +138,16 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
     files, includes, pid_directive, probe_listens = _read_dump(dump or [], n.probe_port)
     _master(add, s, n.pid_file, pid_directive)
     _included(add, dump, files, includes, n.upstream_file, n.test_command)
-    layout = s.get("layout")
-    apps = _bg_apps(layout, s.get("bg-files", []))
+    apps = coexist.bg_apps(s.get("layout"), s.get("bg-files", []))
     others = [a for a in apps if a.file != n.upstream_file and a.app != config.app.name]
-    _names(add, config.app.name, others)
-    _site(add, layout, config)
+    coexist.names(add, config.app.name, others)
+    coexist.site(add, s.get("layout"), config)
     for slot, port in config.slots.items():
         name = f"slot {slot} port {port}"
-        if not _other_app(add, name, port, others, "choose other [slots] ports"):
+        if not coexist.other_app(add, name, port, others, "choose other [slots] ports"):
             _port(add, name, s.get(f"port-{slot}", []), config.app.root, slot_pid=True)
-    if not _other_app(add, f"probe port {n.probe_port}", n.probe_port, others,
-                      "give each app on this nginx its own [nginx] probe_port"):
+    if not coexist.other_app(add, f"probe port {n.probe_port}", n.probe_port, others,
+                             "give each app on this nginx its own [nginx] probe_port"):
         # Without nginx -T (other server blocks unknown), the file bg wrote stands for it.
         loaded = dump is not None or any(a.file == n.upstream_file for a in apps)
         _probe(add, s.get("probe-port", []), n.probe_port, probe_listens, n.upstream_file,
@@ -270,49 +265,6 @@ def _port(add: Any, name: str, lines: list[str], root: str, *, slot_pid: bool) -
     who = ", ".join(f"{p[1] if len(p) > 1 else '?'} (pid {p[0]})" for p in others) or "?"
     add(name, FAIL, f"taken by {who}, not started by bg",
         "stop that process or choose other [slots] ports")
-
-
-def _bg_apps(layout: list[str] | None, files: list[str]) -> list[ports.BgApp]:
-    """bg's upstream files on the host: in nginx's configuration, and beside ours."""
-    found = {a.file: a for a in ports.parse_bg_files(files)}
-    for path, text in sites.file_texts("\n".join(layout or [])).items():
-        app = ports.read_bg_file(path, text)
-        if app is not None:
-            found[path] = app
-    return list(found.values())
-
-
-def _names(add: Any, app: str, others: list[ports.BgApp]) -> None:
-    ident = nginx_ident(app)
-    clash = [o for o in others if nginx_ident(o.app) == ident]
-    if clash:
-        add("nginx names", FAIL, f"app {clash[0].app!r} ({clash[0].file}) defines the same"
-            f" upstream {ident}_live and ${ident}_slot",
-            "rename one of the apps (nginx names turn - and . into _)")
-    else:
-        add("nginx names", OK, f"upstream {ident}_live, ${ident}_slot")
-
-
-def _site(add: Any, layout: list[str] | None, config: Config) -> None:
-    if layout is None:
-        add("site", SKIP, f"cannot derive `nginx -T` from `{config.nginx.test_command}`")
-        return
-    blocks = sites.parse("\n".join(layout))
-    if not blocks:
-        add("site", SKIP, "`nginx -T` printed no server block")
-        return
-    v = sites.judge(blocks, nginx_ident(config.app.name), config.nginx.probe_url)
-    add("site", v.status, v.detail, v.hint)
-
-
-def _other_app(add: Any, name: str, port: int, others: list[ports.BgApp], hint: str) -> bool:
-    """Fail ``name`` when another bg app's upstream file uses ``port``."""
-    owner = next((o for o in others if port in o.ports), None)
-    if owner is None:
-        return False
-    add(name, FAIL, f"used by bg app {owner.app!r} (its upstream file {owner.file})",
-        hint + " (`bg init` picks ports no other app uses)")
-    return True
 
 
 def _probe(add: Any, lines: list[str], port: int, listens: list[str], upstream: str, *,

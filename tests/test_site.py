@@ -148,6 +148,31 @@ def test_a_site_with_server_name_coexists_with_debians_default(
         app.stop()
 
 
+def test_a_switch_refuses_when_the_site_became_shadowed(
+        debian_nginx: DebianNginx, tmp_path: Path) -> None:  # noqa: F811
+    """A warm switch stages, tests and reloads in one round trip: the server blocks come
+    back with it, and a shadowed site undoes the switch (the upstream file as it was)."""
+    nginx = debian_nginx
+    app = App(tmp_path, nginx, "shop", "--server-name", "shop.example")
+    enabled = nginx.enable(app.site, "shop")
+    app.bg("setup")
+    nginx.start()
+    try:
+        app.bg("deploy", app.artifact("1.0.0"))
+        app.bg("deploy", app.artifact("2.0.0"), "--keep-old")
+        assert nginx.get("shop.example").text.strip() == "hello 2.0.0 slot=green"
+        enabled.write_text(enabled.read_text().replace("server_name shop.example;",
+                                                       "server_name _;"))
+        before = app.upstream.read_bytes()
+        proc = app.bg("switch", check=False)
+        assert proc.returncode == ExitCode.SWITCH, proc.stdout + proc.stderr
+        assert f"{nginx.default_site}:{server_line(nginx.default_site)}" in proc.stderr
+        assert app.upstream.read_bytes() == before
+        assert app.bg("--json", "status").stdout.count('"live": "green"') == 1
+    finally:
+        app.stop()
+
+
 def test_probe_url_answered_by_another_server_names_it(
         debian_nginx: DebianNginx, tmp_path: Path) -> None:  # noqa: F811
     """The site has its X-BG-Slot line, but probe_url asks for a host only Debian's
