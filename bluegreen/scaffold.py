@@ -171,13 +171,17 @@ def render_env(app: str, *, phoenix: bool) -> str:
 
 
 def render_site(app: str, server_name: str = "_", listen: str = "80") -> str:
+    """nginx/site.conf.j2 for ``app``. Its ``{{ app }}`` stands in nginx names only
+    (``{{ app }}_live``, ``${{ app }}_slot``), so it gets :func:`nginx_ident`; its
+    ``server_name _;`` becomes ``server_name``. (nginx/provision.sh fills in the same
+    template with sed: ``{{ app }}`` and ``{{ listen }}`` are all it knows.)"""
     import jinja2
 
     source = (resource_dir("nginx") / "site.conf.j2").read_text()
     text: str = jinja2.Template(source, keep_trailing_newline=True,
                                 undefined=jinja2.StrictUndefined).render(
-        app=app, ident=nginx_ident(app), listen=listen, server_name=server_name)
-    return text
+        app=nginx_ident(app), listen=listen)
+    return text.replace("    server_name _;\n", f"    server_name {server_name};\n", 1)
 
 
 def server_names(value: str | None) -> str:

@@ -84,8 +84,9 @@ class NginxServer:
             keepalive_min_timeout=version is not None and version >= (1, 27, 4),
         )
         (self.prefix / "conf" / "nginx.conf").write_text(main)
-        site = env.get_template("site.conf.j2").render(
-            app=self.app, ident=nginx_ident(self.app), listen=self.listen, server_name="_")
+        # The site's {{ app }} stands in nginx names (see bluegreen.scaffold.render_site).
+        site = env.get_template("site.conf.j2").render(app=nginx_ident(self.app),
+                                                       listen=self.listen)
         (self.prefix / "sites" / f"{self.app}.conf").write_text(site)
 
     def master_pid(self) -> int | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from bluegreen.nginx import nginx_ident
 from bluegreen.resources import resource_dir
 from bluegreen.sandbox.host import SandboxHost
 from bluegreen.sandbox.netns import SandboxError, run
@@ -115,9 +114,7 @@ def provision(
     run(host.exec_argv(["sh", "-c", _ISOLATE, "isolate", *args, *overlaid]))
     try:
         nginx_files = resource_dir("nginx")
-        # provision.sh fills in {{ app }} and {{ listen }} with sed; the rest is known here.
-        site = (nginx_files / "site.conf.j2").read_text().replace(
-            "{{ ident }}", nginx_ident(app)).replace("{{ server_name }}", "_")
+        site = (nginx_files / "site.conf.j2").read_text()
         _ssh(host, f"cat > {shlex.quote(SITE_UPLOAD)}", site, timeout)
         command = f"PATH={shlex.quote(str(bin_dir))}:$PATH sh -s -- {shlex.join([app, user])}"
         return _ssh(host, command, (nginx_files / "provision.sh").read_text(), timeout)
