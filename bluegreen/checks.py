@@ -148,8 +148,8 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
             _port(add, name, s.get(f"port-{slot}", []), config.app.root, slot_pid=True)
     if not coexist.other_app(add, f"probe port {n.probe_port}", n.probe_port, others,
                              "give each app on this nginx its own [nginx] probe_port"):
-        # Without nginx -T (other server blocks unknown), the file bg wrote stands for it.
-        loaded = dump is not None or any(a.file == n.upstream_file for a in apps)
+        # Without nginx -T's files (other server blocks unknown), bg's file stands for it.
+        loaded = bool(files) or any(a.file == n.upstream_file for a in apps)
         _probe(add, s.get("probe-port", []), n.probe_port, probe_listens, n.upstream_file,
                loaded=loaded)
     _root(add, s.get("root", []), config)

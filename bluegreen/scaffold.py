@@ -194,6 +194,12 @@ def server_names(value: str | None) -> str:
     return " ".join(names) or "_"
 
 
+def _check_listen(listen: str) -> None:
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]:|[0-9.]+:)?[0-9]{1,5}", listen):
+        raise ConfigError(f"--listen: {listen!r} is not a port or address:port",
+                          hint="e.g. --listen 8080 or --listen 127.0.0.1:8080")
+
+
 def neighbours(nginx_dir: Path, app: str, listening: set[int] | None = None
                ) -> tuple[tuple[int, int], list[str]]:
     """Slot ports no other bg app on this machine's nginx uses (nor any listener here),
@@ -248,9 +254,7 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
     phoenix = bool(mix and mix.phoenix)
     release = mix.release if mix else name
     names = server_names(server_name)
-    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]:|[0-9.]+:)?[0-9]{1,5}", listen):
-        raise ConfigError(f"--listen: {listen!r} is not a port or address:port",
-                          hint="e.g. --listen 8080 or --listen 127.0.0.1:8080")
+    _check_listen(listen)
     slots, told = neighbours(nginx_dir, name, listening)
     planned: dict[str, str | Path] = {}
     template = ""

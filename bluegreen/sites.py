@@ -303,7 +303,7 @@ def judge(blocks: list[Block], ident: str, probe_url: str = "") -> Verdict:
     if not served:
         return Verdict(FAIL, "; ".join(shadows), hint, blocking=True)
     if probe_url:
-        verdict = judge_url(blocks, mine, probe_url)
+        verdict = judge_url(blocks, mine, probe_url, ident)
         if verdict is not None:
             return verdict
     detail = "the site serves " + ", ".join(served)
@@ -327,7 +327,8 @@ def target(url: str) -> tuple[str, int, str] | None:
     return address, port, host
 
 
-def judge_url(blocks: list[Block], mine: list[Block], url: str) -> Verdict | None:
+def judge_url(blocks: list[Block], mine: list[Block], url: str, ident: str
+              ) -> Verdict | None:
     """A failing verdict when ``url`` would not reach the site with its X-BG-Slot line."""
     t = target(url)
     if t is None:
@@ -347,7 +348,7 @@ def judge_url(blocks: list[Block], mine: list[Block], url: str) -> Verdict | Non
     if not w.slot_header:
         return Verdict(FAIL, f"probe_url {url} reaches the site {w.where}, which sends no"
                        f" {SLOT_HEADER} header",
-                       f"add `add_header {SLOT_HEADER} $<app>_slot always;` to {w.where}")
+                       f"add `add_header {SLOT_HEADER} ${ident}_slot always;` to {w.where}")
     return None
 
 

@@ -209,6 +209,15 @@ def test_server_names_are_validated() -> None:
             server_names(bad)
 
 
+@pytest.mark.unit
+def test_init_refuses_a_bad_listen(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--listen"):
+        scaffold(tmp_path, listen="80; include /x", nginx_dir=tmp_path, listening=set())
+    assert list(tmp_path.iterdir()) == []
+    scaffold(tmp_path, listen="127.0.0.1:8080", nginx_dir=tmp_path / "none", listening=set())
+    assert "listen 127.0.0.1:8080;" in (tmp_path / "bluegreen-site.conf").read_text()
+
+
 # ------------------------------------------------------------ other apps' ports
 
 
