@@ -288,3 +288,34 @@ def test_init_warns_when_the_default_site_would_shadow_it(tmp_path: Path) -> Non
     assert "sites-enabled/default:1" in hints[0] and "--server-name" in hints[0]
     hints = scaffold(b, nginx_dir=etc, listening=set(), server_name="b.example").hints
     assert not any("default" in h for h in hints)
+
+
+# ------------------------------------------------------------------ the switch's test
+
+
+@pytest.mark.unit
+def test_the_stage_tests_with_nginx_T_and_returns_the_server_blocks(tmp_path: Path) -> None:
+    """The stage's one nginx run is `nginx -T` (it tests as -t does), its blocks follow it;
+    a test command bg cannot turn into -T runs as written and gives none."""
+    import subprocess
+
+    fake = tmp_path / "nginx"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = -T ] || exit 9\ncat <<'X'\n"
+                    + DEBIAN.replace("{NAME}", "_") + "X\n")
+    fake.chmod(0o755)
+    cfg = parse({"app": {"name": "shop", "root": str(tmp_path), "command": "x"},
+                 "nginx": {"upstream_file": str(tmp_path / "up.conf"),
+                           "test_command": f"{fake} -t"}}, Path("/x/bluegreen.toml"))
+    out = subprocess.run(["sh", "-c", nginx.stage_script(cfg, "upstream x {}\n")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    layout = nginx.parse_layout(out.stdout)
+    assert layout is not None and len(layout) == 3
+    refusal = nginx.site_refusal(cfg, "web-1", layout)
+    assert refusal is not None and "sites-enabled/default:3" in refusal.detail
+    custom = parse({"app": {"name": "shop", "root": str(tmp_path), "command": "x"},
+                    "nginx": {"upstream_file": str(tmp_path / "up.conf"),
+                              "test_command": "true"}}, Path("/x/bluegreen.toml"))
+    out = subprocess.run(["sh", "-c", nginx.stage_script(custom, "upstream x {}\n")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and nginx.parse_layout(out.stdout) is None
