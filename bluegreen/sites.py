@@ -283,23 +283,34 @@ def judge(blocks: list[Block], ident: str, probe_url: str = "") -> Verdict:
                        " /etc/nginx/sites-enabled/")
     served: list[str] = []
     shadows: list[str] = []
+    by: list[Block] = []  # the blocks that answer in the site's place
     for b in mine:
         for li in b.listens or [Listen("*", 80, False)]:
             group, _ = _group(blocks, li.address, li.port)
             default = default_of(group, li.address, li.port)
-            names = [n for n in b.names if not placeholder(n) and (
-                (host := _sample(n)) is None or winner(blocks, li.address, li.port, host) is b)]
+            real = [n for n in b.names if not placeholder(n)]
+            names = [n for n in real if (host := _sample(n)) is None
+                     or winner(blocks, li.address, li.port, host) is b]
             if default is b:
                 served.append(f"{li.address}:{li.port} (default server)")
             elif names:
                 served.append(f"{' '.join(names)} on {li.address}:{li.port}")
             else:
                 wanted = " ".join(b.names) or '""'
+                taken = winner(blocks, li.address, li.port, _sample(real[0]) or "") \
+                    if real else None
+                if taken is not None and taken is not default:
+                    why = f"{taken.where} has the same server_name, and comes first"
+                    by.append(taken)
+                else:
+                    why = (f"{_why_default(default, li, group)} answers every request"
+                           " there")
+                    by.append(default)
                 shadows.append(f"{b.where} (server_name {wanted}) never answers on"
-                               f" {li.address}:{li.port}: {_why_default(default, li, group)}"
-                               " answers every request there")
+                               f" {li.address}:{li.port}: {why}")
     hint = ("give the site your domain in server_name (`bg init --server-name NAME`), or"
-            " disable the default site (Debian: rm /etc/nginx/sites-enabled/default)")
+            f" disable {by[0].file if by else 'the default site'} (Debian's default site:"
+            " rm /etc/nginx/sites-enabled/default)")
     if not served:
         return Verdict(FAIL, "; ".join(shadows), hint, blocking=True)
     if probe_url:

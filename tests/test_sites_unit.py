@@ -140,6 +140,14 @@ def test_a_second_block_with_the_same_name_never_answers() -> None:
         "\tserver_name _;", "\tserver_name shop.example.com;")
     v = sites.judge(sites.parse(dump), "shop")
     assert v.blocking and "default:3" in v.detail
+    twin = DEBIAN.replace("{NAME}", "shop.example.com").replace(
+        "# configuration file /etc/nginx/sites-enabled/shop:",
+        "# configuration file /etc/nginx/sites-enabled/old-shop:\n"
+        "server { listen 80; server_name shop.example.com; }\n\n"
+        "# configuration file /etc/nginx/sites-enabled/shop:")
+    v = sites.judge(sites.parse(twin), "shop")
+    assert v.blocking and "old-shop:1 has the same server_name" in v.detail
+    assert "disable /etc/nginx/sites-enabled/old-shop" in v.hint
 
 
 @pytest.mark.unit
