@@ -26,8 +26,11 @@ MAX_BYTES = 64 * 1024 * 1024
 
 
 def format_name(app: str) -> str:
-    """The ``log_format`` name in the upstream file (the template spells it ``{{ app }}_bg``)."""
-    return f"{app}_bg"
+    """The ``log_format`` name in the upstream file (the template spells it ``{{ ident }}_bg``):
+    named after the app's nginx name, valid for any app name."""
+    from bluegreen.nginx import nginx_ident
+
+    return f"{nginx_ident(app)}_bg"
 
 
 def log_path(root: str) -> str:

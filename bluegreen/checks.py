@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bluegreen import asroot
+from bluegreen import asroot, coexist
 from bluegreen.config import EPHEMERAL_LOW, Config
 from bluegreen.layout import Layout
 from bluegreen.runners.base import leftover_script, parse_leftovers
@@ -99,6 +99,7 @@ def host_script(config: Config) -> str:
         parts.append(f"echo '@@ dump'; ({asroot.command(dump)}) 2>/dev/null | grep -E "
                      "'^# configuration file |(^|[{;[:space:]])"
                      "(include|pid|listen|access_log)[[:space:]]'")
+    parts.append(coexist.host_script(config, asroot.command(dump) if dump else None))
     for slot, port in config.slots.items():
         parts.append(f"echo '@@ port-{slot}'; echo \"bgpid $(cat {q(paths.pid(slot))} "
                      f"2>/dev/null)\"; {_listeners(port)}")
@@ -164,15 +165,25 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
     _master(add, s, n.pid_file, pid_directive, n.test_command)
     _included(add, dump, files, includes, n.upstream_file, n.test_command)
     _access_log(add, dump, config)
+    apps = coexist.bg_apps(s.get("layout"), s.get("bg-files", []))
+    others = [a for a in apps if a.file != n.upstream_file and a.app != config.app.name]
+    coexist.names(add, config.app.name, others)
+    coexist.site(add, s.get("layout"), config)
     for slot, port in config.slots.items():
-        _port(add, f"slot {slot} port {port}", s.get(f"port-{slot}", []), config.app.root,
-              slot_pid=True)
+        name = f"slot {slot} port {port}"
+        if not coexist.other_app(add, name, port, others, "choose other [slots] ports"):
+            _port(add, name, s.get(f"port-{slot}", []), config.app.root, slot_pid=True)
     for slot in config.slots:
         left = parse_leftovers(s.get(f"leftover-{slot}", [])).get(slot)
         add(f"slot {slot} leftovers", FAIL if left else OK,
             f"not running, but left behind: {', '.join(left)}" if left else "none",
             "stop them (kill PID); they hold what the slot's next start needs" if left else "")
-    _probe(add, s.get("probe-port", []), n.probe_port, probe_listens, n.upstream_file)
+    if not coexist.other_app(add, f"probe port {n.probe_port}", n.probe_port, others,
+                             "give each app on this nginx its own [nginx] probe_port"):
+        # Without nginx -T's files (other server blocks unknown), bg's file stands for it.
+        loaded = bool(files) or any(a.file == n.upstream_file for a in apps)
+        _probe(add, s.get("probe-port", []), n.probe_port, probe_listens, n.upstream_file,
+               loaded=loaded)
     _root(add, s.get("root", []), config)
     held = s.get("lock", [])
     if held and held[0] == "held":
@@ -363,7 +374,8 @@ def _port(add: Any, name: str, lines: list[str], root: str, *, slot_pid: bool) -
         "stop that process or choose other [slots] ports")
 
 
-def _probe(add: Any, lines: list[str], port: int, listens: list[str], upstream: str) -> None:
+def _probe(add: Any, lines: list[str], port: int, listens: list[str], upstream: str, *,
+           loaded: bool = True) -> None:
     name = f"probe port {port}"
     others = sorted({f for f in listens if f != upstream})
     if others:
@@ -375,6 +387,10 @@ def _probe(add: Any, lines: list[str], port: int, listens: list[str], upstream: 
         add(name, WARN, "cannot tell (no `ss` on the host)")
     elif free:
         add(name, OK, "free (nginx listens on it once the upstream file is loaded)")
+    elif all(len(p) > 1 and p[1] == "nginx" for p in procs) and not loaded:
+        add(name, FAIL, f"nginx listens on it, but not for bg's probe server ({upstream} is"
+            " not loaded yet): another server block has it",
+            "set [nginx] probe_port to a port nothing listens on")
     elif all(len(p) > 1 and p[1] == "nginx" for p in procs):
         add(name, OK, "nginx's (bg's probe server)")
     else:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bluegreen import asroot
+from bluegreen import asroot, sites
 from bluegreen.config import Config
 
 # The drain lives in bluegreen.drain; the executor calls these as nginx.*.
@@ -47,6 +47,17 @@ if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need ne
 
 
 SLOT_HEADER = "X-BG-Slot"
+
+
+def nginx_ident(app: str) -> str:
+    """The app's name as nginx identifiers take it (``<ident>_live``, ``$<ident>_slot``).
+
+    nginx reads ``$my-shop_slot`` as the variable ``$my`` followed by text, so every
+    character outside ``[A-Za-z0-9_]`` (``-``; ``.`` in a directory name) becomes ``_``.
+    Two apps whose names differ only there collide: ``bg init`` and ``bg check`` refuse
+    the second on one nginx.
+    """
+    return re.sub(r"[^A-Za-z0-9_]", "_", app)
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ def render_upstream(config: Config, *, slot: str, version: str,
     try:
         text = _template(config).render(
             app=config.app.name,
+            ident=nginx_ident(config.app.name),
             slot=slot,
             port=port,
             version=version,
@@ -194,7 +206,8 @@ class Confirmation:
     detail: str
 
 
-def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0) -> Confirmation:
+def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0,
+            layout: list[sites.Block] | None = None) -> Confirmation:
     """Probe through nginx until every URL of :func:`probe_urls` answers from ``slot``.
 
     bg's probe server must also name this app (another app's probe server on the same
@@ -203,7 +216,8 @@ def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0) -
     repeat, 5 ms apart at first, then 50 ms. The probe server is asked at ``slot``'s own
     address first (:func:`generation_address`: only the new workers listen there), then
     at its usual one (a template without the per-slot ``listen``, or nginx still starting
-    the new workers).
+    the new workers). ``layout``, the server blocks of nginx's configuration when the
+    stage read them, tells which block answers ``probe_url`` when its answer is unlabelled.
     """
     started = time.monotonic()
     attempts = 0
@@ -225,7 +239,8 @@ def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0) -
                         r = host.http_probe(own, timeout=2.0)
                 else:
                     r = host.http_probe(url, timeout=2.0)
-                problem = _judge(r, url, slot, port, config.app.name, ours=url in (own, fresh))
+                problem = _judge(r, url, slot, port, config.app.name, ours=url in (own, fresh),
+                                 layout=layout)
                 if problem:
                     detail = problem
                     break
@@ -255,24 +270,59 @@ def stage_script(config: Config, content: str) -> str:
     at once, so nothing a reload could pick up changes before phase two; on a failed test
     the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
     """
+    from bluegreen.checks import dump_command  # (checks imports this module)
+
     f = files(config)
     live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
     # No `set -e`: sh ignores it in a subshell whose status is tested, so every step that
     # can fail (a full disk) says so itself.
     fail = f"{{ echo 'staging the upstream failed'; rm -f {staged}; exit 1; }}"
+    # `nginx -T` tests exactly as `nginx -t` does and prints the configuration it tested:
+    # its server blocks tell whether the app's site is shadowed (:mod:`bluegreen.sites`).
+    dump = dump_command(config.nginx.test_command)
+    layout = "" if dump is None else (
+        f"echo {LAYOUT_BEGIN}; printf '%s\\n' \"$out\" | {sites.DUMP_FILTER}; echo {LAYOUT_END}")
     return f"""(
 mkdir -p {q(posixpath.dirname(f.live))} || {fail}
 printf '%s' {q(content)} > {staged} || {fail}
 if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
 {{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
-rc=0; out=$( ({asroot.command(config.nginx.test_command)}) 2>&1 ) || rc=$?
+rc=0; out=$( ({asroot.command(dump or config.nginx.test_command)}) 2>&1 ) || rc=$?
 if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
 if [ $rc -ne 0 ]; then
   rm -f {staged}
   printf '%s\\n' "$out"
   exit {ScriptExit.NGINX_TEST_FAILED}
 fi
+{layout}
 ) || exit $?"""
+
+
+LAYOUT_BEGIN, LAYOUT_END = "@@bg-layout-begin", "@@bg-layout-end"
+
+
+def site_refusal(config: Config, host: str, layout: list[sites.Block] | None
+                 ) -> ConfigError | None:
+    """Why a switch on ``host`` would go unseen: another server block shadows the app's
+    site (or answers ``probe_url``) in the configuration nginx just tested; None if not."""
+    if layout is None:
+        return None
+    verdict = sites.judge(layout, nginx_ident(config.app.name), config.nginx.probe_url)
+    if not verdict.blocking:
+        return None
+    return ConfigError(f"{host}: nginx would not pass requests to {config.app.name}'s site:"
+                       " another server block answers them (`bg check` shows it)",
+                       detail=verdict.detail, hint=verdict.hint)
+
+
+def parse_layout(stdout: str) -> list[sites.Block] | None:
+    """The server blocks a stage script's ``nginx -T`` printed; None when it printed none
+    (a test command bg cannot turn into ``nginx -T``)."""
+    begin = stdout.find(LAYOUT_BEGIN + "\n")
+    end = stdout.find(LAYOUT_END, begin)
+    if begin < 0 or end < 0:
+        return None
+    return sites.parse(stdout[begin + len(LAYOUT_BEGIN) + 1:end])
 
 
 def commit_script(config: Config) -> str:
@@ -292,16 +342,16 @@ def discard_staged_script(config: Config) -> str:
     return remove_files(f.staged, f.staged + ".held")
 
 
-def _judge(r: Answer, url: str, slot: str, port: int | None, app: str, *, ours: bool
-           ) -> str:
+def _judge(r: Answer, url: str, slot: str, port: int | None, app: str, *, ours: bool,
+           layout: list[sites.Block] | None = None) -> str:
     """What is wrong with one probe's answer ("" when it came from ``slot``)."""
     got = r.header(SLOT_HEADER)
     if ours and r.header(APP_HEADER) != app:
         return (f"{url}: answered for app {r.header(APP_HEADER)!r}, not {app!r}: give each"
                 " app on this nginx its own [nginx] probe_port")
     if got is None:
-        return (f"{url}: HTTP {r.status} without an {SLOT_HEADER} header: add"
-                f" `add_header {SLOT_HEADER} ${app}_slot always;` to the site")
+        why = sites.missing_header_hint(layout, nginx_ident(app), url)
+        return f"{url}: HTTP {r.status} without an {SLOT_HEADER} header: {why}"
     if got != slot:
         return f"{url}: HTTP {r.status} from slot {got!r}, expected {slot!r}"
     if r.status >= 500:

@@ -2,6 +2,10 @@
 default templates, all in the current directory. A Mix project (mix.exs) gives the app and
 release name, the version and the runner (elixir).
 
+This machine's nginx directory (``/etc/nginx``) is read, never written: the upstream files
+other bg apps have there give the ports they use (this app gets others), and its sites
+tell whether the new site would be shadowed (Debian's ``default_server``).
+
 Nothing is overwritten without ``force``: every file is checked before the first is written.
 """
 
@@ -15,14 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bluegreen import tomlwriter
+from bluegreen import ports, sites, tomlwriter
 from bluegreen.config import CONFIG_NAME, NAME_RE, RUNNERS
 from bluegreen.errors import ConfigError
+from bluegreen.nginx import nginx_ident
 from bluegreen.resources import resource_dir
 
 ENV_NAME = "bluegreen.env"
 SITE_NAME = "bluegreen-site.conf"
 TEMPLATES_DIR = "bluegreen-templates"
+NGINX_DIR = Path("/etc/nginx")
+# One server_name word: a name, a wildcard (*.example.com) or a regex (~...), nothing nginx
+# would read as the end of the directive.
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9*.~^_-][^\s;{}'\"\\#]*$")
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,8 @@ TABLE_COMMENTS = {
 
 
 def render_config(app: str, runner: str, *, phoenix: bool, release: str, env_file: str,
-                  template: str = "", version: str | None = None) -> str:
+                  template: str = "", version: str | None = None,
+                  nginx_dir: Path = NGINX_DIR, slots: tuple[int, int] = (4001, 4002)) -> str:
     app_table: dict[str, Any] = {"name": app, "root": f"/srv/{app}", "runner": runner}
     if runner == "command":
         app_table["command"] = "bin/server"
@@ -105,7 +115,7 @@ def render_config(app: str, runner: str, *, phoenix: bool, release: str, env_fil
     app_table["env_file"] = env_file
     app_table["keep_releases"] = 5
     nginx: dict[str, Any] = {
-        "upstream_file": f"/etc/nginx/conf.d/{app}.bluegreen.conf",
+        "upstream_file": f"{nginx_dir}/conf.d/{app}.bluegreen.conf",
         "test_command": "nginx -t",
         "reload_command": "nginx -s reload",
         "pid_file": "/run/nginx.pid",
@@ -114,7 +124,7 @@ def render_config(app: str, runner: str, *, phoenix: bool, release: str, env_fil
         nginx["template"] = template
     data = {
         "app": app_table,
-        "slots": {"blue": 4001, "green": 4002},
+        "slots": {"blue": slots[0], "green": slots[1]},
         # A fresh Phoenix app answers "/"; a cheap route of your own is better.
         "health": {"path": "/" if phoenix else "/health", "expect": 200, "interval": 0.5,
                    "timeout": 2.0, "deadline": 60.0, "successes": 1},
@@ -161,18 +171,81 @@ def render_env(app: str, *, phoenix: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_site(app: str, root: str | None = None) -> str:
+def render_site(app: str, server_name: str = "_", listen: str = "80",
+                root: str | None = None) -> str:
+    """nginx/site.conf.j2 for ``app``. Its ``{{ app }}`` stands in nginx names only
+    (``{{ app }}_live``, ``${{ app }}_slot``, the access log's format), so it gets
+    :func:`nginx_ident`; its ``server_name _;`` becomes ``server_name``; ``root`` (default
+    ``/srv/<app>``) is where the access log goes. (nginx/provision.sh fills in the same
+    template with sed.)"""
     import jinja2
 
     source = (resource_dir("nginx") / "site.conf.j2").read_text()
     text: str = jinja2.Template(source, keep_trailing_newline=True,
-                                undefined=jinja2.StrictUndefined).render(app=app, listen="80",
-                                                                   root=root or f"/srv/{app}")
-    return text
+                                undefined=jinja2.StrictUndefined).render(
+        app=nginx_ident(app), listen=listen, root=root or f"/srv/{app}")
+    return text.replace("    server_name _;\n", f"    server_name {server_name};\n", 1)
+
+
+def server_names(value: str | None) -> str:
+    """``--server-name`` as the site's server_name ("_" when not given)."""
+    names = (value or "").replace(",", " ").split()
+    for n in names:
+        if not _SERVER_NAME.match(n):
+            raise ConfigError(f"--server-name: {n!r} is not a server name nginx takes",
+                              hint="pass host names such as shop.example.com or *.example.com")
+    return " ".join(names) or "_"
+
+
+def _check_listen(listen: str) -> None:
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]:|[0-9.]+:)?[0-9]{1,5}", listen):
+        raise ConfigError(f"--listen: {listen!r} is not a port or address:port",
+                          hint="e.g. --listen 8080 or --listen 127.0.0.1:8080")
+
+
+def neighbours(nginx_dir: Path, app: str, listening: set[int] | None = None
+               ) -> tuple[tuple[int, int], list[str]]:
+    """Slot ports no other bg app on this machine's nginx uses (nor any listener here),
+    and what to tell about them. An app whose nginx identifiers are this one's is refused:
+    both would define the same upstream."""
+    others = [a for a in ports.bg_apps(nginx_dir.glob("conf.d/*.conf")) if a.app != app]
+    for other in others:
+        if nginx_ident(other.app) == nginx_ident(app):
+            raise ConfigError(
+                f"app {app!r} would define the same nginx upstream ({nginx_ident(app)}_live)"
+                f" as app {other.app!r} ({other.file})",
+                hint="choose another --app name (nginx identifiers turn - and . into _)")
+    used = set(ports.listening_ports() if listening is None else listening)
+    for other in others:
+        used |= other.ports
+    blue, green = ports.pick_slots(used)
+    told = [f"slots {blue}/{green}: other bg apps on this nginx use "
+            + ", ".join(f"{o.app} ({'/'.join(map(str, sorted(o.ports)))})" for o in others)
+            ] if others else []
+    return (blue, green), told
+
+
+def shadow_hint(nginx_dir: Path, site: str, app: str) -> str:
+    """Why the new site would never answer beside this machine's sites ("" when it would)."""
+    main = nginx_dir / "nginx.conf"
+    parts = []
+    for f in [main, *sorted(nginx_dir.glob("conf.d/*.conf")),
+              *sorted(nginx_dir.glob("sites-enabled/*"))]:
+        try:
+            parts.append(f"# configuration file {f}:\n{f.read_text(errors='replace')}\n")
+        except OSError:
+            continue
+    if not parts:
+        return ""
+    parts.append(f"# configuration file {nginx_dir}/sites-enabled/{SITE_NAME}:\n{site}\n")
+    verdict = sites.judge(sites.parse("".join(parts)), nginx_ident(app))
+    return f"{verdict.detail}: {verdict.hint}" if verdict.blocking else ""
 
 
 def scaffold(directory: Path, *, app: str | None = None, runner: str | None = None,
-             force: bool = False, templates: bool = False) -> InitResult:
+             force: bool = False, templates: bool = False, server_name: str | None = None,
+             nginx_dir: Path = NGINX_DIR, listening: set[int] | None = None,
+             listen: str = "80") -> InitResult:
     mix = read_mix(directory)
     name = app or (mix.app if mix else directory.resolve().name.lower().replace(".", "_"))
     if not NAME_RE.match(name):
@@ -183,6 +256,9 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
         raise ConfigError(f"--runner must be one of {', '.join(RUNNERS)}, got {chosen!r}")
     phoenix = bool(mix and mix.phoenix)
     release = mix.release if mix else name
+    names = server_names(server_name)
+    _check_listen(listen)
+    slots, told = neighbours(nginx_dir, name, listening)
     planned: dict[str, str | Path] = {}
     template = ""
     if templates:
@@ -191,10 +267,10 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
             planned[f"{TEMPLATES_DIR}/{f.name}"] = f
         template = f"{TEMPLATES_DIR}/upstream.conf.j2"
     planned[ENV_NAME] = render_env(name, phoenix=phoenix)
-    planned[SITE_NAME] = render_site(name)
+    planned[SITE_NAME] = site = render_site(name, names, listen)
     planned[CONFIG_NAME] = render_config(
         name, chosen, phoenix=phoenix, release=release, env_file=ENV_NAME, template=template,
-        version=mix.version if mix else None)
+        version=mix.version if mix else None, nginx_dir=nginx_dir, slots=slots)
     existing = [rel for rel in planned if (directory / rel).exists()]
     if existing and not force:
         raise ConfigError(f"refusing to overwrite what already exists in {directory}: "
@@ -210,9 +286,12 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
         else:
             path.write_text(content)
     # In this order: nginx rejects the site until `bg setup` wrote the upstream it uses.
-    hints = [f"edit {ENV_NAME}, run `bg setup` (it writes the upstream the site proxies to),"
-             f" include {SITE_NAME} in nginx (e.g. copy it to /etc/nginx/sites-enabled/),"
+    hints = [*told, f"edit {ENV_NAME}, run `bg setup` (it writes the upstream the site proxies"
+             f" to), include {SITE_NAME} in nginx (e.g. copy it to {nginx_dir}/sites-enabled/),"
              " `nginx -t && nginx -s reload`, then `bg check`"]
+    shadowed = shadow_hint(nginx_dir, site, name)
+    if shadowed:
+        hints.insert(0, f"this machine's nginx would never pass a request to the site: {shadowed}")
     if mix and not mix.has_tar_step:
         hints.append(f"add `releases: [{release}: [steps: [:assemble, :tar]]]` to mix.exs "
                      "so `mix release` builds the tarball bg ships")

@@ -38,6 +38,33 @@ nginx: master process /usr/sbin/nginx
 pid /run/nginx.pid;
 # configuration file /etc/nginx/conf.d/shop.bluegreen.conf:
     listen 127.0.0.1:14001;
+@@ layout
+1:# configuration file /etc/nginx/nginx.conf:
+2:http {
+3:    include /etc/nginx/conf.d/*.conf;
+4:    include /etc/nginx/sites-enabled/*;
+5:}
+7:# configuration file /etc/nginx/conf.d/shop.bluegreen.conf:
+9:# app=shop live=blue version=1.0.0 port=4001 at=2026-01-01T00:00:00Z
+10:# slots=4001,4002 probe=14001
+11:upstream shop_live { server 127.0.0.1:4001; }
+12:server { listen 127.0.0.1:14001; location / { proxy_pass http://shop_live;
+13:    add_header X-BG-App "shop" always; } }
+15:# configuration file /etc/nginx/sites-enabled/default:
+16:server {
+17:    listen 80 default_server;
+18:    server_name _;
+19:}
+21:# configuration file /etc/nginx/sites-enabled/shop:
+22:server {
+23:    listen 80;
+24:    server_name shop.example.com;
+25:    location / { proxy_pass http://shop_live; }
+26:}
+@@ bg-files
+== /etc/nginx/conf.d/shop.bluegreen.conf
+# app=shop live=blue version=1.0.0 port=4001 at=2026-01-01T00:00:00Z
+# slots=4001,4002 probe=14001
 @@ port-blue
 bgpid 200
 pid 200 server /srv/shop/releases/1.0.0 ./bin/server
@@ -65,9 +92,9 @@ def test_a_good_host_passes_every_check() -> None:
     got = statuses(GOOD)
     assert set(got.values()) == {"ok"}, got
     assert set(got) == {"nginx installed", "nginx -t", "nginx master", "upstream included",
-                        "slot blue port 4001", "slot green port 4002", "probe port 14001",
-                        "root writable", "disk space", "lock free", "access log",
-                        "slot blue leftovers", "slot green leftovers"}
+                        "nginx names", "site", "slot blue port 4001", "slot green port 4002",
+                        "probe port 14001", "root writable", "disk space", "lock free",
+                        "access log", "slot blue leftovers", "slot green leftovers"}
 
 
 @pytest.mark.unit
@@ -83,6 +110,11 @@ def test_a_good_host_passes_every_check() -> None:
     (("\nwritable", "\nnot-writable mktemp: Permission denied"), "root writable"),
     (("free-kb 10000000", "free-kb 100"), "disk space"),
     (("@@ lock\n", '@@ lock\nheld\n{"user": "ann"}\n'), "lock free"),
+    (("server_name shop.example.com;", "server_name _;"), "site"),
+    (("@@ port-blue", "== /etc/nginx/conf.d/a.conf\n# app=other live=blue\n"
+      "    server 127.0.0.1:4001;\n@@ port-blue"), "slot blue port 4001"),
+    (("@@ port-blue", "== /etc/nginx/conf.d/a.conf\n# app=other live=green\n"
+      "    listen 127.0.0.1:14001;\n@@ port-blue"), "probe port 14001"),
 ])
 def test_each_broken_host_names_its_check(broken: tuple[str, str], name: str) -> None:
     out = GOOD.replace(*broken)
@@ -94,8 +126,8 @@ def test_each_broken_host_names_its_check(broken: tuple[str, str], name: str) ->
 
 @pytest.mark.unit
 def test_another_server_on_the_probe_port_fails() -> None:
-    out = GOOD.replace("@@ port-blue", "# configuration file /etc/nginx/conf.d/b.conf:\n"
-                                       "    listen 127.0.0.1:14001;\n@@ port-blue")
+    out = GOOD.replace("@@ layout", "# configuration file /etc/nginx/conf.d/b.conf:\n"
+                                    "    listen 127.0.0.1:14001;\n@@ layout")
     lines = checks.evaluate(cfg(), "web-1", out, local=False)
     probe = next(line for line in lines if line.name.startswith("probe port"))
     assert probe.status == "fail" and "b.conf" in probe.detail and "probe_port" in probe.hint

@@ -56,6 +56,12 @@ end
 """
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens here: the ports `bg init` picks do not depend on this machine."""
+    monkeypatch.setattr("bluegreen.ports.listening_ports", lambda: set())
+
+
 @pytest.mark.unit
 def test_empty_directory(tmp_path: Path) -> None:
     d = tmp_path / "myapp"

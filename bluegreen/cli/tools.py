@@ -27,6 +27,15 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
     templates: Annotated[bool, typer.Option(
         "--templates", help="Also copy the default templates, to edit.")] = False,
+    server_name: Annotated[str | None, typer.Option(
+        "--server-name", help="The site's server_name: your domain(s), e.g. shop.example.com"
+        " (default _: the site then answers only as nginx's default server).")] = None,
+    nginx_dir: Annotated[Path, typer.Option(
+        "--nginx-dir", help="This machine's nginx configuration, read to pick ports no other"
+        " bg app uses and to spot a default site that would shadow this one.")
+    ] = Path("/etc/nginx"),
+    listen: Annotated[str, typer.Option(
+        "--listen", help="The site's listen: a port or address:port.")] = "80",
 ) -> None:
     """Write a commented bluegreen.toml, an env file and the nginx site to include."""
     from bluegreen.scaffold import scaffold
@@ -34,7 +43,8 @@ def init(
     opts = options(ctx)
     try:
         result = scaffold(Path.cwd(), app=app_name, runner=runner, force=force,
-                          templates=templates)
+                          templates=templates, server_name=server_name, nginx_dir=nginx_dir,
+                          listen=listen)
     except BgError as exc:
         fail(opts, exc)
     if opts.json:

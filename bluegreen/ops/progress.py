@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from bluegreen.errors import BgError
+from bluegreen.sites import Block
 
 
 @dataclass
@@ -16,6 +17,8 @@ class Progress:
 
     started: dict[str, str] = field(default_factory=dict)  # host -> slot booted, not live
     staged: set[str] = field(default_factory=set)  # hosts whose new upstream passed the test
+    # host -> nginx's server blocks, as the test of its new upstream printed them
+    layouts: dict[str, list[Block] | None] = field(default_factory=dict)
     switched: bool = False
     old_workers: dict[str, list[int]] = field(default_factory=dict)
     # host -> nginx workers a restoring reload left behind, still proxying to the new slot

@@ -8,6 +8,7 @@ undoes what earlier steps did. Shell comes from the engine's builders only.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -82,7 +83,8 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
                             stop=runner.stop_script(slot)) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
-        port_free_script(port, ScriptExit.PORT_BUSY),
+        port_free_script(port, ScriptExit.PORT_BUSY,
+                         bg_dir=posixpath.dirname(ctx.config.nginx.upstream_file)),
         runner.start_script(slot, port, version),
     )
 
@@ -159,6 +161,10 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         check(result, f"starting {slot} ({step.version})", host)
         if not ctx.lbs:
             progress.staged.add(host.name)
+            layout = progress.layouts[host.name] = nginx.parse_layout(result.stdout)
+            refusal = nginx.site_refusal(ctx.config, host.name, layout)
+            if refusal is not None:  # before the health gate: the slot stops at once
+                raise refusal
 
     shipped = art is not None and any(h in step.extract for h in batch)
     extract = (f"upload ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]}), extract, "

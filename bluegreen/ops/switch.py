@@ -52,6 +52,10 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
             )
         check(result, "staging the nginx upstream", host)
         progress.staged.add(host.name)
+        layout = progress.layouts[host.name] = nginx.parse_layout(result.stdout)
+        refusal = nginx.site_refusal(config, host.name, layout)
+        if refusal is not None:
+            raise refusal
 
     def abort(reload_too: list[Host]) -> str:
         undo = nginx.abort_script(config)
@@ -112,7 +116,12 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
-        conf = nginx.confirm(host, config, slot)
+        if merged:  # staged and tested in this round trip: its layout came with it
+            progress.layouts[host.name] = nginx.parse_layout(result.stdout)
+            refusal = nginx.site_refusal(config, host.name, progress.layouts[host.name])
+            if refusal is not None:
+                raise SwitchError(refusal.message, detail=refusal.detail, hint=refusal.hint)
+        conf = nginx.confirm(host, config, slot, layout=progress.layouts.get(host.name))
         if not conf.ok:
             raise SwitchError(
                 f"{host.name}: nginx did not send traffic to {slot} after the reload"

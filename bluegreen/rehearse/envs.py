@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.errors import BgError
+from bluegreen.nginx import nginx_ident
 
 LOW_PORT, HIGH_PORT = 10000, 20000  # below the ephemeral range (32768+), see DESIGN.md
 
@@ -90,8 +91,8 @@ class LocalEnv(Environment):
         nginx.render()
         # nginx refuses a site whose upstream is undefined; `bg setup` rewrites this file.
         Path(nginx.upstream_file).write_text(
-            f"upstream {app}_live {{ server 127.0.0.1:{blue}; }}\n"
-            f'map "" ${app}_slot {{ default "none"; }}\n'
+            f"upstream {nginx_ident(app)}_live {{ server 127.0.0.1:{blue}; }}\n"
+            f'map "" ${nginx_ident(app)}_slot {{ default "none"; }}\n'
             + format_directive(app))
         try:
             nginx.start()

@@ -39,6 +39,7 @@ from subprocess import Popen
 from types import TracebackType
 
 from bluegreen.accesslog import format_directive
+from bluegreen.nginx import nginx_ident
 from bluegreen.sandbox import network
 from bluegreen.sandbox.host import SandboxHost, spawn, wait_up
 from bluegreen.sandbox.netns import (
@@ -301,8 +302,8 @@ class Sandbox:
         if not placeholder.exists():
             # nginx refuses a site whose upstream is undefined; bg replaces this on deploy.
             placeholder.write_text(
-                f"upstream {self.app}_live {{ server 127.0.0.1:4001; }}\n"
-                f'map "" ${self.app}_slot {{ default "none"; }}\n'
+                f"upstream {nginx_ident(self.app)}_live {{ server 127.0.0.1:4001; }}\n"
+                f'map "" ${nginx_ident(self.app)}_slot {{ default "none"; }}\n'
                 + format_directive(self.app)
             )
         network.connect(host)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from bluegreen.nginx import parse_nginx_version
+from bluegreen.nginx import nginx_ident, parse_nginx_version
 from bluegreen.resources import resource_dir
 
 NGINX_BIN = "/usr/sbin/nginx"
@@ -90,8 +90,9 @@ class NginxServer:
             keepalive_min_timeout=version is not None and version >= (1, 27, 4),
         )
         (self.prefix / "conf" / "nginx.conf").write_text(main)
-        site = env.get_template("site.conf.j2").render(app=self.app, listen=self.listen,
-                                                       root=self.site_root)
+        # The site's {{ app }} stands in nginx names (see bluegreen.scaffold.render_site).
+        site = env.get_template("site.conf.j2").render(app=nginx_ident(self.app),
+                                                       listen=self.listen, root=self.site_root)
         self._log_dir().mkdir(parents=True, exist_ok=True)  # nginx opens the log at start
         (self.prefix / "sites" / f"{self.app}.conf").write_text(site)
 
