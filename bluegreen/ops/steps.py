@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.drain import drain_noted_script
+from bluegreen.drain import drain_noted_script, master_discovery_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -78,7 +78,8 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
         require_script(paths, version),
         # nginx's workers an earlier reload left hold only sockets and long requests now
         retire_drain_script(None, sw.drain_timeout, port=port, grace=sw.socket_grace,
-                            stop=runner.stop_script(slot)) if running else "",
+                            stop=runner.stop_script(slot),
+                            master=master_discovery_script(ctx.config)) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
         port_free_script(port, ScriptExit.PORT_BUSY),
