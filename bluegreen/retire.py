@@ -7,7 +7,7 @@ interrupted); :mod:`bluegreen.drain` finds and drains nginx's old workers.
 
 from __future__ import annotations
 
-from bluegreen.drain import TICK, drain_noted_script, quit_old_script
+from bluegreen.drain import _TICK, _quit_old_script, drain_noted_script
 
 # After a switch, nginx's old workers hold two kinds of connection to the old slot: plain
 # requests in flight, which end by themselves, and upgraded ones (WebSockets, LiveView),
@@ -99,7 +99,7 @@ def _retire_loop(timeout: float, *, port: int, grace: float, stop: str) -> str:
     """The loop of :func:`retire_drain_script` over the workers in ``$bg_old``."""
     # Time from /proc/uptime (centiseconds, a builtin read): the counting takes time too.
     return f"""if (
-{quit_old_script()}i=0; stopped=
+{_quit_old_script()}i=0; stopped=
 bg_now() {{ read -r t _ < /proc/uptime; t=${{t%.*}}${{t#*.}}; now=$((t * 10 - t0)); }}
 t0=0; bg_now; t0=$now; now=0
 while :; do
@@ -119,7 +119,7 @@ while :; do
     fi
   fi
   [ $now -ge {int(timeout * 1000)} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep {TICK}; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 ); then echo drained; else echo drain-timeout; fi"""
 
