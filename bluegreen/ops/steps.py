@@ -70,7 +70,8 @@ def upload(ctx: Context, session: Session, step: Upload) -> None:
 def _start_script(ctx: Context, slot: str, version: str, *, running: bool = False) -> str:
     """Stop what the slot runs (after nginx stopped using it), point it at ``version``,
     start it. A switch that kept the old slot running did not wait for nginx's old workers
-    (nothing stopped); a slot found ``running`` is drained here, by its port, first."""
+    (nothing stopped); a slot found ``running`` (kept warm, or its retire interrupted) is
+    retired here first, as the finish step would have (:mod:`bluegreen.retire`)."""
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
     sw = ctx.config.switch
@@ -255,7 +256,7 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
             # A slot about to stop needs nginx's old workers gone, or holding only what
-            # reached it (sockets: it closes them itself, see bluegreen.drain). One kept
+            # reached it (sockets: it closes them itself, see bluegreen.retire). One kept
             # running only needs them to stop taking new connections (every new request then
             # reaches the new slot when bg returns); whatever stops it later drains it.
             _retire_drain(ctx, old, retire, step.slots[host.name]) if retire
