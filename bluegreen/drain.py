@@ -30,9 +30,9 @@ from bluegreen.shell import join, q
 # connection left (or the timeout passed), instead of skipping without a word.
 
 MASTER_MARK = "master:"
-TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
+_TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
 WORKERS_MARK = "old-workers:"
-_RELOAD_WAITS = 50  # looks (``TICK`` apart) for nginx's new workers after a reload
+_RELOAD_WAITS = 50  # looks (``_TICK`` apart) for nginx's new workers after a reload
 METHOD_PID_FILE = "pid_file"
 METHOD_NGINX_T = "nginx -T"
 METHOD_PROCESS_TREE = "process tree"
@@ -168,12 +168,12 @@ def reload_script(config: Config) -> str:
         master_discovery_script(config)
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
-        + asroot.early_quit_start("old", int(_RELOAD_WAITS * TICK * 1000))
+        + asroot.early_quit_start("old", int(_RELOAD_WAITS * _TICK * 1000))
         + asroot.command(config.nginx.reload_command)
         # the old workers stop accepting as soon as the new ones run (not 100 ms later):
         # the confirmation through nginx's own ports then needs no retry
         + f'\nbg_rc=$?\n{asroot.early_quit_join()}'
-        + f'if [ $bg_rc = 0 ]; then\nbg_old=$old\n{quit_old_script(_RELOAD_WAITS)}fi\n'
+        + f'if [ $bg_rc = 0 ]; then\nbg_old=$old\n{_quit_old_script(_RELOAD_WAITS)}fi\n'
         + "(exit $bg_rc)\n"
     )
 
@@ -205,10 +205,10 @@ def parse_old_workers(stdout: str) -> list[int]:
     return []
 
 
-def quit_old_script(waits: int = 0) -> str:
+def _quit_old_script(waits: int = 0) -> str:
     """Shell that tells nginx's old workers, the pids in ``$bg_old``, to shut down
     gracefully (SIGQUIT) once a worker of a newer generation runs; with ``waits``, it looks
-    for one that many times, ``TICK`` apart (a reload is asynchronous).
+    for one that many times, ``_TICK`` apart (a reload is asynchronous).
 
     After a reload nginx's master starts the new workers, sleeps 100 ms (``ngx_msleep(100)``
     "allow new processes to start") and only then sends the old ones SIGQUIT: until then
@@ -232,7 +232,7 @@ for p in $bg_old; do
   s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
   case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
 done
-{asroot.early_quit_script("bg_old", int(waits * TICK * 1000))}newer=; i=0
+{asroot.early_quit_script("bg_old", int(waits * _TICK * 1000))}newer=; i=0
 while [ -n "$m" ]; do
   kids=; {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
   for k in $kids; do
@@ -240,7 +240,7 @@ while [ -n "$m" ]; do
     if bg_accepting "$k"; then newer=$k; break; fi
   done
   [ -n "$newer" ] || [ $i -ge {int(waits)} ] && break
-  sleep {TICK}; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 if [ -n "$newer" ]; then
   for p in $bg_old; do
@@ -258,7 +258,7 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
     slot's; read from /proc/net/tcp*, so it needs no ``ss``). With neither, say so: the
     drain is never skipped silently.
     """
-    ticks = max(1, int(timeout / TICK))
+    ticks = max(1, int(timeout / _TICK))
     if pids:
         plist = " ".join(str(int(p)) for p in pids)
         # Shell builtins only: read each pid's /proc stat; an nginx that is not a zombie is
@@ -268,7 +268,7 @@ def drain_script(pids: list[int], timeout: float, *, port: int | None = None,
         done = ('c=; { read -r c < /proc/$p/cmdline; } 2>/dev/null\n'
                 '    case "$c" in *"shutting down"*) continue;; esac\n    '
                 if accepting_only else "")
-        return f'bg_old="{plist}"\n' + quit_old_script() + f"""i=0
+        return f'bg_old="{plist}"\n' + _quit_old_script() + f"""i=0
 while :; do
   left=""
   for p in {plist}; do
@@ -278,7 +278,7 @@ while :; do
   done
   [ -z "$left" ] && exit 0
   [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep {TICK}; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 """
     if port is None:
@@ -300,7 +300,7 @@ while :; do
     echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
     exit 1
   fi
-  sleep {TICK}; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 """
 
@@ -312,4 +312,3 @@ def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = No
     script = drain_script(pids, timeout, port=port, accepting_only=accepting_only)
     return (f"if (\n{script}\n); then echo drained;"
             " else echo drain-timeout; fi")
-

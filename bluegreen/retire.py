@@ -7,7 +7,7 @@ interrupted); :mod:`bluegreen.drain` finds and drains nginx's old workers.
 
 from __future__ import annotations
 
-from bluegreen.drain import TICK, drain_noted_script, quit_old_script
+from bluegreen.drain import _TICK, _quit_old_script, drain_noted_script
 
 # After a switch, nginx's old workers hold two kinds of connection to the old slot: plain
 # requests in flight, which end by themselves, and upgraded ones (WebSockets, LiveView),
@@ -68,18 +68,24 @@ if [ "${{3:-0}}" != 0 ]; then wait=${{2:-0}}; case "$wait" in -*) wait=0;; esac;
 
 
 def retire_drain_script(pids: list[int] | None, timeout: float, *, port: int, grace: float,
-                        stop: str) -> str:
+                        stop: str, master: str = "") -> str:
     """:func:`drain_noted_script` for a slot about to stop, that does not wait
     ``timeout`` for connections that never end: past ``grace``, once every connection the
     old workers hold has reached the old slot, it runs ``stop`` (the runner's graceful
     stop of that slot) and goes on waiting for the workers. Prints ``open: UP WAIT MS``
     and the stop's output as ``stop: ...`` lines when it stopped early, then ``drained``
-    or ``drain-timeout``."""
+    or ``drain-timeout``. ``pids`` None: nginx's workers that are shutting down, found
+    under the master that the shell ``master`` (:func:`master_discovery_script`) finds."""
     if pids is None:
-        # The workers an earlier reload left (its retire was interrupted), found by title;
-        # without any, the slot's port is watched as before.
-        return ("bg_old=$(grep -las 'nginx: worker process is shutting dow[n]'"
-                " /proc/[0-9]*/cmdline | sed 's|/proc/||; s|/cmdline||' | tr '\\n' ' ')\n"
+        # The workers an earlier reload left (its retire was interrupted): the children of
+        # nginx's master ($master, set by ``master`` shell) that are shutting down; without
+        # any, the slot's port is watched as before.
+        return (master + "\nbg_old=\n"
+                'kids=; { read -r kids < "/proc/$master/task/$master/children"; } 2>/dev/null\n'
+                "for k in $kids; do\n"
+                '  c=; { read -r c < "/proc/$k/cmdline"; } 2>/dev/null\n'
+                '  case "$c" in *"shutting down"*) bg_old="$bg_old $k";; esac\n'
+                "done\n"
                 'if [ -n "$bg_old" ]; then\n'
                 + _retire_loop(timeout, port=port, grace=grace, stop=stop)
                 + "\nelse\n" + drain_noted_script([], timeout, port=port) + "\nfi")
@@ -93,7 +99,7 @@ def _retire_loop(timeout: float, *, port: int, grace: float, stop: str) -> str:
     """The loop of :func:`retire_drain_script` over the workers in ``$bg_old``."""
     # Time from /proc/uptime (centiseconds, a builtin read): the counting takes time too.
     return f"""if (
-{quit_old_script()}i=0; stopped=
+{_quit_old_script()}i=0; stopped=
 bg_now() {{ read -r t _ < /proc/uptime; t=${{t%.*}}${{t#*.}}; now=$((t * 10 - t0)); }}
 t0=0; bg_now; t0=$now; now=0
 while :; do
@@ -113,7 +119,7 @@ while :; do
     fi
   fi
   [ $now -ge {int(timeout * 1000)} ] && {{ echo "still draining:$left"; exit 1; }}
-  sleep {TICK}; i=$((i+1))
+  sleep {_TICK}; i=$((i+1))
 done
 ); then echo drained; else echo drain-timeout; fi"""
 

@@ -536,3 +536,22 @@ def test_an_undone_switch_drains_the_workers_it_abandoned_before_stopping(
     (stop,) = [s for s in b.sent(r"rm -f /srv/hello/run/green\.pid") if "4242" in s]
     assert stop.index("for p in 4242") < stop.index("kill -s TERM")
     assert b.model.serving == "blue" and "green" not in b.model.alive
+
+
+def _sockets_stopped(host: FakeHost, script: str) -> CommandResult:
+    """The retire stopped blue early (sockets held nginx's old workers past socket_grace),
+    without seeing the workers' sockets, and blue ignored its SIGTERM."""
+    r = host.emulate(script)
+    return CommandResult(script, r.exit_code, "open: 3 - 600\nstop: killed after 30s\n"
+                         + r.stdout, "")
+
+
+def test_finish_says_what_the_socket_aware_retire_did(tmp_path: Path) -> None:
+    ctx, (a, _) = two_hosts()
+    a.on(FINISH, _sockets_stopped)
+    result = deploy(ctx, tmp_path)
+    (finish,) = [s for s in result.steps if s.title.startswith("record state")]
+    assert ("a: 3 connections still open on blue after 0.6s (socket_grace 0.5s): asked blue"
+            " to shut down (nginx's workers are another user's") in finish.note, finish.note
+    assert ("a: blue did not exit on SIGTERM: killed after 30s ([app] stop_timeout); its"
+            " sockets were reset, not closed") in result.warnings, result.warnings

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.drain import drain_noted_script
+from bluegreen.drain import drain_noted_script, master_discovery_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -72,7 +72,8 @@ def upload(ctx: Context, session: Session, step: Upload) -> None:
 def _start_script(ctx: Context, slot: str, version: str, *, running: bool = False) -> str:
     """Stop what the slot runs (after nginx stopped using it), point it at ``version``,
     start it. A switch that kept the old slot running did not wait for nginx's old workers
-    (nothing stopped); a slot found ``running`` is drained here, by its port, first."""
+    (nothing stopped); a slot found ``running`` (kept warm, or its retire interrupted) is
+    retired here first, as the finish step would have (:mod:`bluegreen.retire`)."""
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
     sw = ctx.config.switch
@@ -80,7 +81,8 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
         require_script(paths, version),
         # nginx's workers an earlier reload left hold only sockets and long requests now
         retire_drain_script(None, sw.drain_timeout, port=port, grace=sw.socket_grace,
-                            stop=runner.stop_script(slot)) if running else "",
+                            stop=runner.stop_script(slot),
+                            master=master_discovery_script(ctx.config)) if running else "",
         runner.stop_script(slot),
         point_slot_script(paths, slot, version),
         port_free_script(port, ScriptExit.PORT_BUSY,
@@ -261,7 +263,7 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
             # A slot about to stop needs nginx's old workers gone, or holding only what
-            # reached it (sockets: it closes them itself, see bluegreen.drain). One kept
+            # reached it (sockets: it closes them itself, see bluegreen.retire). One kept
             # running only needs them to stop taking new connections (every new request then
             # reaches the new slot when bg returns); whatever stops it later drains it.
             _retire_drain(ctx, old, retire, step.slots[host.name]) if retire
