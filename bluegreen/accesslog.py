@@ -48,13 +48,17 @@ def begin_script(path: str, dump_command: str | None) -> str:
     """Before the switch: does nginx's configuration write ``path`` (``nginx -T``, else the
     file's existence), and its size now (the window reads from there)."""
     p = q(path)
+    exists = f"if [ -f {p} ]; then echo uses=yes; else echo uses=no; fi"
     if dump_command:
-        # An `access_log PATH ...` directive, not a comment mentioning it.
-        uses = (f"if ({dump_command}) 2>/dev/null | awk -v p={p}"
+        # An `access_log PATH ...` directive, not a comment mentioning it. A dump nginx
+        # refuses (e.g. sudo allows only `nginx -t`) leaves the file's existence to tell.
+        uses = (f"if dump=$( ({dump_command}) 2>/dev/null ); then\n"
+                f"  if printf '%s\\n' \"$dump\" | awk -v p={p}"
                 " '$1 == \"access_log\" && ($2 == p || $2 == p \";\") { found = 1 }"
-                " END { exit !found }'; then echo uses=yes; else echo uses=no; fi")
+                " END { exit !found }'; then echo uses=yes; else echo uses=no; fi\n"
+                f"else {exists}; fi")
     else:
-        uses = f"if [ -f {p} ]; then echo uses=yes; else echo uses=no; fi"
+        uses = exists
     return f"""{uses}
 if [ -f {p} ] && [ "$(wc -c < {p})" -gt {MAX_BYTES} ] && [ -w {p} ]; then : > {p}; fi
 if [ -f {p} ]; then echo "offset=$(wc -c < {p})"; else echo offset=0; fi"""

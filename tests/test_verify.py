@@ -245,3 +245,24 @@ def test_readme_documents_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text()
     for code in ExitCode:
         assert re.search(rf"^\| {int(code)} \| `{code.name}` \|", readme, re.M), code.name
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("dump", "exists", "uses"), [
+    ('echo "    access_log {log} hello_bg;"', False, True),
+    ('echo "# access_log {log} hello_bg;"', True, False),  # a comment is no directive
+    ("false", True, True),  # nginx -T refused (sudo allows -t only): the file tells
+    ("false", False, False),
+    (None, True, True),
+])
+def test_begin_script_finds_the_sites_access_log(tmp_path: Path, dump: str | None,
+                                                 exists: bool, uses: bool) -> None:
+    import subprocess
+
+    log = tmp_path / "nginx-access.log"
+    if exists:
+        log.write_text("x" * 10)
+    script = accesslog.begin_script(str(log), dump.format(log=log) if dump else None)
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert accesslog.parse_begin(out) == accesslog.Begin(uses, 10 if exists else 0)
