@@ -132,6 +132,10 @@ def test_site_without_the_log_line_is_judged_by_probes(tmp_path: Path) -> None:
         assert "access log" in check.stdout and "probes only" in check.stdout
         proc = ws.bg("deploy", str(build_sample(tmp_path / "b", "2.0.0")))
         assert "does not write" in proc.stderr and "judges by probes" in proc.stderr
+        # Progress as it goes, and the verdict's figures: probes only, nothing counted.
+        assert re.search(r"verify +\d+s/2s: 0 requests, 0 failed \(0.0%\), \d+/\d+ probes ok",
+                         proc.stderr), proc.stderr
+        assert "judged by probes: fewer than 50 requests" in proc.stderr
     finally:
         stop_workspace(ws)
 
