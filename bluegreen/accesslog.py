@@ -31,7 +31,8 @@ def format_name(app: str) -> str:
 
 
 def log_path(root: str) -> str:
-    """Where bg's site writes the app's requests on every nginx host."""
+    """Where bg's site writes the app's requests on every nginx host, unless
+    ``[verify] access_log`` says otherwise (``VerifyConfig.log_path``)."""
     return f"{root}/logs/nginx-access.log"
 
 
@@ -40,8 +41,8 @@ def format_directive(app: str) -> str:
     return f"log_format {format_name(app)} '{FORMAT}';\n"
 
 
-def site_line(app: str, root: str) -> str:
-    return f"access_log {log_path(root)} {format_name(app)};"
+def site_line(app: str, path: str) -> str:
+    return f"access_log {path} {format_name(app)};"
 
 
 def begin_script(path: str, dump_command: str | None) -> str:

@@ -163,10 +163,12 @@ def render_env(app: str, *, phoenix: bool) -> str:
 def render_site(app: str, root: str | None = None) -> str:
     import jinja2
 
+    from bluegreen.accesslog import log_path
+
     source = (resource_dir("nginx") / "site.conf.j2").read_text()
     text: str = jinja2.Template(source, keep_trailing_newline=True,
-                                undefined=jinja2.StrictUndefined).render(app=app, listen="80",
-                                                                   root=root or f"/srv/{app}")
+                                undefined=jinja2.StrictUndefined).render(
+        app=app, listen="80", access_log=log_path(root or f"/srv/{app}"))
     return text
 
 

@@ -33,7 +33,7 @@ if [ ! -f "$UPSTREAM" ]; then
 fi
 # The site, from the same template the sandbox uses (nginx/site.conf.j2), without Jinja.
 SITE="/etc/nginx/sites-available/$APP"
-sed -e "s/{{ app }}/$APP/g" -e "s#{{ root }}#/srv/$APP#g" -e "s/{{ listen }}/80 default_server/g" -e '/^#/d' "$TEMPLATE" > "$SITE"
+sed -e "s/{{ app }}/$APP/g" -e "s#{{ access_log }}#/srv/$APP/logs/nginx-access.log#g" -e "s/{{ listen }}/80 default_server/g" -e '/^#/d' "$TEMPLATE" > "$SITE"
 printf 'include /srv/%s/nginx/*.conf;\n' "$APP" > "/etc/nginx/conf.d/$APP-bluegreen-include.conf"
 ln -sf "$SITE" "/etc/nginx/sites-enabled/$APP"
 rm -f /etc/nginx/sites-enabled/default

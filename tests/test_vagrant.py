@@ -44,7 +44,8 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     cmd = cmd.split(" > ")[0].rstrip("\\ ")
     rendered = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
     jinja = jinja2.Template(template.read_text(), keep_trailing_newline=True).render(
-        app="hello", listen="80 default_server", root="/srv/hello")
+        app="hello", listen="80 default_server",
+        access_log="/srv/hello/logs/nginx-access.log")
     expected = "".join(line + "\n" for line in jinja.splitlines() if not line.startswith("#"))
     assert rendered == expected
     assert "X-BG-Slot $hello_slot" in rendered and "{{" not in rendered
@@ -128,7 +129,7 @@ def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     assert data["ok"] and data["environment"] == "vagrant" and data["hosts"] == 1
-    assert [s["exit"] for s in data["steps"]] == [0, 0, 3, 0, 0]
+    assert [s["exit"] for s in data["steps"]] == [0, 0, 3, 10, 0, 0, 0, 0]  # sample app: + undo, canary
     assert data["totals"]["failed"] == 0 and data["totals"]["requests"] >= 300
     calls = [line.split("  cwd=")[0] for line in
              (tmp_path / "vm" / "calls.log").read_text().splitlines()]

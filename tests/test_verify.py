@@ -197,7 +197,7 @@ def test_upstream_template_and_placeholders_define_the_same_format() -> None:
     provision = (ROOT / "nginx" / "provision.sh").read_text()
     assert accesslog.FORMAT in provision
     site = (ROOT / "nginx" / "site.conf.j2").read_text()
-    assert accesslog.site_line("{{ app }}", "{{ root }}") in site
+    assert accesslog.site_line("{{ app }}", "{{ access_log }}") in site
 
 
 @pytest.mark.unit
