@@ -58,7 +58,7 @@ class Stand:
         blue, green = free_port(taken), free_port(taken)
         self.root = self.workdir / "srv" / "hello"
         self.nginx = NginxServer(prefix=self.workdir / "nginx", listen=f"127.0.0.1:{self.listen}",
-                                 app="hello", app_root=str(self.root))
+                                 app="hello")
         self.nginx.render()
         self.config = self.workdir / "bluegreen.toml"
         self.blue, self.green = blue, green
@@ -79,7 +79,8 @@ class Stand:
                       "pid_file": self.nginx.pid_file},
             "switch": {"drain_timeout": 10},
             "verify": {"window": self.window, "min_requests": 50, "max_error_rate": 0.05,
-                       "interval": 0.5, "sticky": sticky},
+                       "interval": 0.5, "sticky": sticky,
+                       "access_log": self.nginx.access_log},
         }))
 
     def bg(self, *args: str) -> tuple[int, dict[str, Any]]:

@@ -34,7 +34,8 @@ def format_name(app: str) -> str:
 
 
 def log_path(root: str) -> str:
-    """Where bg's site writes the app's requests on every nginx host."""
+    """Where bg's site writes the app's requests on every nginx host, unless
+    ``[verify] access_log`` says otherwise (``VerifyConfig.log_path``)."""
     return f"{root}/logs/nginx-access.log"
 
 
@@ -43,21 +44,25 @@ def format_directive(app: str) -> str:
     return f"log_format {format_name(app)} '{FORMAT}';\n"
 
 
-def site_line(app: str, root: str) -> str:
-    return f"access_log {log_path(root)} {format_name(app)};"
+def site_line(app: str, path: str) -> str:
+    return f"access_log {path} {format_name(app)};"
 
 
 def begin_script(path: str, dump_command: str | None) -> str:
     """Before the switch: does nginx's configuration write ``path`` (``nginx -T``, else the
     file's existence), and its size now (the window reads from there)."""
     p = q(path)
+    exists = f"if [ -f {p} ]; then echo uses=yes; else echo uses=no; fi"
     if dump_command:
-        # An `access_log PATH ...` directive, not a comment mentioning it.
-        uses = (f"if ({dump_command}) 2>/dev/null | awk -v p={p}"
+        # An `access_log PATH ...` directive, not a comment mentioning it. A dump nginx
+        # refuses (e.g. sudo allows only `nginx -t`) leaves the file's existence to tell.
+        uses = (f"if dump=$( ({dump_command}) 2>/dev/null ); then\n"
+                f"  if printf '%s\\n' \"$dump\" | awk -v p={p}"
                 " '$1 == \"access_log\" && ($2 == p || $2 == p \";\") { found = 1 }"
-                " END { exit !found }'; then echo uses=yes; else echo uses=no; fi")
+                " END { exit !found }'; then echo uses=yes; else echo uses=no; fi\n"
+                f"else {exists}; fi")
     else:
-        uses = f"if [ -f {p} ]; then echo uses=yes; else echo uses=no; fi"
+        uses = exists
     return f"""{uses}
 if [ -f {p} ] && [ "$(wc -c < {p})" -gt {MAX_BYTES} ] && [ -w {p} ]; then : > {p}; fi
 if [ -f {p} ]; then echo "offset=$(wc -c < {p})"; else echo offset=0; fi"""

@@ -316,9 +316,9 @@ def _included(add: Any, dump: list[str] | None, files: list[str],
 
 def _access_log(add: Any, dump: list[str] | None, config: Config) -> None:
     """Does the site write the log the verification window reads ([verify])?"""
-    from bluegreen.accesslog import log_path, site_line
+    from bluegreen.accesslog import site_line
 
-    path = log_path(config.app.root)
+    path = config.verify.log_path(config.app.root)
     if dump is None:
         add("access log", SKIP, "cannot derive `nginx -T` to look for the site's access_log")
         return
@@ -328,7 +328,7 @@ def _access_log(add: Any, dump: list[str] | None, config: Config) -> None:
     if found:
         add("access log", OK, f"the site logs the app's requests to {path} (verify window)")
         return
-    hint = f"add `{site_line(config.app.name, config.app.root)}` to the site's server block"
+    hint = f"add `{site_line(config.app.name, path)}` to the site's server block"
     if config.verify.window > 0:
         add("access log", WARN, f"no site writes {path}: the verification window judges by"
             " probes only", hint)

@@ -180,10 +180,12 @@ def render_site(app: str, server_name: str = "_", listen: str = "80",
     template with sed.)"""
     import jinja2
 
+    from bluegreen.accesslog import log_path
+
     source = (resource_dir("nginx") / "site.conf.j2").read_text()
     text: str = jinja2.Template(source, keep_trailing_newline=True,
                                 undefined=jinja2.StrictUndefined).render(
-        app=nginx_ident(app), listen=listen, root=root or f"/srv/{app}")
+        app=nginx_ident(app), listen=listen, access_log=log_path(root or f"/srv/{app}"))
     return text.replace("    server_name _;\n", f"    server_name {server_name};\n", 1)
 
 

@@ -91,7 +91,7 @@ restore() {
   done
 }
 # The site, from the same template the sandbox uses (nginx/site.conf.j2), without Jinja.
-sed -e "s/{{ app }}/$APP/g" -e "s#{{ root }}#/srv/$APP#g" -e "s/{{ listen }}/$LISTEN/g" -e "s/{{ server_name }}/$NAMES/g" -e "s/^\([[:space:]]*server_name\)[[:space:]][[:space:]]*_;/\1 $NAMES;/" -e '/^#/d' "$TEMPLATE" > "$SITE"
+sed -e "s/{{ app }}/$APP/g" -e "s#{{ access_log }}#/srv/$APP/logs/nginx-access.log#g" -e "s/{{ listen }}/$LISTEN/g" -e "s/{{ server_name }}/$NAMES/g" -e "s/^\([[:space:]]*server_name\)[[:space:]][[:space:]]*_;/\1 $NAMES;/" -e '/^#/d' "$TEMPLATE" > "$SITE"
 printf 'include /srv/%s/nginx/*.conf;\n' "$APP" > "$INCLUDE"
 ln -sfn "$SITE" "$ENABLED"
 if ! nginx -t; then

@@ -101,10 +101,9 @@ def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "
     blue, green = free_port(), free_port()
     while green == blue:
         green = free_port()
-    root = tmp / "srv" / "hello"
-    nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello",
-                        app_root=str(root))
+    nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello")
     nginx.render()
+    root = tmp / "srv" / "hello"
     document: dict[str, Any] = {
         "app": {
             "name": "hello",
@@ -123,6 +122,7 @@ def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "
             "pid_file": nginx.pid_file,
         },
         "switch": {"drain_timeout": 10},
+        "verify": {"access_log": nginx.access_log},
     }
     config = write_config(
         tmp / "bluegreen.toml", merge(document, parse_fragment(extra, "extra"))

@@ -47,8 +47,8 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     rendered = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True,
                               env=env).stdout
     jinja = jinja2.Template(template.read_text(), keep_trailing_newline=True).render(
-        app="hello", listen="80", root="/srv/hello", server_name=names).replace(
-            "server_name _;", f"server_name {names};")
+        app="hello", listen="80", access_log="/srv/hello/logs/nginx-access.log",
+        server_name=names).replace("server_name _;", f"server_name {names};")
     expected = "".join(line + "\n" for line in jinja.splitlines() if not line.startswith("#"))
     assert f"server_name {names};" in expected and "listen 80;" in expected
     assert rendered == expected

@@ -132,6 +132,10 @@ def test_site_without_the_log_line_is_judged_by_probes(tmp_path: Path) -> None:
         assert "access log" in check.stdout and "probes only" in check.stdout
         proc = ws.bg("deploy", str(build_sample(tmp_path / "b", "2.0.0")))
         assert "does not write" in proc.stderr and "judges by probes" in proc.stderr
+        # Progress as it goes, and the verdict's figures: probes only, nothing counted.
+        assert re.search(r"verify +\d+s/2s: 0 requests, 0 failed \(0.0%\), \d+/\d+ probes ok",
+                         proc.stderr), proc.stderr
+        assert "judged by probes: fewer than 50 requests" in proc.stderr
     finally:
         stop_workspace(ws)
 
@@ -193,7 +197,7 @@ def test_upstream_template_and_placeholders_define_the_same_format() -> None:
     provision = (ROOT / "nginx" / "provision.sh").read_text()
     assert accesslog.FORMAT in provision
     site = (ROOT / "nginx" / "site.conf.j2").read_text()
-    assert accesslog.site_line("{{ app }}", "{{ root }}") in site
+    assert accesslog.site_line("{{ app }}", "{{ access_log }}") in site
 
 
 @pytest.mark.unit
@@ -245,3 +249,24 @@ def test_readme_documents_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text()
     for code in ExitCode:
         assert re.search(rf"^\| {int(code)} \| `{code.name}` \|", readme, re.M), code.name
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("dump", "exists", "uses"), [
+    ('echo "    access_log {log} hello_bg;"', False, True),
+    ('echo "# access_log {log} hello_bg;"', True, False),  # a comment is no directive
+    ("false", True, True),  # nginx -T refused (sudo allows -t only): the file tells
+    ("false", False, False),
+    (None, True, True),
+])
+def test_begin_script_finds_the_sites_access_log(tmp_path: Path, dump: str | None,
+                                                 exists: bool, uses: bool) -> None:
+    import subprocess
+
+    log = tmp_path / "nginx-access.log"
+    if exists:
+        log.write_text("x" * 10)
+    script = accesslog.begin_script(str(log), dump.format(log=log) if dump else None)
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert accesslog.parse_begin(out) == accesslog.Begin(uses, 10 if exists else 0)

@@ -161,6 +161,9 @@ VERIFY_FIELDS: dict[str, Field] = {
     "paths": Field(list, [], _paths),  # probed through nginx; default: health.path
     "sticky": Field(bool, False),  # canary: a client stays on one release
     "interval": Field(NUM, 1.0, _positive),  # seconds between two reads of nginx's log
+    # The log bg's site writes in bg's format on every nginx host; "" = <app.root>/logs/
+    # nginx-access.log (bluegreen/accesslog.py).
+    "access_log": Field(str, "", lambda v: None if v == "" else _abs_path(v)),
 }
 HOOKS_FIELDS: dict[str, Field] = {
     **{point: Field(list, []) for point in HOOK_POINTS},

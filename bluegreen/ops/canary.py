@@ -266,7 +266,7 @@ def status(ctx: Context) -> dict[str, Any] | None:
     if not found:
         return None
     r = next(iter(found.values()))
-    path = accesslog.log_path(ctx.config.app.root)
+    path = ctx.config.verify.log_path(ctx.config.app.root)
 
     def count(host: Host) -> tuple[int, int, int]:
         new = ([f"127.0.0.1:{ctx.config.slots[r.slot]}"] if not ctx.lbs else

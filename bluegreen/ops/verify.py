@@ -94,7 +94,7 @@ def _addresses(ctx: Context, step: Verify, host: str, slots: Mapping[str, str]) 
 def begin(ctx: Context, session: Session, step: Verify) -> Window:
     """Before the switch: the log's length on every nginx host (one round trip each)."""
     hosts = _nginx_hosts(session, step)
-    path = accesslog.log_path(ctx.config.app.root)
+    path = ctx.config.verify.log_path(ctx.config.app.root)
     script = accesslog.begin_script(path, dump_command(ctx.config.nginx.test_command))
 
     def one(host: Host) -> int | None:
@@ -106,7 +106,7 @@ def begin(ctx: Context, session: Session, step: Verify) -> Window:
     if window.without_log:
         ctx.reporter.info(
             f"warning: nginx on {', '.join(window.without_log)} does not write {path}"
-            f" (add `{accesslog.site_line(ctx.config.app.name, ctx.config.app.root)}` to the"
+            f" (add `{accesslog.site_line(ctx.config.app.name, path)}` to the"
             " site): the window judges by probes there")
     return window
 
@@ -117,7 +117,7 @@ def _read(ctx: Context, session: Session, window: Window, host: Host) -> None:
         return
     step = window.step
     script = accesslog.count_script(
-        accesslog.log_path(ctx.config.app.root), offset,
+        ctx.config.verify.log_path(ctx.config.app.root), offset,
         new=_addresses(ctx, step, host.name, step.slots),
         old=_addresses(ctx, step, host.name, step.old),
         mode="canary" if step.canary else "all")

@@ -169,6 +169,8 @@ def redirect(plan: AppPlan, env: Prepared, *, refused: bool = False,
         # The refusal is the point, not the wait: it is refused by the deadline either way.
         health["deadline"] = min(float(health.get("deadline", 60.0)), REFUSED_DEADLINE)
         raw["health"] = health
+    if env.access_log:
+        raw["verify"] = {**raw.get("verify", {}), "access_log": env.access_log}
     if verify:
         raw["verify"] = {**raw.get("verify", {}), **VERIFY}
     return dumps(raw)

@@ -38,6 +38,7 @@ class Prepared:
     first_contact: bool = False  # record the hosts' keys on the first bg command
     home: Path | None = None  # HOME for bg (a private ~/.ssh), None: the caller's
     notes: list[str] = field(default_factory=list)
+    access_log: str = ""  # [verify] access_log: where the site logs ("": under root)
 
 
 def free_port(taken: set[int]) -> int:
@@ -86,8 +87,7 @@ class LocalEnv(Environment):
         listen = self.listen_port or free_port(taken)
         taken.add(listen)
         blue, green = free_port(taken), free_port(taken)
-        nginx = NginxServer(prefix=workdir / "nginx", listen=f"127.0.0.1:{listen}", app=app,
-                            app_root=str(workdir / "srv" / app))
+        nginx = NginxServer(prefix=workdir / "nginx", listen=f"127.0.0.1:{listen}", app=app)
         nginx.render()
         # nginx refuses a site whose upstream is undefined; `bg setup` rewrites this file.
         Path(nginx.upstream_file).write_text(
@@ -106,6 +106,7 @@ class LocalEnv(Environment):
                    "reload_command": nginx.reload_command, "pid_file": nginx.pid_file,
                    "probe_url": f"http://127.0.0.1:{listen}/"},
             endpoints=[("127.0.0.1", listen)], slots={"blue": blue, "green": green},
+            access_log=nginx.access_log,
             notes=[f"nginx on 127.0.0.1:{listen}, slots :{blue} and :{green}"],
         )
 
@@ -144,6 +145,7 @@ class SandboxEnv(Environment):
                    "reload_command": nginx.reload_command, "pid_file": nginx.pid_file,
                    "probe_url": "http://127.0.0.1:80/"},
             endpoints=[(h.address, 80) for h in sandbox.hosts],
+            access_log=nginx.access_log,
             target={"hosts": [h.spec for h in sandbox.hosts], "parallel": 10,
                     "identity_file": str(sandbox.identity_file),
                     "known_hosts": str(sandbox.known_hosts)},

@@ -96,6 +96,7 @@ def sandbox_config(
             "pid_file": nginx.pid_file,
         },
         "switch": {"drain_timeout": 10},
+        "verify": {"access_log": nginx.access_log},
         "targets": {
             target: {
                 "hosts": [h.spec for h in apps],

@@ -40,12 +40,12 @@ class NginxServer:
     inside: str | None = None
     workers: int = 2
     nginx_bin: str = NGINX_BIN
-    # The app's root as nginx sees it: bg's site logs its requests under <root>/logs.
-    app_root: str = ""
 
     @property
-    def site_root(self) -> str:
-        return self.app_root or f"/srv/{self.app}"
+    def access_log(self) -> str:
+        """Where the site logs the app's requests for bg (its `[verify] access_log`): in
+        nginx's own prefix, so nothing of the app's root exists before `bg setup`."""
+        return f"{self.root}/logs/{self.app}-access.log"
 
     @property
     def root(self) -> str:
@@ -92,17 +92,9 @@ class NginxServer:
         (self.prefix / "conf" / "nginx.conf").write_text(main)
         # The site's {{ app }} stands in nginx names (see bluegreen.scaffold.render_site).
         site = env.get_template("site.conf.j2").render(app=nginx_ident(self.app),
-                                                       listen=self.listen, root=self.site_root)
-        self._log_dir().mkdir(parents=True, exist_ok=True)  # nginx opens the log at start
+                                                       listen=self.listen,
+                                                       access_log=self.access_log)
         (self.prefix / "sites" / f"{self.app}.conf").write_text(site)
-
-    def _log_dir(self) -> Path:
-        """<app root>/logs as seen from here (``inside`` maps ``prefix``'s parent)."""
-        logs = f"{self.site_root}/logs"
-        if self.inside is None:
-            return Path(logs)
-        outer = os.path.dirname(self.inside)
-        return self.prefix.parent / os.path.relpath(logs, outer)
 
     def master_pid(self) -> int | None:
         try:
