@@ -98,7 +98,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
 def fresh_app(vm: Vm) -> None:
     """The app's root as provisioning left it: no slot running, nothing deployed."""
     vm.sh(f"sudo -n systemctl stop '{APP}@*.service' 2>/dev/null; "
-          f"sudo -n pkill -KILL -u vagrant -f /srv/{APP}/ ; "
+          f"sudo -n pkill -KILL -u vagrant -f '[/]srv/{APP}/' ; "
           f"cd /srv/{APP} && sudo -n rm -rf releases slots bg shared run logs; "
           f"sudo -n rm -f /etc/systemd/system/{APP}@.service; true")
 
@@ -213,7 +213,9 @@ def test_systemd_runner_slot_lifecycle(vm: Vm, releases: dict[str, Path]) -> Non
     status = vm.bg(config, "-t", "vm", "--json", "status")
     data = json.loads(status.stdout[status.stdout.index("{"):])["result"]
     host = data["hosts"][0]
-    assert host["version"] == "2.0.0" and host.get("live", host.get("slot")) == "green", host
+    assert host["version"] == "2.0.0" and host["live"] == "green", host
+    for slot in ("blue", "green"):
+        assert host["slots"][slot]["running"] == (unit_state(vm, slot)[0] == "active"), host
     # As systemd sees it: exactly the live slot's unit runs, as the deploy user.
     running = vm.sh(f"systemctl list-units --state=active --plain --no-legend '{APP}@*'"
                     ).stdout.split()

@@ -150,6 +150,8 @@ class Libvirt:
             with contextlib.suppress(OSError):
                 pid_file.unlink()
         self.started.clear()
+        with contextlib.suppress(OSError):
+            self.rundir.rmdir()
         return problems
 
 
