@@ -34,13 +34,13 @@ class Accel:
         return self.driver != "kvm"
 
 
-def probe(kernel: Path, timeout: float = PROBE_TIMEOUT) -> Accel:
+def probe(kernel: Path, timeout: float = PROBE_TIMEOUT, *, kvm: str = "/dev/kvm") -> Accel:
     """Boot ``kernel`` under KVM for at most ``timeout`` seconds."""
     forced = os.environ.get("BG_VM_DRIVER")
     if forced in ("kvm", "qemu"):
         return Accel(forced, f"BG_VM_DRIVER={forced}")
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return Accel("qemu", "no usable /dev/kvm: TCG (emulation)")
+    if not os.access(kvm, os.R_OK | os.W_OK):
+        return Accel("qemu", f"no usable {kvm}: TCG (emulation)")
     qemu = shutil.which(QEMU)
     if qemu is None:
         return Accel("qemu", f"{QEMU} is not installed")

@@ -24,7 +24,7 @@ from bluegreen.vm.netns import NetNamespace, exists
 NETNS_VAR = "BG_VM_NETNS"
 RUNDIR = Path("/run/bluegreen-vm")
 # What a VM costs here, measured on a 2-core machine (vagrant up + provision, seconds).
-EXPECT_UP = {"qemu": 240, "kvm": 60}
+EXPECT_UP = {"qemu": 300, "kvm": 60}
 
 
 class VmError(RuntimeError):
@@ -88,7 +88,7 @@ class VmSession:
     def expect_up(self) -> str:
         driver = self.accel.driver if self.accel is not None else "qemu"
         how = "emulated (TCG)" if driver != "kvm" else "KVM"
-        return f"{how}: expect about {EXPECT_UP[driver] // 60} min"
+        return f"{how}: expect about {EXPECT_UP[driver] // 60} min, more on a busy machine"
 
     @property
     def notes(self) -> list[str]:
