@@ -122,3 +122,25 @@ def test_the_box_key_follows_its_inputs(tmp_path: Path) -> None:
     other = subprocess.run(["sh", str(copy), "--key"], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert other != key
+
+
+def test_target_connect_timeout_reaches_ssh(tmp_path: Path) -> None:
+    """An emulated VM's sshd can take over 10 s for a key exchange: the rehearsal raises
+    ``connect_timeout``, and it reaches paramiko (TCP connect, banner, key exchange)."""
+    from bluegreen import config
+    from bluegreen.errors import ConfigError
+    from bluegreen.ops.core import open_hosts
+
+    def parse(value: object) -> config.Config:
+        return config.parse(
+            {"app": {"name": "hello", "root": "/srv/hello", "command": "bin/server"},
+             "nginx": {"upstream_file": "/srv/hello/n.conf"},
+             "targets": {"vm": {"hosts": ["vagrant@10.0.0.5"], "connect_timeout": value}}},
+            tmp_path / "bluegreen.toml")
+
+    cfg = parse(90)
+    host = open_hosts(cfg, cfg.target("vm"))[0]
+    kwargs = host._conn.connect_kwargs  # type: ignore[attr-defined]
+    assert kwargs["timeout"] == kwargs["banner_timeout"] == 90
+    with pytest.raises(ConfigError, match="connect_timeout"):
+        parse(0)

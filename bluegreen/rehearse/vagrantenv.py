@@ -31,6 +31,8 @@ _NOISE = re.compile(rb"^\s*(?:\S+:\s*)?Progress: \d+%|^\s*$")
 
 UP_TIMEOUT = 1800.0
 EMULATED_HEALTH = {"timeout": 8.0, "deadline": 180.0}
+# An emulated guest's sshd can take over 10 s for a key exchange when the machine is busy.
+EMULATED_CONNECT_TIMEOUT = 90.0
 # The Vagrantfile forwards the VM's port 80 here when the VM is reached through 127.0.0.1
 # (VirtualBox's NAT); a provider with a routable VM address (libvirt) is reached on port 80.
 FORWARDED_HTTP_PORT = 8080
@@ -152,17 +154,20 @@ class VagrantEnv(Environment):
         home = workdir / "home"
         home.mkdir(exist_ok=True)
         sudo = "" if vm.user == "root" else "sudo -n "
+        emulated = self.vm is not None and self.vm.emulated
+        target: dict[str, object] = {"hosts": [vm.spec], "identity_file": vm.identity_file,
+                                     "known_hosts": str(workdir / "known_hosts")}
+        if emulated:
+            target["connect_timeout"] = EMULATED_CONNECT_TIMEOUT
         return Prepared(
             name=self.name, hosts=1, root=f"/srv/{app}",
             nginx={"upstream_file": f"/srv/{app}/nginx/{app}.bluegreen.conf",
                    "test_command": f"{sudo}nginx -t", "reload_command": f"{sudo}nginx -s reload",
                    "pid_file": "/run/nginx.pid", "probe_url": "http://127.0.0.1/"},
             endpoints=[http_endpoint(vm)],
-            target={"hosts": [vm.spec], "identity_file": vm.identity_file,
-                    "known_hosts": str(workdir / "known_hosts")},
-            first_contact=True, home=home,
+            target=target, first_contact=True, home=home,
             # Emulation (TCG): one answer of a slot through SSH can take seconds.
-            health_floor=EMULATED_HEALTH if self.vm is not None and self.vm.emulated else {},
+            health_floor=EMULATED_HEALTH if emulated else {},
             notes=[f"VM {vm.name}: {vm.spec}" + (" (started here)" if self.started else
                                                   " (already running; left running)"),
                    *notes],
