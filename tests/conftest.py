@@ -22,6 +22,16 @@ from tests.ssh_fixtures import (  # noqa: F401  (registered once: one session-wi
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `vm` tier boots a VM (minutes): it runs only when asked for, with ``-m vm``."""
+    if "vm" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("vm") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Workspace]:
     """bg set up on this machine in a temporary root, with a real nginx in front."""

@@ -1,7 +1,14 @@
-"""The Vagrant path, without booting a VM: the Vagrantfile validates, its provisioning
-renders the same site as the sandbox, `vagrant ssh-config` output (several shapes) becomes a
-target, and `bg rehearse --vagrant` runs end to end against a stand-in `vagrant` whose "VM" is a
-sandbox host provisioned by the VM's own script (tests/fixtures/vagrant_standin.py)."""
+"""The Vagrant path, without booting a VM, for machines without QEMU: the Vagrantfile
+validates, its provisioning renders the same site as the sandbox, `vagrant ssh-config` output
+(several shapes) becomes a target, and `bg rehearse --vagrant` runs end to end against a
+stand-in `vagrant` whose "VM" is a sandbox host provisioned by the VM's own script
+(tests/fixtures/vagrant_standin.py).
+
+What the stand-in does NOT cover (tests/test_vm.py, the `vm` tier, does, on a real VM): a
+kernel booting, systemd as PID 1 and the systemd runner, Debian's nginx as a systemd service,
+the box, the choice of KVM or TCG, libvirt and its network namespace, Vagrant's own output, the
+timing of an emulated host. The stand-in's "VM" is a network namespace with sshd; its
+`systemctl` is a stand-in too, and its user is root."""
 
 from __future__ import annotations
 
@@ -116,8 +123,10 @@ def _standin(tmp_path: Path) -> dict[str, str]:
     script = FIXTURES / "vagrant_standin.py"
     wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
     wrapper.chmod(0o755)
+    # A provider of its own: bg prepares nothing of libvirt's (box, namespace, libvirtd).
     return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}",
-            "BG_STANDIN_DIR": str(tmp_path / "vm"), "PYTHONPATH": str(ROOT)}
+            "BG_STANDIN_DIR": str(tmp_path / "vm"), "PYTHONPATH": str(ROOT),
+            "VAGRANT_DEFAULT_PROVIDER": "standin"}
 
 
 @pytest.mark.parametrize("shape", ["libvirt", "tabs"])

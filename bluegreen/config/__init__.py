@@ -127,6 +127,7 @@ class TargetConfig:
     boot_limit_percent: bool = False
     lbs: tuple[str, ...] = ()  # nginx tier; empty = nginx on every app host
     addresses: Mapping[str, str] = field(default_factory=dict)  # app host -> address for LBs
+    connect_timeout: float = 10.0  # SSH: TCP connect, banner and key exchange
 
     @property
     def is_local(self) -> bool:
@@ -356,6 +357,7 @@ def _targets(path: Path, raw: Any) -> dict[str, TargetConfig]:
             boot_limit_percent=limit[1],
             lbs=tuple(lbs),
             addresses=dict(addresses),
+            connect_timeout=float(t["connect_timeout"]),
         )
     if not targets:
         targets["local"] = TargetConfig("local", (), 1, None, None, "strict")

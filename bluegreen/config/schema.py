@@ -175,6 +175,8 @@ TARGET_FIELDS: dict[str, Field] = {
     "identity_file": Field(str, ""),
     "known_hosts": Field(str, ""),
     "host_key_policy": Field(str, "strict", _one_of(*HOST_KEY_POLICIES)),
+    # Seconds for TCP connect, banner and key exchange (an emulated VM needs more).
+    "connect_timeout": Field(NUM, 10.0, _positive),
     # New slots started and health-gated at most this many hosts at a time (or "25%").
     "boot_limit": Field((int, str), 0, lambda v: None if parse_limit(v) is not None
                         else "an integer >= 0 or a percentage like \"25%\""),

@@ -40,12 +40,15 @@ def setup(ctx: Context) -> OperationResult:
 
     def one(host: Host) -> None:
         is_lb = host in ctx.lbs
-        if config.app.runner == "systemd" and not is_lb:
-            from bluegreen.runners.systemd import render_unit, unit_path
-
-            host.write_atomic(unit_path(config.app), render_unit(config.app).encode())
         out = check(host.run(lb_script if is_lb else script), "setting up directories",
                     host).stdout
+        if config.app.runner == "systemd" and not is_lb:
+            from bluegreen.runners import systemd
+
+            host.write_atomic(systemd.staged_unit_path(paths),
+                              systemd.render_unit(config.app).encode())
+            check(host.run(systemd.install_unit_script(config.app)),
+                  "installing the systemd unit", host)
         made = out.split("created:", 1)[-1].split()
         if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
             outcomes[host.name] = "created " + ", ".join(made) if made else "already set up"

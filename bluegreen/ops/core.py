@@ -219,6 +219,7 @@ def open_hosts(
             identity_file=target.identity_file,
             known_hosts=target.known_hosts,
             host_key_policy=policy,  # type: ignore[arg-type]
+            connect_timeout=target.connect_timeout,
         )
         for spec in specs
     ]
@@ -245,6 +246,7 @@ def open_lbs(config: Config, target: TargetConfig, *, accept_new_host_keys: bool
             identity_file=target.identity_file,
             known_hosts=target.known_hosts,
             host_key_policy="accept-new" if accept else "strict",
+            connect_timeout=target.connect_timeout,
         )
         for spec in target.lbs
     ]

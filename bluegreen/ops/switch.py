@@ -171,12 +171,15 @@ def verify_switched(ctx: Context, session: Session, step: Switch) -> None:
     """Right after the switch, before anything is retired: every new live slot still
     answers its health check (HTTP through the host's transport, no round trip)."""
     cfg = ctx.config.health
-    # Short: while a dead slot is live every request fails, so decide fast.
-    quick = replace(cfg, timeout=min(cfg.timeout, 0.5))
+    # Short: while a dead slot is live every request fails, so decide fast: 0.5 s with the
+    # default 2 s health timeout. A host that needs more per answer (an emulated VM) says so
+    # with a larger health timeout, and gets a quarter of it.
+    quick = replace(cfg, timeout=min(cfg.timeout, max(0.5, cfg.timeout / 4)))
+    within = min(cfg.deadline, quick.timeout)
 
     def one(host: Host) -> None:
         slot = step.slots[host.name]
-        report = healthy_now(host, ctx.config.slots[slot], quick, within=min(cfg.deadline, 0.5))
+        report = healthy_now(host, ctx.config.slots[slot], quick, within=within)
         if not report.healthy:
             raise SlotDiedError(
                 f"{host.name}: {slot} ({step.versions[host.name]}) stopped answering right"

@@ -157,6 +157,11 @@ def redirect(plan: AppPlan, env: Prepared, *, refused: bool = False,
     if env.slots is not None:
         raw["slots"] = dict(env.slots)
     raw["nginx"] = {**raw.get("nginx", {}), **env.nginx}
+    if env.health_floor:
+        health = dict(raw.get("health", {}))
+        for key, floor in env.health_floor.items():
+            health[key] = max(float(health.get(key, floor)), floor)
+        raw["health"] = health
     raw.pop("targets", None)
     if env.target is not None:
         raw["targets"] = {"rehearsal": env.target}

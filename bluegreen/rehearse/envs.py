@@ -37,6 +37,8 @@ class Prepared:
     target: dict[str, Any] | None = None  # [targets.rehearsal]; None: this machine
     first_contact: bool = False  # record the hosts' keys on the first bg command
     home: Path | None = None  # HOME for bg (a private ~/.ssh), None: the caller's
+    # Lower bounds for [health] keys on a slow environment (an emulated VM), e.g. timeout.
+    health_floor: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     access_log: str = ""  # [verify] access_log: where the site logs ("": under root)
 

@@ -33,8 +33,12 @@ def table(data: dict[str, Any]) -> str:
         lines.append(f"{name[:30]:<30} {'-':>9} {'-':>8} {'-':>9} {'-':>7}  (not run)")
     t = data["totals"]
     lines.append("-" * len(cols))
-    lines.append(f"{'total (all load)':<30} {'':>9} {data['seconds']:>8.2f} {t['requests']:>9}"
+    under_load = data.get("load_seconds", data["seconds"])
+    lines.append(f"{'total (all load)':<30} {'':>9} {under_load:>8.2f} {t['requests']:>9}"
                  f" {t['failed']:>7}")
+    if "load_seconds" in data:
+        lines.append(f"{'whole run (with the start)':<30} {'':>9} {data['seconds']:>8.2f}"
+                     "  (the environment's start is not under load)")
     clients = ", ".join(f"{k} {v['requests']}/{v['failed']} failed"
                         for k, v in t["by_client"].items())
     lines.append("")

@@ -155,8 +155,12 @@ class Rehearsal:
         load.stop()
         if self.sockets is not None:
             self.sockets.stop()
+        under_load = time.monotonic() - load.origin if load.origin else 0.0
         final = self._final_status()
         data = self._report(load, began, final, apps.version_of(plan.b, plan.name))
+        # The totals are what the load saw; the environment's start (a VM boot) is apart.
+        data["load_seconds"] = round(under_load, 2)
+        data["notes"] = list(env.notes)
         self._emit(data, load)
         return 0 if data["ok"] else 1
 

@@ -1,7 +1,11 @@
 """``runner = "systemd"``: Elixir releases as instances of ``<app>@.service`` (instance = slot).
 
-systemd supervises the node; bg starts and stops instances and installs the template unit
-(rendered here from templates/systemd-unit.service.j2, which stops the node with SIGTERM).
+systemd supervises the node: it starts and stops instances for bg, and restarts one whose node
+dies (``Restart=on-failure``). bg installs the template unit at `bg setup` (rendered here from
+templates/systemd-unit.service.j2; the node runs as the deploy user and stops on SIGTERM).
+
+A non-root deploy user reaches systemd through sudo (``sudo -n``: never a password prompt):
+the commands it needs are :data:`SUDO_COMMANDS`, the rule the README gives.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from bluegreen.resources import resource_dir
 from bluegreen.runners.base import BIND_LOOPBACK
 from bluegreen.runners.elixir import ElixirRunner, cookie_script
 from bluegreen.shell import q
+
+# `sudo -n` in front of what needs root, unless bg already runs as root on the host.
+SH_SUDO = 'if [ "$(id -u)" = 0 ]; then bg_sudo=; else bg_sudo="sudo -n"; fi'
 
 
 @dataclass(frozen=True)
@@ -34,11 +41,12 @@ class SystemdRunner:
 {cookie_script(p)}
 mkdir -p {q(p.run)} {q(p.tmp(slot))}
 printf 'PORT=%s\\nBG_BIND=%s\\n' {q(port)} {q(self.bind)} > {q(slot_env_file(p, slot))}
-systemctl start {q(self.unit(slot))}
+{SH_SUDO}
+$bg_sudo systemctl start {q(self.unit(slot))}
 """
 
     def stop_script(self, slot: str) -> str:
-        return f"systemctl stop {q(self.unit(slot))} 2>/dev/null || true"
+        return f"{SH_SUDO}; $bg_sudo systemctl stop {q(self.unit(slot))} 2>/dev/null || true"
 
     def alive_script(self, slot: str) -> str:
         return f"systemctl is-active --quiet {q(self.unit(slot))}"
@@ -50,7 +58,8 @@ systemctl start {q(self.unit(slot))}
         return ElixirRunner(self.paths, self.app).check_script(slot)
 
     def log_script(self, slot: str, lines: int) -> str:
-        return f"journalctl -u {q(self.unit(slot))} -n {int(lines)} --no-pager 2>&1 || true"
+        return (f"{SH_SUDO}; $bg_sudo journalctl -u {q(self.unit(slot))} -n {int(lines)}"
+                " --no-pager 2>&1 || true")
 
 
 def slot_env_file(paths: Layout, slot: str) -> str:
@@ -87,11 +96,38 @@ def render_unit(app: AppConfig, *, user: str = "root") -> str:
     )
 
 
+def staged_unit_path(paths: Layout) -> str:
+    """Where `bg setup` writes the unit before it is installed (the deploy user's own dir)."""
+    return f"{paths.bg}/unit.service"
+
+
+def install_unit_script(app: AppConfig) -> str:
+    """Move the staged unit into place (root or sudo); the user it runs as is the deploy user,
+    filled in here because only the host knows it."""
+    paths = Layout(app.root)
+    staged = staged_unit_path(paths)
+    return (f"{SH_SUDO}\n"
+            f"sed -i \"s/^User=.*/User=$(id -un)/\" {q(staged)}\n"
+            f"$bg_sudo install -m 0644 {q(staged)} {q(unit_path(app))}\n"
+            f"rm -f {q(staged)}\n"
+            "if [ -d /run/systemd/system ]; then $bg_sudo systemctl daemon-reload; fi")
+
+
 def systemd_setup_script(paths: Layout, ports: dict[str, int]) -> str:
     """Each slot's PORT file and a daemon-reload (warns when systemd is not running)."""
     parts = [f"printf 'PORT=%s\\n' {int(port)} > {q(slot_env_file(paths, slot))}"
              for slot, port in ports.items()]
+    parts.append(SH_SUDO)
     parts.append("if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then"
-                 " systemctl daemon-reload; else echo 'warning: systemd is not running here';"
-                 " fi")
+                 " $bg_sudo systemctl daemon-reload; else"
+                 " echo 'warning: systemd is not running here'; fi")
     return "\n".join(parts)
+
+
+# What a non-root deploy user runs through sudo for runner "systemd" (APP: the app's name).
+SUDO_COMMANDS = (
+    "/usr/bin/systemctl start APP@*.service", "/usr/bin/systemctl stop APP@*.service",
+    "/usr/bin/systemctl daemon-reload",
+    "/usr/bin/install -m 0644 ROOT/bg/unit.service /etc/systemd/system/APP@.service",
+    "/usr/bin/journalctl -u APP@*.service *",
+)
