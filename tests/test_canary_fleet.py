@@ -63,3 +63,29 @@ def test_fleet_canary_share_promote_and_abort(make_sandbox: MakeSandbox, tmp_pat
     assert "canary" not in st and st["ok"], st
     assert all(h["version"] == "2.0.0" and not h["slots"]["blue"]["running"]
                for h in st["hosts"]), st
+
+
+@pytest.mark.root
+def test_a_canary_killed_mid_switch_behind_lbs_is_recovered(make_sandbox: MakeSandbox,
+                                                           tmp_path: Path) -> None:
+    """Killed after the LBs reloaded to the canary, before it was recorded: the next
+    deploy restores every LB's previous upstream and goes on, losing no request."""
+    sandbox = make_sandbox(4, shared_network=True)
+    lbs = sandbox.hosts[:2]
+    config = sandbox_config(sandbox, tmp_path / "bluegreen.toml", lbs=lbs, health=HEALTH)
+    bg(config, "setup")
+    art = tmp_path / "art"
+    bg(config, "deploy", str(build_sample(art, "1.0.0")))
+    endpoints = [h.address for h in lbs]
+    with new_connections(endpoints, clients=4, limit=120) as load:
+        time.sleep(0.5)
+        killed = bg(config, "deploy", "--canary", "30", str(build_sample(art, "2.0.0")),
+                    check=False, extra_env={"BG_FAILPOINT": "reloaded:kill"})
+        assert killed.returncode == -9, killed.stderr
+        assert "canary" in status(config)  # the LBs serve the canary meanwhile
+        bg(config, "deploy", str(build_sample(art, "3.0.0")))
+        time.sleep(0.5)
+    assert load.counts()[1] == 0, failures(load)[:5]
+    assert all(shares(a, 80, 20) == {"3.0.0": 20} for a in endpoints)
+    st = status(config)
+    assert "canary" not in st and st["ok"], st

@@ -13,6 +13,7 @@ journaled count every failed request up to the moment traffic went back.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -64,6 +65,7 @@ class Window:
     probe_failures: int = 0
     started: float = 0.0
     failure: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def without_log(self) -> list[str]:
@@ -111,7 +113,7 @@ def begin(ctx: Context, session: Session, step: Verify) -> Window:
     return window
 
 
-def _read(ctx: Context, session: Session, window: Window, host: Host) -> None:
+def _read(ctx: Context, window: Window, host: Host) -> None:
     offset = window.offsets.get(host.name)
     if offset is None:
         return
@@ -126,29 +128,31 @@ def _read(ctx: Context, session: Session, window: Window, host: Host) -> None:
         window.offsets[host.name] = None
         return
     window.offsets[host.name] = count.offset
-    req, err = window.counts.get(host.name, (0, 0))
-    window.counts[host.name] = (req + count.requests, err + count.errors)
+    with window.lock:
+        req, err = window.counts.get(host.name, (0, 0))
+        window.counts[host.name] = (req + count.requests, err + count.errors)
 
 
 def _probe(ctx: Context, window: Window, host: Host) -> None:
     expect = ctx.config.health.expect
     for path in ctx.config.verify.paths or (ctx.config.health.path,):
         url = ctx.config.nginx.probe_server_url + path
-        window.probes += 1
         try:
             status = host.http_probe(url, timeout=min(ctx.config.health.timeout, 2.0)).status
             problem = "" if status == expect else f"HTTP {status}, expected {expect}"
         except ProbeError as exc:
             problem = str(exc)
-        if problem:
-            window.probe_failures += 1
-            window.failure = (window.failure
-                              or f"probe {path} through nginx on {host.name}: {problem}")
+        with window.lock:  # one thread per nginx host
+            window.probes += 1
+            if problem:
+                window.probe_failures += 1
+                window.failure = (window.failure
+                                  or f"probe {path} through nginx on {host.name}: {problem}")
 
 
-def _poll(ctx: Context, session: Session, window: Window) -> Figures:
+def _poll(ctx: Context, window: Window) -> Figures:
     def one(host: Host) -> None:
-        _read(ctx, session, window, host)
+        _read(ctx, window, host)
         _probe(ctx, window, host)
 
     ctx.each(one, "verify", window.nginx_hosts)
@@ -174,11 +178,8 @@ def watch(ctx: Context, session: Session, step: Verify, window: Window) -> Figur
     title = f"verify {step.window:g}s (nginx's log, probes)"
     with ctx.step(title) as note:
         while True:
-            now = time.monotonic()
-            if ctx.cancelled.is_set():
-                raise KeyboardInterrupt
-            time.sleep(max(0.0, min(v.interval, deadline - now)))
-            figures = _poll(ctx, session, window)
+            time.sleep(max(0.0, min(v.interval, deadline - time.monotonic())))
+            figures = _poll(ctx, window)
             why = _verdict(ctx, window, figures)
             if why:
                 note.append(figures.line())
@@ -200,7 +201,7 @@ def settle(ctx: Context, session: Session, window: Window, error: VerifyError) -
     """After the switch back: count what the log gained since the verdict (the requests
     that failed until traffic went back), journal the figures, complete the message."""
     try:
-        ctx.each(lambda h: _read(ctx, session, window, h), "verify", window.nginx_hosts)
+        ctx.each(lambda h: _read(ctx, window, h), "verify", window.nginx_hosts)
     except BgError as exc:
         error.attach(exc)
     figures = replace(window.figures(), seconds=time.monotonic() - window.started)
