@@ -364,7 +364,8 @@ def test_fault_dry_run_takes_no_lock_and_creates_nothing(tmp_path: Path) -> None
     assert isinstance(result, DryRun)
     assert [h.action for h in result.plan.hosts] == [Action.SHIP, Action.SHIP]
     assert "nothing was touched" in result.lines(ctx)[0]
-    assert "+    server 127.0.0.1:4002" in result.diffs["a"] or "4002" in result.diffs["a"]
+    diff = result.diffs["a"].splitlines()
+    assert "-    server 127.0.0.1:4001;" in diff and "+    server 127.0.0.1:4002;" in diff
     for h in hosts:
         assert len(h.scripts) == 1, h.scripts  # the read-only observation, nothing else
         (script,) = h.scripts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,21 +66,39 @@ def assert_clean_report(data: dict[str, Any], environment: str, hosts: int, stde
 def nobody_prefix(home: Path) -> list[str]:
     """A command prefix that runs as nobody, with ``home`` as HOME.
 
-    When this interpreter lives under a directory nobody cannot enter (e.g. pyenv in a 0700
-    /root), a private mount namespace shows nobody that directory's one needed child and
-    nothing else, instead of changing the machine's permissions.
+    When the interpreter, the checkout or a directory on ``sys.path`` lies under a directory
+    nobody cannot enter (pyenv in a 0700 /root, a clone under ``mktemp -d``), a private mount
+    namespace shows nobody that directory's needed children and nothing else, instead of
+    changing the machine's permissions.
     """
     setpriv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env",
                f"HOME={home}"]
-    real = Path(os.path.realpath(sys.executable))
-    blocked = next((p for p in reversed(real.parents) if not os.stat(p).st_mode & 0o001), None)
-    if blocked is None:
+    needed = [Path(os.path.realpath(sys.executable)), Path(sys.executable), ROOT,
+              *(Path(p) for p in sys.path if p and os.path.isdir(p))]
+    children: dict[Path, set[str]] = {}
+    for target in needed:
+        for parent in reversed(target.parents):
+            if not os.stat(parent).st_mode & 0o001:
+                children.setdefault(parent, set()).add(target.relative_to(parent).parts[0])
+    if not children:
         return setpriv
-    child = real.relative_to(blocked).parts[0]
-    stash = tempfile.mkdtemp(prefix="bg-stash-")
-    script = (f"mount --bind {blocked / child} {stash} && mount -t tmpfs -o mode=755 bg {blocked}"
-              f" && mkdir {blocked / child} && mount --move {stash} {blocked / child}"
-              ' && exec "$@"')
+    stashes = home.parent / "stash"
+    stashes.mkdir(exist_ok=True)
+    steps: list[str] = []
+    # Outer directories first: an inner blocked one is reached again through its re-bound
+    # parent.
+    for n, blocked in enumerate(sorted(children, key=lambda p: len(p.parts))):
+        moves: list[str] = []
+        for m, child in enumerate(sorted(children[blocked])):
+            source, stash = blocked / child, stashes / f"{n}-{m}"
+            make = "mkdir" if source.is_dir() else "touch"
+            stash.mkdir() if source.is_dir() else stash.touch()
+            steps.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(stash))}")
+            moves.append(f"{make} {shlex.quote(str(source))}"
+                          f" && mount --move {shlex.quote(str(stash))} {shlex.quote(str(source))}")
+        steps.append(f"mount -t tmpfs -o mode=755 bg {shlex.quote(str(blocked))}")
+        steps.extend(moves)
+    script = " && ".join([*steps, 'exec "$@"'])
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *setpriv]
 
 
