@@ -97,10 +97,15 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
 
 def fresh_app(vm: Vm) -> None:
     """The app's root as provisioning left it: no slot running, nothing deployed."""
+    # A command slot runs `bin/server` from its release directory: found by its cwd.
     vm.sh(f"sudo -n systemctl stop '{APP}@*.service' 2>/dev/null; "
-          f"sudo -n pkill -KILL -u vagrant -f '[/]srv/{APP}/' ; "
+          "sudo -n sh -c 'for p in /proc/[0-9]*; do "
+          f"case $(readlink $p/cwd) in /srv/{APP}/*) kill -KILL ${{p#/proc/}};; esac; "
+          "done'; "
           f"cd /srv/{APP} && sudo -n rm -rf releases slots bg shared run logs; "
           f"sudo -n rm -f /etc/systemd/system/{APP}@.service; true")
+    left = vm.sh("ss -Hltn '( sport = :4001 or sport = :4002 )'").stdout.strip()
+    assert left == "", left
 
 
 def test_the_vm_is_a_stock_debian_host(vm: Vm) -> None:

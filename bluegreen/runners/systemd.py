@@ -5,7 +5,7 @@ dies (``Restart=on-failure``). bg installs the template unit at `bg setup` (rend
 templates/systemd-unit.service.j2; the node runs as the deploy user and stops on SIGTERM).
 
 A non-root deploy user reaches systemd through sudo (``sudo -n``: never a password prompt):
-the commands it needs are :data:`SUDO_COMMANDS`, the rule the README gives.
+the commands it needs are the README's sudo rule for this runner.
 """
 
 from __future__ import annotations
@@ -123,11 +123,3 @@ def systemd_setup_script(paths: Layout, ports: dict[str, int]) -> str:
                  " echo 'warning: systemd is not running here'; fi")
     return "\n".join(parts)
 
-
-# What a non-root deploy user runs through sudo for runner "systemd" (APP: the app's name).
-SUDO_COMMANDS = (
-    "/usr/bin/systemctl start APP@*.service", "/usr/bin/systemctl stop APP@*.service",
-    "/usr/bin/systemctl daemon-reload",
-    "/usr/bin/install -m 0644 ROOT/bg/unit.service /etc/systemd/system/APP@.service",
-    "/usr/bin/journalctl -u APP@*.service *",
-)
