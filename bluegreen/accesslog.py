@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bluegreen.nginxconf import nginx_ident
 from bluegreen.shell import q
 
 # Tab-separated (nginx escapes a tab inside a value as \x09): time, status, every upstream
@@ -28,8 +29,6 @@ MAX_BYTES = 64 * 1024 * 1024
 def format_name(app: str) -> str:
     """The ``log_format`` name in the upstream file (the template spells it ``{{ ident }}_bg``):
     named after the app's nginx name, valid for any app name."""
-    from bluegreen.nginx import nginx_ident
-
     return f"{nginx_ident(app)}_bg"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from bluegreen import ports, sites
 from bluegreen.config import Config
-from bluegreen.nginx import nginx_ident
+from bluegreen.nginxconf import nginx_ident
 
 OK, FAIL, SKIP = "ok", "fail", "skip"
 

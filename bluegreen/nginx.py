@@ -37,6 +37,7 @@ from bluegreen.drain import parse_master as parse_master
 from bluegreen.drain import parse_old_workers as parse_old_workers
 from bluegreen.drain import reload_script as reload_script
 from bluegreen.errors import ConfigError
+from bluegreen.nginxconf import nginx_ident as nginx_ident
 from bluegreen.probe import Answer, ProbeError, Prober
 from bluegreen.resources import resource_dir
 from bluegreen.shell import ScriptExit, q, remove_files
@@ -47,17 +48,6 @@ if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need ne
 
 
 SLOT_HEADER = "X-BG-Slot"
-
-
-def nginx_ident(app: str) -> str:
-    """The app's name as nginx identifiers take it (``<ident>_live``, ``$<ident>_slot``).
-
-    nginx reads ``$my-shop_slot`` as the variable ``$my`` followed by text, so every
-    character outside ``[A-Za-z0-9_]`` (``-``; ``.`` in a directory name) becomes ``_``.
-    Two apps whose names differ only there collide: ``bg init`` and ``bg check`` refuse
-    the second on one nginx.
-    """
-    return re.sub(r"[^A-Za-z0-9_]", "_", app)
 
 
 @dataclass(frozen=True)

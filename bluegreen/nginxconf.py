@@ -175,3 +175,14 @@ def _listen(args: list[str]) -> Listen | None:
     address, _, port = spec.rpartition(":") if ":" in spec else (spec, "", "80")
     address = {"0.0.0.0": "*", "localhost": "127.0.0.1"}.get(address, address)
     return Listen(address, int(port) if port.isdigit() else 80, default)
+
+
+def nginx_ident(app: str) -> str:
+    """The app's name as nginx identifiers take it (``<ident>_live``, ``$<ident>_slot``).
+
+    nginx reads ``$my-shop_slot`` as the variable ``$my`` followed by text, so every
+    character outside ``[A-Za-z0-9_]`` (``-``; ``.`` in a directory name) becomes ``_``.
+    Two apps whose names differ only there collide: ``bg init`` and ``bg check`` refuse
+    the second on one nginx.
+    """
+    return re.sub(r"[^A-Za-z0-9_]", "_", app)

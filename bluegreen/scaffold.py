@@ -22,7 +22,7 @@ from typing import Any
 from bluegreen import ports, sites, tomlwriter
 from bluegreen.config import CONFIG_NAME, NAME_RE, RUNNERS
 from bluegreen.errors import ConfigError
-from bluegreen.nginx import nginx_ident
+from bluegreen.nginxconf import nginx_ident
 from bluegreen.resources import resource_dir
 
 ENV_NAME = "bluegreen.env"

@@ -52,6 +52,9 @@ class App:
         write_config(self.config, doc)
         self.doc = doc
         self.site = self.dir / "bluegreen-site.conf"
+        # The site bg init wrote logs under the root it put in the config (/srv/<app>).
+        self.site.write_text(self.site.read_text().replace(
+            f"/srv/{self.name}/logs/", f"{doc['app']['root']}/logs/"))
 
     @property
     def upstream(self) -> Path:

@@ -360,6 +360,8 @@ def _retire_notes(ctx: Context, step: Finish, outputs: Mapping[str, str],
             notes.append(f"{host}: nginx's old workers outlived [switch] drain_timeout"
                          f" ({sw.drain_timeout:g}s): {why} ({left or 'no detail'});"
                          " raise drain_timeout for longer requests")
+    if any("killed after" in out for out in outputs.values()):  # see stop_pid_script
+        note.append(f"killed what outlived stop_timeout ({ctx.config.app.stop_timeout:g}s)")
     return notes
 
 

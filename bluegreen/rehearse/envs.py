@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.errors import BgError
-from bluegreen.nginx import nginx_ident
+from bluegreen.nginxconf import nginx_ident
 
 LOW_PORT, HIGH_PORT = 10000, 20000  # below the ephemeral range (32768+), see DESIGN.md
 

@@ -26,6 +26,7 @@ from typing import Any
 from bluegreen.errors import ExitCode
 from bluegreen.loadclient import Connection, Load, window
 from bluegreen.rehearse import apps, report
+from bluegreen.rehearse.cleanup import kill_under
 from bluegreen.rehearse.envs import Environment, Prepared, RehearsalError
 from bluegreen.rehearse.steps import steps_for
 from bluegreen.wsload import SocketClients, allowed_by_steps
@@ -361,39 +362,6 @@ class Rehearsal:
         for problem in problems:
             self.say(f"cleanup: {problem}")
         return not problems
-
-
-def kill_under(path: Path, wait: float = 5.0) -> list[str]:
-    """SIGTERM, then SIGKILL, every process of ours that runs from under ``path``."""
-    def pids() -> list[int]:
-        found = []
-        prefix = str(path.resolve()) + "/"
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                    errors="replace")
-                links = []
-                for link in ("cwd", "exe"):
-                    with contextlib.suppress(OSError):
-                        links.append(os.readlink(f"/proc/{entry}/{link}") + "/")
-                if prefix in cmd or any(lk.startswith(prefix) for lk in links):
-                    found.append(int(entry))
-        return found
-
-    deadline = time.monotonic() + wait
-    sig = signal.SIGTERM
-    while (left := pids()):
-        if time.monotonic() > deadline:
-            if sig == signal.SIGKILL:
-                return [f"processes under {path} survived SIGKILL: {left}"]
-            sig, deadline = signal.SIGKILL, time.monotonic() + wait
-        for pid in left:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-        time.sleep(0.1)
-    return []
 
 
 def _short(arg: str) -> str:

@@ -39,7 +39,7 @@ from subprocess import Popen
 from types import TracebackType
 
 from bluegreen.accesslog import format_directive
-from bluegreen.nginx import nginx_ident
+from bluegreen.nginxconf import nginx_ident
 from bluegreen.sandbox import network
 from bluegreen.sandbox.host import SandboxHost, spawn, wait_up
 from bluegreen.sandbox.netns import (
