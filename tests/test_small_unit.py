@@ -262,10 +262,13 @@ def test_check_with_the_upstream_file_there_says_nothing_of_setup() -> None:
 def test_init_says_setup_comes_before_including_the_site(tmp_path: Path) -> None:
     from bluegreen.scaffold import SITE_NAME, scaffold
 
-    result = scaffold(tmp_path, app="shop", runner="command", force=False)
+    # Not this machine's nginx: its sites (e.g. Debian's default_server) add a hint first.
+    nginx_dir = tmp_path / "etc-nginx"
+    result = scaffold(tmp_path, app="shop", runner="command", force=False,
+                      nginx_dir=nginx_dir, listening=set())
     steps = result.hints[0]
     assert steps.index("bg setup") < steps.index(f"include {SITE_NAME}") \
-        < steps.index("bg check"), steps
+        < steps.index(f"{nginx_dir}/sites-enabled/") < steps.index("bg check"), steps
 
 
 # ------------------------------------------------------------------ bg remove (engine)
