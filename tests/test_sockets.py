@@ -218,6 +218,7 @@ def test_two_bg_sites_on_one_nginx_and_a_hyphenated_name(tmp_path: Path) -> None
     """Each site defines the same $bg_connection_upgrade map (nginx lets a map variable be
     defined again; these are identical): two apps' sites load together, and the map's name
     does not depend on the app's (a hyphen is no nginx identifier)."""
+    from bluegreen.accesslog import format_directive
     from bluegreen.sandbox.nginx import NginxServer
 
     server = NginxServer(prefix=tmp_path / "nginx", listen="127.0.0.1:18081", app="hello")
@@ -228,7 +229,7 @@ def test_two_bg_sites_on_one_nginx_and_a_hyphenated_name(tmp_path: Path) -> None
     for app in ("hello", "shop"):
         (tmp_path / "nginx" / "conf.d" / f"{app}.conf").write_text(
             f"upstream {app}_live {{ server 127.0.0.1:4001; }}\n"
-            f'map "" ${app}_slot {{ default "blue"; }}\n')
+            f'map "" ${app}_slot {{ default "blue"; }}\n' + format_directive(app))
     site = (tmp_path / "nginx" / "sites" / "hello.conf").read_text()
     assert site.count("map $http_upgrade $bg_connection_upgrade") == 1
     r = subprocess.run(server.argv("-t"), capture_output=True, text=True, check=False)
