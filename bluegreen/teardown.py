@@ -3,8 +3,9 @@ that keeps such a site valid, and the scripts that take the upstream file out of
 remove what `bg setup` made. Builders only build; ``ops/remove.py`` decides.
 
 What "traffic is live" means here: a file of nginx's configuration other than bg's own
-upstream file names the upstream or the variables that file defines (a site's
-``proxy_pass http://hello_live``, ``add_header X-BG-Slot $hello_slot``). Removing the
+upstream file names the upstream, the variables or the log formats that file defines (a
+site's ``proxy_pass http://hello_live``, ``add_header X-BG-Slot $hello_slot``,
+``access_log ... hello_bg``). Removing the
 upstream file under such a site would break ``nginx -t`` for every site on that nginx,
 so that is refused, or with ``--force`` the file becomes a stand-in that answers 503.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bluegreen.checks import dump_command
 from bluegreen.config import Config
@@ -23,6 +24,9 @@ from bluegreen.shell import ScriptExit, lines, q
 
 _UPSTREAM = re.compile(r"^\s*upstream\s+([A-Za-z0-9_]+)\s*\{", re.M)
 _VARIABLE = re.compile(r"^\s*map\s+\S+\s+\$([A-Za-z0-9_]+)\s*\{", re.M)
+# The whole directive, kept verbatim in the stand-in (a quoted part may hold ';').
+_LOG_FORMAT = re.compile(
+    r"""^[ \t]*(log_format\s+([A-Za-z0-9_]+)(?:[^;'"]|'[^']*'|"[^"]*")*;)""", re.M)
 _FILE = re.compile(r"^# configuration file (.+):$")
 
 
@@ -30,6 +34,12 @@ def defined_names(upstream: str | None) -> tuple[tuple[str, ...], tuple[str, ...
     """(upstream names, variable names) bg's upstream file defines."""
     text = upstream or ""
     return tuple(_UPSTREAM.findall(text)), tuple(_VARIABLE.findall(text))
+
+
+def defined_formats(upstream: str | None) -> dict[str, str]:
+    """log format name -> its ``log_format`` directive, as bg's upstream file defines them
+    (bg's site logs in the app's: ``access_log ... <ident>_bg``)."""
+    return {m.group(2): m.group(1) for m in _LOG_FORMAT.finditer(upstream or "")}
 
 
 def references_script(config: Config, names: Sequence[str]) -> str | None:
@@ -65,14 +75,17 @@ def parse_references(output: str, upstreams: Sequence[str], variables: Sequence[
     return {f: n for f, n in found.items() if n}
 
 
-def stand_in(config: Config, upstreams: Sequence[str], variables: Sequence[str]) -> str:
-    """An upstream file that keeps every name a site uses defined and answers 503 (from a
-    loopback server on the app's probe port, which the removed file held)."""
+def stand_in(config: Config, upstreams: Sequence[str], variables: Sequence[str],
+             formats: Mapping[str, str]) -> str:
+    """An upstream file that keeps every name a site uses defined (the log formats as they
+    were: a site still logs in them) and answers 503 (from a loopback server on the app's
+    probe port, which the removed file held)."""
     port = config.nginx.probe_port
     out = [f"# Left by `bg remove --force`: {config.app.name} was removed while a site still",
            "# used it. Remove that site from nginx, then run `bg remove` again to delete this.",
            *(f"upstream {u} {{ server 127.0.0.1:{port}; }}" for u in upstreams)]
     out += [f'map "" ${v} {{ default "removed"; }}' for v in variables]
+    out += list(formats.values())
     out += ["server {", f"    listen 127.0.0.1:{port};", "    access_log off;",
             "    default_type text/plain;",
             f'    return 503 "{config.app.name} was removed\\n";', "}", ""]

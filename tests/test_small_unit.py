@@ -262,10 +262,13 @@ def test_check_with_the_upstream_file_there_says_nothing_of_setup() -> None:
 def test_init_says_setup_comes_before_including_the_site(tmp_path: Path) -> None:
     from bluegreen.scaffold import SITE_NAME, scaffold
 
-    result = scaffold(tmp_path, app="shop", runner="command", force=False)
+    # Not this machine's nginx: its sites (e.g. Debian's default_server) add a hint first.
+    nginx_dir = tmp_path / "etc-nginx"
+    result = scaffold(tmp_path, app="shop", runner="command", force=False,
+                      nginx_dir=nginx_dir, listening=set())
     steps = result.hints[0]
     assert steps.index("bg setup") < steps.index(f"include {SITE_NAME}") \
-        < steps.index("bg check"), steps
+        < steps.index(f"{nginx_dir}/sites-enabled/") < steps.index("bg check"), steps
 
 
 # ------------------------------------------------------------------ bg remove (engine)
@@ -273,11 +276,15 @@ def test_init_says_setup_comes_before_including_the_site(tmp_path: Path) -> None
 
 def test_remove_finds_the_sites_that_use_the_upstream() -> None:
     from bluegreen import teardown
+    from bluegreen.accesslog import format_directive
 
     upstream = ('upstream my_shop_live {\n    server 127.0.0.1:4001;\n}\n'
-                'map "" $my_shop_slot {\n    default "blue";\n}\n')
+                'map "" $my_shop_slot {\n    default "blue";\n}\n'
+                + format_directive("my-shop"))
     ups, variables = teardown.defined_names(upstream)
     assert (ups, variables) == (("my_shop_live",), ("my_shop_slot",))
+    formats = teardown.defined_formats(upstream)
+    assert formats == {"my_shop_bg": format_directive("my-shop").strip()}
     dump = ("# configuration file /etc/nginx/conf.d/my-shop.bluegreen.conf:\n"
             "upstream my_shop_live {\n"
             "# configuration file /etc/nginx/sites-enabled/shop:\n"
@@ -286,12 +293,17 @@ def test_remove_finds_the_sites_that_use_the_upstream() -> None:
             "# configuration file /etc/nginx/sites-enabled/other:\n"
             "        # proxy_pass http://my_shop_live;\n"
             "        proxy_pass http://my_shop_live2;\n"
-            "        set $x ${my_shop_slot}x;\n")
-    uses = teardown.parse_references(dump, ups, variables,
+            "        set $x ${my_shop_slot}x;\n"
+            "# configuration file /etc/nginx/sites-enabled/logs:\n"
+            "    access_log /srv/my-shop/logs/nginx-access.log my_shop_bg;\n")
+    uses = teardown.parse_references(dump, (*ups, *formats), variables,
                                      "/etc/nginx/conf.d/my-shop.bluegreen.conf")
     assert uses == {"/etc/nginx/sites-enabled/shop": ["my_shop_live", "$my_shop_slot"],
-                    "/etc/nginx/sites-enabled/other": ["$my_shop_slot"]}
-    stand_in = teardown.stand_in(make_config(), ups, variables)
+                    "/etc/nginx/sites-enabled/other": ["$my_shop_slot"],
+                    "/etc/nginx/sites-enabled/logs": ["my_shop_bg"]}
+    stand_in = teardown.stand_in(make_config(), ups, variables, formats)
+    # a site logging in the app's format stays valid (nginx: unknown log format)
+    assert format_directive("my-shop").strip() in stand_in.splitlines()
     assert "upstream my_shop_live { server 127.0.0.1:14001; }" in stand_in
     assert 'map "" $my_shop_slot { default "removed"; }' in stand_in
     assert "return 503" in stand_in

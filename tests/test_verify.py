@@ -189,6 +189,7 @@ def test_count_script_counts_complete_lines_of_the_new_slot(tmp_path: Path) -> N
 def test_upstream_template_and_placeholders_define_the_same_format() -> None:
     from bluegreen.config import parse
     from bluegreen.nginx import render_upstream
+    from bluegreen.scaffold import render_site
 
     config = parse({"app": {"name": "hello-web", "root": "/srv/hw", "command": "x"},
                     "nginx": {"upstream_file": "/etc/nginx/conf.d/hw.conf"}}, Path("b.toml"))
@@ -196,8 +197,9 @@ def test_upstream_template_and_placeholders_define_the_same_format() -> None:
     assert accesslog.format_directive("hello-web").strip() in text.splitlines()
     provision = (ROOT / "nginx" / "provision.sh").read_text()
     assert accesslog.FORMAT in provision
-    site = (ROOT / "nginx" / "site.conf.j2").read_text()
-    assert accesslog.site_line("{{ app }}", "{{ access_log }}") in site
+    # The site template's {{ app }} is already the nginx identifier (render_site fills it in)
+    site = render_site("hello-web", root="/srv/hw")
+    assert accesslog.site_line("hello-web", accesslog.log_path("/srv/hw")) in site
 
 
 @pytest.mark.unit

@@ -85,10 +85,12 @@ def plan_host(ctx: Context, host: Host, obs: Observation, *, force: bool, purge:
     """Read-only: what removing the app does on ``host`` (one `nginx -T` round trip)."""
     config = ctx.config
     upstreams, variables = teardown.defined_names(obs.upstream)
-    script = teardown.references_script(config, [*upstreams, *variables])
+    # A log format is named like an upstream (`access_log PATH hello_bg;`).
+    names = (*upstreams, *teardown.defined_formats(obs.upstream))
+    script = teardown.references_script(config, [*names, *variables])
     uses = {} if script is None else teardown.parse_references(
         check(host.run(script), "reading nginx's configuration", host).stdout,
-        upstreams, variables, config.nginx.upstream_file)
+        names, variables, config.nginx.upstream_file)
     served = served_slot(config, obs.upstream)
     running = tuple(s for s in config.slots if obs.alive.get(s))
     h = HostRemoval(
@@ -145,8 +147,9 @@ def _execute(ctx: Context, session: Session, found: dict[str, HostRemoval], *, p
 
     def take_out(host: Host) -> None:
         p = found[host.name]
-        content = teardown.stand_in(config, *teardown.defined_names(
-            session.observed[host.name].upstream)) if p.stand_in else None
+        upstream = session.observed[host.name].upstream
+        content = teardown.stand_in(config, *teardown.defined_names(upstream),
+                                    teardown.defined_formats(upstream)) if p.stand_in else None
         result = session.run(host, teardown.nginx_script(config, content))
         if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
             raise SwitchError(
