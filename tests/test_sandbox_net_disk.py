@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen.accesslog import format_directive
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost
 from bluegreen.sandbox.network import switch_ports
 from tests import sandbox_fixtures
@@ -110,10 +111,12 @@ def test_lb_hosts_nginx_proxies_to_an_app_host_over_the_shared_network(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        # What bg would write on an LB: the upstream names the app host's shared address.
+        # What bg would write on an LB: the upstream names the app host's shared address,
+        # and defines the log format the site's access_log names.
         lb.srv(lb.nginx.upstream_file).write_text(
             f"upstream hello_live {{ server {app.shared_address}:4001; }}\n"
             'map "" $hello_slot { default "blue"; }\n'
+            + format_directive(lb.nginx.app)
         )
         subprocess.run(lb.exec_argv(lb.nginx.argv("-s", "reload")), check=True)
         deadline = time.monotonic() + 15
