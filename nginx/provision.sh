@@ -15,6 +15,12 @@
 #   (default template: /tmp/bg-site.conf.j2; SERVER_NAMES: space-separated, quoted as one)
 set -eu
 APP=${1:?app name}
+case "$APP" in
+  ''|*[!A-Za-z0-9_.-]*|[.-]*)
+    echo "provision.sh: app name '$APP' must be letters, digits, '.', '-' and '_'" >&2; exit 2;;
+esac
+# nginx's names (upstream, variables, log format) take [A-Za-z0-9_] only: bg's nginx_ident.
+IDENT=$(printf '%s' "$APP" | tr -c 'A-Za-z0-9_' '_')
 USER_NAME=${2:?deploy user}
 TEMPLATE=${3:-/tmp/bg-site.conf.j2}
 NAMES=${4:-}
@@ -47,9 +53,9 @@ UPSTREAM="/srv/$APP/nginx/$APP.bluegreen.conf"
 if [ ! -f "$UPSTREAM" ]; then
   # Until `bg setup`: a placeholder so the site's upstream exists.
   printf 'upstream %s_live { server 127.0.0.1:4001; }\nmap "" $%s_slot { default "none"; }\n' \
-    "$APP" "$APP" > "$UPSTREAM"
+    "$IDENT" "$IDENT" > "$UPSTREAM"
   # The site logs in bg's format (templates/upstream.conf.j2); it must exist before the site.
-  printf "log_format %s_bg '%s';\n" "$APP" \
+  printf "log_format %s_bg '%s';\n" "$IDENT" \
     '$msec\t$status\t$upstream_addr\t$upstream_status\t$remote_addr\t$request' >> "$UPSTREAM"
   chown "$USER_NAME:" "$UPSTREAM"
 fi
@@ -91,7 +97,7 @@ restore() {
   done
 }
 # The site, from the same template the sandbox uses (nginx/site.conf.j2), without Jinja.
-sed -e "s/{{ app }}/$APP/g" -e "s#{{ access_log }}#/srv/$APP/logs/nginx-access.log#g" -e "s/{{ listen }}/$LISTEN/g" -e "s/{{ server_name }}/$NAMES/g" -e "s/^\([[:space:]]*server_name\)[[:space:]][[:space:]]*_;/\1 $NAMES;/" -e '/^#/d' "$TEMPLATE" > "$SITE"
+sed -e "s/{{ app }}/$IDENT/g" -e "s#{{ access_log }}#/srv/$APP/logs/nginx-access.log#g" -e "s/{{ listen }}/$LISTEN/g" -e "s/{{ server_name }}/$NAMES/g" -e "s/^\([[:space:]]*server_name\)[[:space:]][[:space:]]*_;/\1 $NAMES;/" -e '/^#/d' "$TEMPLATE" > "$SITE"
 printf 'include /srv/%s/nginx/*.conf;\n' "$APP" > "$INCLUDE"
 ln -sfn "$SITE" "$ENABLED"
 if ! nginx -t; then

@@ -98,3 +98,18 @@ def test_provision_failure_names_the_host_and_step(make_sandbox: MakeSandbox) ->
     # step's own words reach the error.
     detail = info.value.detail
     assert "no-such-user-bg" in detail or "not installed on this machine: sudo" in detail, detail
+
+
+def test_provision_gives_a_hyphenated_app_valid_nginx_names(make_sandbox: MakeSandbox) -> None:
+    """`my-shop`'s placeholder upstream, log format and site use nginx's names (`my_shop_live`,
+    `$my_shop_slot`, `my_shop_bg`): with the raw name nginx refused them ("unknown "my"
+    variable"), so provisioning failed."""
+    sandbox = make_sandbox(1)
+    (host,) = sandbox.hosts
+    provision(host, app="my-shop")
+    inside = ssh(sandbox, host, "cat /srv/my-shop/nginx/my-shop.bluegreen.conf"
+                                " /etc/nginx/sites-available/my-shop; nginx -q -t && echo valid")
+    assert inside.returncode == 0, inside.stderr
+    text = inside.stdout
+    assert "upstream my_shop_live" in text and "$my_shop_slot" in text and "my_shop_bg" in text
+    assert "my-shop_" not in text and text.rstrip().endswith("valid")
