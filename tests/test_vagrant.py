@@ -47,7 +47,8 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     script = (ROOT / "nginx" / "provision.sh").read_text()
     sed_line = next(line for line in script.splitlines() if line.startswith("sed "))
     template = ROOT / "nginx" / "site.conf.j2"
-    cmd = sed_line.replace("$APP", "hello").replace("$IDENT", "hello").replace('"$TEMPLATE"', str(template))
+    cmd = sed_line.replace("$APP", "hello").replace("$IDENT", "hello")
+    cmd = cmd.replace('"$TEMPLATE"', str(template))
     cmd = cmd.split(" > ")[0].rstrip("\\ ")
     names = "app.example localhost 127.0.0.1"
     env = {**os.environ, "LISTEN": "80", "NAMES": names}
