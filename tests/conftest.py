@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Workspace, make_workspace, need, stop_workspace
+from tests.helpers import Workspace, make_workspace, need, serving
 from tests.operator_fixtures import stock  # noqa: F401  (registered once)
 from tests.sandbox_fixtures import isolated_home, make_sandbox, sandbox_1  # noqa: F401
 from tests.ssh_fixtures import (  # noqa: F401  (registered once: one session-wide sshd)
@@ -38,9 +38,5 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     need(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(),
          "nginx is not installed (apt-get install nginx-light)")
     ws = make_workspace(tmp_path)
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         yield ws
-    finally:
-        stop_workspace(ws)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,17 @@ def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "
         tmp / "bluegreen.toml", merge(document, parse_fragment(extra, "extra"))
     )
     return Workspace(tmp, config, nginx, root, {"blue": blue, "green": green}, listen)
+
+
+@contextlib.contextmanager
+def serving(ws: Workspace) -> Iterator[Workspace]:
+    """``ws`` set up by bg, its nginx started; every slot and nginx stopped afterwards."""
+    ws.bg("setup")
+    ws.nginx.start()
+    try:
+        yield ws
+    finally:
+        stop_workspace(ws)
 
 
 def stop_workspace(ws: Workspace) -> None:

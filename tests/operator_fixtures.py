@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Workspace, make_workspace, need, stop_workspace
+from tests.helpers import Workspace, make_workspace, need, serving
 
 STOCK_SITE = """\
 server {{
@@ -83,9 +83,5 @@ def stock_workspace(tmp: Path) -> Workspace:
 @pytest.fixture
 def stock(tmp_path: Path) -> Iterator[Workspace]:
     ws = stock_workspace(tmp_path)
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         yield ws
-    finally:
-        stop_workspace(ws)

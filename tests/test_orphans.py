@@ -30,7 +30,7 @@ from bluegreen.errors import ExitCode
 from bluegreen.runners.base import stop_pid_script
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, need, stop_workspace
+from tests.helpers import Workspace, make_workspace, need, serving
 from tests.sandbox_fixtures import MakeSandbox
 from tests.test_ssh_e2e import bg as ssh_bg
 from tests.test_ssh_e2e import through_nginx
@@ -204,12 +204,8 @@ def wrapped_workspace(tmp_path: Path, tag: str, *, deadline: float = 15.0) -> It
     ws = make_workspace(tmp_path, app_section={"runner": "command", "command": "bin/start",
                                                "env_file": str(env)},
                         health={"interval": 0.1, "timeout": 1.0, "deadline": deadline})
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         yield ws
-    finally:
-        stop_workspace(ws)
 
 
 @pytest.fixture

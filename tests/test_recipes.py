@@ -30,7 +30,7 @@ from bluegreen.config import parse as parse_config
 from bluegreen.errors import ArtifactError, ExitCode
 from bluegreen.runners.base import release_executable
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, need, stop_workspace
+from tests.helpers import Workspace, make_workspace, need, serving, stop_workspace
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -118,12 +118,8 @@ def config_workspace(tmp_path: Path, command: str, health_path: str) -> Iterator
     ws = make_workspace(tmp_path / "ws", app_section={"runner": "command", "command": command},
                         health={"path": health_path, "interval": 0.1, "timeout": 1.0,
                                 "deadline": 20.0})
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         yield ws
-    finally:
-        stop_workspace(ws)
 
 
 def as_release(built: Path, out: Path, version: str) -> Path:

@@ -25,7 +25,7 @@ import pytest
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.wsclient import WebSocket
 from bluegreen.wsload import SocketClients
-from tests.helpers import Workspace, make_workspace, stop_workspace
+from tests.helpers import Workspace, make_workspace, serving, stop_workspace
 
 
 def _greeting(ws: WebSocket) -> str:
@@ -45,12 +45,8 @@ def _settle(clients: SocketClients, n: int, timeout: float = 10) -> None:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Workspace]:
     ws = make_workspace(tmp_path, extra={"switch": {"drain_timeout": 20, "socket_grace": 1}})
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         yield ws
-    finally:
-        stop_workspace(ws)
 
 
 def test_upgrade_passes_and_plain_requests_keep_upstream_keepalive(site: Workspace,
