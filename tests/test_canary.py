@@ -16,6 +16,8 @@ from bluegreen.sandbox.sample import build_sample
 from tests.canary_helpers import per_client, shares
 from tests.helpers import Workspace, make_workspace, stop_workspace
 
+pytestmark = pytest.mark.nginx
+
 
 def _ws(tmp_path: Path, **verify: object) -> Workspace:
     ws = make_workspace(tmp_path, extra={"verify": verify} if verify else "")

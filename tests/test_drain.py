@@ -265,6 +265,7 @@ done"""
     assert all(_title(p) == "nginx: worker process" for p in kids)
 
 
+@pytest.mark.unit
 def test_no_master_found_is_reported(tmp_path: Path) -> None:
     # a config no running nginx uses: every method fails, and the script says so
     cfg = _config(tmp_path, pid_file=str(tmp_path / "none.pid"),
@@ -275,6 +276,7 @@ def test_no_master_found_is_reported(tmp_path: Path) -> None:
     assert nginx.parse_old_workers(out) == []
 
 
+@pytest.mark.nginx
 def test_drain_waits_for_the_port_to_go_quiet() -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

@@ -165,6 +165,8 @@ def elixir_ws(tmp_path: Path) -> Iterator[Workspace]:
         ws.nginx.stop()
 
 
+@pytest.mark.elixir
+@pytest.mark.nginx
 def test_elixir_local_cycle(elixir_ws: Workspace, releases: dict[str, Path]) -> None:
     ws = elixir_ws
     marker = str(ws.root)
@@ -185,6 +187,8 @@ def test_elixir_local_cycle(elixir_ws: Workspace, releases: dict[str, Path]) -> 
     assert ws.status()["ok"] is True
 
 
+@pytest.mark.elixir
+@pytest.mark.nginx
 def test_failing_migration_aborts_before_switch(elixir_ws: Workspace,
                                                 releases: dict[str, Path]) -> None:
     ws = elixir_ws
@@ -205,6 +209,8 @@ def test_failing_migration_aborts_before_switch(elixir_ws: Workspace,
     assert '"step": "hook", "time"' not in journal or '"outcome": "failed"' in journal
 
 
+@pytest.mark.elixir
+@pytest.mark.nginx
 def test_slow_boot_is_waited_for(elixir_ws: Workspace, releases: dict[str, Path]) -> None:
     ws = elixir_ws
     ws.bg("deploy", str(releases["1"]))
@@ -216,6 +222,7 @@ def test_slow_boot_is_waited_for(elixir_ws: Workspace, releases: dict[str, Path]
     assert ws.get().text.startswith("hello v4.0.0 slot=hello_green")
 
 
+@pytest.mark.elixir
 def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
                          releases: dict[str, Path]) -> None:
     sandbox = make_sandbox(1)
@@ -253,6 +260,7 @@ def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
     assert cookie.read_text() not in out and "elixir-secret-9431" not in out
 
 
+@pytest.mark.unit
 def test_systemd_unit(tmp_path: Path) -> None:
     """The template unit: text checked always, `systemd-analyze verify` where available."""
     from bluegreen import config

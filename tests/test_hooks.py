@@ -21,6 +21,8 @@ from bluegreen.errors import ExitCode
 from bluegreen.sandbox.sample import build_sample
 from tests.helpers import Workspace, make_workspace, need
 
+pytestmark = pytest.mark.nginx
+
 ENV_KEYS = ("BG_APP", "BG_VERSION", "BG_SLOT", "BG_PORT", "BG_PREVIOUS_VERSION", "BG_HOSTS",
             "BG_TARGET", "BG_OPERATION")
 

@@ -142,6 +142,7 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.elixir
 def test_cli_in_a_mix_new_project(tmp_path: Path) -> None:
     if shutil.which("mix") is None:
         pytest.skip("elixir (mix) is not installed")

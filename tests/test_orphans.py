@@ -136,6 +136,7 @@ sleep 3601
 STUBBORN = b"trap '' TERM\n" + PLAIN
 
 
+@pytest.mark.nginx
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_ends_every_process_of_the_session(tmp_path: Path, shell: str) -> None:
     sid = _start_session(tmp_path, PLAIN)
@@ -153,6 +154,7 @@ def test_stop_ends_every_process_of_the_session(tmp_path: Path, shell: str) -> N
         subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
+@pytest.mark.nginx
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_kills_the_whole_session_after_stop_timeout_and_says_so(
         tmp_path: Path, shell: str) -> None:
@@ -169,6 +171,7 @@ def test_stop_kills_the_whole_session_after_stop_timeout_and_says_so(
         subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
+@pytest.mark.nginx
 def test_stop_finds_the_session_after_its_leader_died(tmp_path: Path) -> None:
     """A start script that crashed (or was killed alone, as before this fix) leaves its
     children in the session: the next stop of the slot ends them."""
@@ -213,6 +216,7 @@ def wrapped(tmp_path: Path, tag: str) -> Iterator[Workspace]:
     yield from wrapped_workspace(tmp_path, tag, deadline=3.0)
 
 
+@pytest.mark.nginx
 def test_retire_rollback_and_three_deploys_leave_nothing(wrapped: Workspace, tag: str,
                                                         tmp_path: Path) -> None:
     ws, arts = wrapped, tmp_path / "arts"
@@ -230,6 +234,7 @@ def test_retire_rollback_and_three_deploys_leave_nothing(wrapped: Workspace, tag
     assert ws.status()["ok"]
 
 
+@pytest.mark.nginx
 def test_failed_health_gate_leaves_nothing(wrapped: Workspace, tag: str, tmp_path: Path
                                            ) -> None:
     ws, arts = wrapped, tmp_path / "arts"
@@ -242,6 +247,7 @@ def test_failed_health_gate_leaves_nothing(wrapped: Workspace, tag: str, tmp_pat
     assert "hello 3.0.0 slot=green" in ws.get().text
 
 
+@pytest.mark.nginx
 def test_interrupted_deploy_leaves_nothing(tmp_path: Path, tag: str) -> None:
     for ws in wrapped_workspace(tmp_path, tag):
         arts = tmp_path / "arts"
@@ -262,6 +268,7 @@ def test_interrupted_deploy_leaves_nothing(tmp_path: Path, tag: str) -> None:
         assert "hello 1.0.0 slot=blue" in ws.get().text
 
 
+@pytest.mark.nginx
 def test_what_ignores_sigterm_is_killed_after_stop_timeout_and_bg_says_so(
         tmp_path: Path, tag: str) -> None:
     for ws in wrapped_workspace(tmp_path, tag):
@@ -282,6 +289,7 @@ def _leader(tag: str, slot: str) -> int:
     return next(pid for pid, comm, _ in tagged(tag, slot) if comm == "start")
 
 
+@pytest.mark.nginx
 def test_status_and_check_name_a_slots_leftovers(wrapped: Workspace, tag: str,
                                                  tmp_path: Path) -> None:
     ws = wrapped

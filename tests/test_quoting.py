@@ -233,6 +233,7 @@ def test_every_builder_quotes_hostile_values(
 # Runs every script (~25 per example; the nginx discovery scans /proc): not in the fast tier.
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.nginx
 @given(root=HOSTILE, upstream=HOSTILE, pid_file=HOSTILE, version=HOSTILE)
 def test_no_injected_command_runs(
     tmp_path: Path, sandbox: Sandbox, root: str, upstream: str, pid_file: str, version: str

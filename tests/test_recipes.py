@@ -146,6 +146,7 @@ def python_release(tmp_path: Path) -> Path:
     return project / "myapp-1.0.0.tar.gz"
 
 
+@pytest.mark.nginx
 def test_python_venv_recipe_deploys_through_nginx(python_release: Path, tmp_path: Path
                                                    ) -> None:
     with tarfile.open(python_release) as tar:
@@ -180,6 +181,7 @@ process.on("SIGTERM", () => process.exit(0));
 """
 
 
+@pytest.mark.nginx
 def test_node_recipe_deploys_through_nginx(tmp_path: Path) -> None:
     need(shutil.which("node") is not None and shutil.which("npm") is not None, "no node/npm")
     project = tmp_path / "project"
@@ -220,6 +222,7 @@ def _tar(path: Path, files: dict[str, tuple[bytes, int]], prefix: str = "") -> P
     return path
 
 
+@pytest.mark.nginx
 def test_any_port_app_from_the_readme_deploys(tmp_path: Path) -> None:
     command = 'python3 -m http.server "$PORT" --bind "$BG_BIND"'
     assert f"`command = '{command}'`" in README.read_text()
@@ -249,6 +252,7 @@ def _refused_before_upload(ws: Workspace, art: Path, *words: str) -> str:
     return out
 
 
+@pytest.mark.nginx
 def test_a_release_without_the_command_is_refused_before_upload(start_sh: Workspace,
                                                                 tmp_path: Path) -> None:
     ws, arts = start_sh, tmp_path / "arts"
@@ -306,6 +310,7 @@ def test_what_a_release_must_hold_follows_links_and_runners(tmp_path: Path) -> N
                                         member("bin/shop", link="../lib/shop")), need=elixir)
 
 
+@pytest.mark.nginx
 def test_a_start_without_the_command_is_no_health_failure(start_sh: Workspace,
                                                           tmp_path: Path) -> None:
     """The release is already on the host, so nothing is uploaded or checked before: the
@@ -325,6 +330,7 @@ def test_a_start_without_the_command_is_no_health_failure(start_sh: Workspace,
     assert ws.status()["hosts"][0]["version"] == "2.0.0"
 
 
+@pytest.mark.nginx
 def test_a_failed_gate_shows_this_starts_log_only(tmp_path: Path) -> None:
     need(os.path.exists("/usr/sbin/nginx"), "nginx is not installed")
     ws = make_workspace(tmp_path, health={"interval": 0.1, "timeout": 1.0, "deadline": 3.0})

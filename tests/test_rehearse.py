@@ -123,6 +123,7 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.nginx
 def test_local_rehearsal_as_an_unprivileged_user(shared_dir: Path) -> None:
     need(os.access(NGINX_BIN, os.X_OK), "nginx is not installed")
     need(shutil.which("setpriv") is not None or os.geteuid() != 0, "setpriv is missing")
@@ -220,6 +221,7 @@ class OwnNamespaces:
         return out
 
 
+@pytest.mark.root
 def test_sandbox_rehearsal_with_two_hosts(tmp_path: Path) -> None:
     need_root()
     with OwnNamespaces(tmp_path) as namespaces:
@@ -255,6 +257,7 @@ def _user_project(where: Path, app: str = "shop") -> tuple[Path, list[Path]]:
     return path, arts
 
 
+@pytest.mark.nginx
 def test_rehearsal_of_the_users_artifacts_and_config(tmp_path: Path) -> None:
     need(os.access(NGINX_BIN, os.X_OK), "nginx is not installed")
     config, arts = _user_project(tmp_path)
@@ -275,6 +278,7 @@ def test_rehearsal_of_the_users_artifacts_and_config(tmp_path: Path) -> None:
             : 5 if data["plot"] else 4])
 
 
+@pytest.mark.nginx
 def test_one_user_artifact_is_rehearsed_as_two_versions(tmp_path: Path) -> None:
     need(os.access(NGINX_BIN, os.X_OK), "nginx is not installed")
     _, arts = _user_project(tmp_path)
@@ -285,6 +289,7 @@ def test_one_user_artifact_is_rehearsed_as_two_versions(tmp_path: Path) -> None:
         "4.1.0", "4.1.0-b", "4.1.0-b-refused"]
 
 
+@pytest.mark.unit
 def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
     code, _, stderr = rehearse("--local", str(tmp_path / "nope.tar.gz"), cwd=tmp_path)
     assert code != 0 and "no such release tarball" in stderr
@@ -313,7 +318,8 @@ def _processes_mentioning(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("where", ["--sandbox", "--local"])
+@pytest.mark.parametrize("where", [pytest.param("--sandbox", marks=pytest.mark.root),
+                                   pytest.param("--local", marks=pytest.mark.nginx)])
 def test_sigint_in_the_middle_leaves_nothing_behind(tmp_path: Path, where: str) -> None:
     need(os.access(NGINX_BIN, os.X_OK), "nginx is not installed")
     if where == "--sandbox":

@@ -22,7 +22,6 @@ make_sandbox = sandbox_fixtures.make_sandbox
 sandbox_1 = sandbox_fixtures.sandbox_1
 isolated_home = sandbox_fixtures.isolated_home
 
-pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[1]
 
 # An HTTP GET from inside a host: "<status> <X-BG-Slot> <body>", or "refused".
@@ -178,6 +177,7 @@ def test_teardown_leaves_nothing(make_sandbox: MakeSandbox) -> None:
     assert not (sandbox.workdir / "sandbox.json").exists()
 
 
+@pytest.mark.root
 def test_failed_start_cleans_up_what_it_made(tmp_path: Path) -> None:
     need_root()
     # Stands in for sshd: notes nginx's pid (nginx is up by then), then fails.
@@ -225,6 +225,7 @@ def test_srv_maps_inside_paths_only(tmp_path: Path) -> None:
             host.srv(outside)
 
 
+@pytest.mark.root
 def test_command_line_up_and_down(tmp_path: Path) -> None:
     need_root()
     workdir = tmp_path / "cli"

@@ -19,7 +19,6 @@ from tests.sandbox_fixtures import MakeSandbox, mountinfo_sources
 
 make_sandbox = sandbox_fixtures.make_sandbox
 
-pytestmark = pytest.mark.root
 
 # Listens on argv[1]:argv[2], says "ready", then answers each connection with its hostname.
 _LISTENER = """\

@@ -53,6 +53,7 @@ def secret_workspace(tmp_path: Path) -> Workspace:
     return ws
 
 
+@pytest.mark.nginx
 def test_env_file_secret_never_printed_or_journaled(secret_workspace: Workspace,
                                                     tmp_path: Path) -> None:
     ws = secret_workspace

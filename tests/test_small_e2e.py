@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bluegreen.sandbox.sample import build_sample
 from tests.helpers import Workspace
 
@@ -114,6 +116,7 @@ def test_check_with_nginx_stopped_says_nginx_is_not_running(stock: Workspace,
         other.stop()
 
 
+@pytest.mark.nginx
 def test_check_before_setup_says_to_run_setup(tmp_path: Path) -> None:
     import shutil
 

@@ -49,6 +49,7 @@ def site(tmp_path: Path) -> Iterator[Workspace]:
         yield ws
 
 
+@pytest.mark.nginx
 def test_upgrade_passes_and_plain_requests_keep_upstream_keepalive(site: Workspace,
                                                                    tmp_path: Path) -> None:
     site.bg("deploy", str(build_sample(tmp_path / "a", "1.0.0")))
@@ -66,6 +67,7 @@ def test_upgrade_passes_and_plain_requests_keep_upstream_keepalive(site: Workspa
     assert 1 <= len(out.splitlines()) <= 2, out
 
 
+@pytest.mark.nginx
 def test_stream_is_not_buffered(site: Workspace, tmp_path: Path) -> None:
     site.bg("deploy", str(build_sample(tmp_path / "a", "1.0.0")))
     conn = http.client.HTTPConnection("127.0.0.1", site.listen_port, timeout=10)
@@ -79,6 +81,7 @@ def test_stream_is_not_buffered(site: Workspace, tmp_path: Path) -> None:
     conn.close()
 
 
+@pytest.mark.nginx
 def test_deploy_with_open_sockets_does_not_wait_drain_timeout(site: Workspace,
                                                               tmp_path: Path) -> None:
     arts = tmp_path / "a"
@@ -100,6 +103,7 @@ def test_deploy_with_open_sockets_does_not_wait_drain_timeout(site: Workspace,
     assert "drain timed out" not in out
 
 
+@pytest.mark.nginx
 def test_stream_and_slow_post_in_flight_finish(site: Workspace, tmp_path: Path) -> None:
     arts = tmp_path / "a"
     site.bg("deploy", str(build_sample(arts, "1.0.0")))
@@ -149,6 +153,7 @@ def test_stream_and_slow_post_in_flight_finish(site: Workspace, tmp_path: Path) 
     assert "4 connections still open on blue" in out, out  # 3 sockets, the stream
 
 
+@pytest.mark.nginx
 def test_app_ignoring_sigterm_is_killed_and_said(tmp_path: Path) -> None:
     site = make_workspace(tmp_path, extra={"switch": {"drain_timeout": 20,
                                                       "socket_grace": 0.5}},
@@ -179,6 +184,7 @@ def test_app_ignoring_sigterm_is_killed_and_said(tmp_path: Path) -> None:
         stop_workspace(site)
 
 
+@pytest.mark.nginx
 def test_ctrl_c_during_the_wait_and_the_next_deploy(tmp_path: Path) -> None:
     site = make_workspace(tmp_path, extra={"switch": {"drain_timeout": 60,
                                                       "socket_grace": 0.5}},
@@ -214,6 +220,7 @@ def test_ctrl_c_during_the_wait_and_the_next_deploy(tmp_path: Path) -> None:
         stop_workspace(site)
 
 
+@pytest.mark.nginx
 def test_two_bg_sites_on_one_nginx_and_a_hyphenated_name(tmp_path: Path) -> None:
     """Each site defines the same $bg_connection_upgrade map (nginx lets a map variable be
     defined again; these are identical): two apps' sites load together, and the map's name
@@ -236,6 +243,7 @@ def test_two_bg_sites_on_one_nginx_and_a_hyphenated_name(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.nginx
 def test_the_site_bg_init_writes_passes_upgrades(tmp_path: Path) -> None:
     from bluegreen.scaffold import SITE_NAME, scaffold
 

@@ -34,6 +34,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE = FIXTURES / "vagrant-ssh-config.txt"
 
 
+@pytest.mark.nginx
 def test_vagrantfile_validates() -> None:
     need(shutil.which("vagrant") is not None, "vagrant is not installed (apt-get install vagrant)")
     proc = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True,
@@ -42,6 +43,7 @@ def test_vagrantfile_validates() -> None:
     assert "validated successfully" in proc.stdout
 
 
+@pytest.mark.unit
 def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     """provision.sh renders nginx/site.conf.j2 with sed; it must equal the Jinja rendering."""
     script = (ROOT / "nginx" / "provision.sh").read_text()
@@ -63,6 +65,7 @@ def test_provisioned_site_matches_the_sandbox_site(tmp_path: Path) -> None:
     assert "X-BG-Slot $hello_slot" in rendered and "{{" not in rendered
 
 
+@pytest.mark.unit
 def test_ssh_config_to_target(tmp_path: Path) -> None:
     hosts = parse_ssh_config(FIXTURE.read_text())
     assert [(h.name, h.spec) for h in hosts] == [("default", "vagrant@127.0.0.1:2222")]
@@ -80,6 +83,7 @@ def test_ssh_config_to_target(tmp_path: Path) -> None:
     assert target.host_key_policy == "strict"
 
 
+@pytest.mark.unit
 def test_ssh_config_garbage() -> None:
     with pytest.raises(ConfigError, match="no Host block"):
         parse_ssh_config("")
@@ -130,6 +134,7 @@ def _standin(tmp_path: Path) -> dict[str, str]:
             "VAGRANT_DEFAULT_PROVIDER": "standin"}
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("shape", ["libvirt", "tabs"])
 def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
     need_root()
@@ -163,6 +168,7 @@ def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
     assert not (tmp_path / "vm" / "running").exists()
 
 
+@pytest.mark.root
 def test_a_running_vm_is_used_and_left_running(tmp_path: Path) -> None:
     need_root()
     env = _standin(tmp_path)

@@ -57,6 +57,7 @@ def _deploy_under_load(ws: Workspace, artifact: Path, *args: str
     return proc.returncode, proc.stdout, load, returned
 
 
+@pytest.mark.nginx
 def test_failing_release_is_undone_within_the_window(ws: Workspace, tmp_path: Path) -> None:
     ws.bg("deploy", str(build_sample(tmp_path / "a", "1.0.0")), "--no-verify")
     bad = build_sample(tmp_path / "b", "2.0.0", fail_share=0.3)
@@ -84,6 +85,7 @@ def test_failing_release_is_undone_within_the_window(ws: Workspace, tmp_path: Pa
     assert codes <= {500}
 
 
+@pytest.mark.nginx
 def test_good_release_passes_its_window_under_load(ws: Workspace, tmp_path: Path) -> None:
     ws.bg("deploy", str(build_sample(tmp_path / "a", "1.0.0")), "--no-verify")
     code, out, load, _ = _deploy_under_load(ws, build_sample(tmp_path / "b", "2.0.0"))
@@ -97,6 +99,7 @@ def test_good_release_passes_its_window_under_load(ws: Workspace, tmp_path: Path
     assert ws.status()["hosts"][0]["version"] == "2.0.0"
 
 
+@pytest.mark.nginx
 def test_no_verify_skips_the_window(ws: Workspace, tmp_path: Path) -> None:
     ws.bg("deploy", str(build_sample(tmp_path / "a", "1.0.0")))
     proc = ws.bg("deploy", str(build_sample(tmp_path / "b", "2.0.0", fail_share=0.5)),
@@ -105,6 +108,7 @@ def test_no_verify_skips_the_window(ws: Workspace, tmp_path: Path) -> None:
     assert ws.status()["hosts"][0]["version"] == "2.0.0"
 
 
+@pytest.mark.nginx
 def test_failing_probe_path_undoes_without_traffic(tmp_path: Path) -> None:
     """No real traffic at all: a `paths` probe through nginx decides."""
     ws = _workspace(tmp_path, window=3.0, paths=["/health", "/"])
@@ -120,6 +124,7 @@ def test_failing_probe_path_undoes_without_traffic(tmp_path: Path) -> None:
         stop_workspace(ws)
 
 
+@pytest.mark.nginx
 def test_site_without_the_log_line_is_judged_by_probes(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, extra={"verify": {"window": 2.0, "interval": 0.5}})
     site = ws.nginx.prefix / "sites" / "hello.conf"
