@@ -12,6 +12,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -54,14 +55,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="print the seconds each tier took (./dev test)")
 
 
-def tiers_of(item: pytest.Item) -> set[str]:
+class Marked(Protocol):
+    """What the tier rule reads of a test item."""
+
+    @property
+    def nodeid(self) -> str: ...
+
+    def iter_markers(self) -> Iterator[pytest.Mark]: ...
+
+
+def tiers_of(item: Marked) -> set[str]:
     """The tiers ``item`` is in: its marks and those its fixtures imply."""
     marked = {m.name for m in item.iter_markers() if m.name in TIERS}
     names = getattr(item, "fixturenames", ())
     return marked | {FIXTURE_TIERS[name] for name in names if name in FIXTURE_TIERS}
 
 
-def tier_problem(item: pytest.Item, tiers: set[str]) -> str | None:
+def tier_problem(item: Marked, tiers: set[str]) -> str | None:
     if not tiers:
         return (f"{item.nodeid}: no tier; mark it with one of {', '.join(TIERS)} "
                 f"(or use a fixture of tests/conftest.py FIXTURE_TIERS)")

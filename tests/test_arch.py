@@ -1,4 +1,10 @@
-"""Architecture guards: no import cycle among bluegreen's modules, no module over 400 lines.
+"""Architecture guards on bluegreen/: no import cycle, no module over 350 lines, no function
+over 50 lines, no ``lbs`` outside the config and the nginx tier, no runner name outside runners/.
+
+Each size and placement guard keeps a PENDING set: today's offenders, which other work is
+fixing. A guard fails for any offender not in its set, and ``test_pending_entries_still_offend``
+fails for an entry that no longer offends, so the sets only shrink: drop the entry when the fix
+lands.
 
 Imports are read with ``ast`` from every module under bluegreen/, wherever they are written:
 at the top, inside functions or inside ``try``. Only imports under ``if TYPE_CHECKING:`` are
@@ -11,6 +17,7 @@ that re-exports its submodules would otherwise always be a cycle.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,14 +27,75 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "bluegreen"
-MAX_LINES = 400
+MAX_LINES = 350
+MAX_FUNCTION_LINES = 50
+# Where the topology (load balancers or not) may be spelled out.
+LBS_ALLOWED = ("bluegreen/config/", "bluegreen/sandbox/config.py", "bluegreen/ops/tier.py",
+               "bluegreen/ops/lbtier.py")
+RUNNER_NAMES = frozenset({"systemd", "elixir"})
+# Where a runner may be named; cli/tools.py has `bg init`'s option help.
+RUNNER_ALLOWED = ("bluegreen/runners/", "bluegreen/config/", "bluegreen/cli/tools.py")
 
-# Files someone is splitting in parallel work: a guard that fails only because of these is an
-# expected failure until the split lands; anything else fails. Name a file here (with the work
-# that splits it) only for the time being, and drop it when that lands.
-PENDING_SPLITS: frozenset[str] = frozenset({
-    "bluegreen/ops/steps.py",  # 404 lines on main: the lead's ops/ rewrite (issue 13)
-})
+# Today's offenders ("file" or "file::function"), being fixed in parallel work (issue 20).
+PENDING: dict[str, frozenset[str]] = {
+    "module lines": frozenset({
+        "bluegreen/checks.py", "bluegreen/config/__init__.py", "bluegreen/loadclient.py",
+        "bluegreen/nginx.py", "bluegreen/ops/plan.py", "bluegreen/ops/steps.py",
+        "bluegreen/rehearse/run.py", "bluegreen/sandbox/hosts.py",
+    }),
+    "function lines": frozenset({
+        "bluegreen/checks.py::evaluate", "bluegreen/config/__init__.py::_targets",
+        "bluegreen/config/__init__.py::parse", "bluegreen/drain.py::drain_script",
+        "bluegreen/drain.py::master_discovery_script", "bluegreen/health.py::wait_healthy",
+        "bluegreen/loadclient.py::client_loop", "bluegreen/ops/admin.py::host_status",
+        "bluegreen/ops/admin.py::setup", "bluegreen/ops/executor.py::execute",
+        "bluegreen/ops/steps.py::_start", "bluegreen/ops/steps.py::finish",
+        "bluegreen/ops/switch.py::switch", "bluegreen/rehearse/run.py::Rehearsal._report",
+        "bluegreen/rehearse/run.py::Rehearsal._run",
+        "bluegreen/rehearse/vagrantenv.py::VagrantEnv.start",
+        "bluegreen/sandbox/config.py::sandbox_config", "bluegreen/scaffold.py::scaffold",
+        "bluegreen/ssh.py::SshHost._exec",
+    }),
+    "lbs": frozenset({
+        "bluegreen/cli/run.py::run",
+        "bluegreen/ops/admin.py::host_status", "bluegreen/ops/admin.py::lb_status",
+        "bluegreen/ops/admin.py::setup", "bluegreen/ops/admin.py::setup.one",
+        "bluegreen/ops/admin.py::status",
+        "bluegreen/ops/canary.py::hold", "bluegreen/ops/canary.py::hold.one",
+        "bluegreen/ops/canary.py::judge", "bluegreen/ops/canary.py::plan_abort",
+        "bluegreen/ops/canary.py::plan_canary", "bluegreen/ops/canary.py::render",
+        "bluegreen/ops/canary.py::running", "bluegreen/ops/canary.py::status",
+        "bluegreen/ops/canary.py::status.count",
+        "bluegreen/ops/core.py::Context", "bluegreen/ops/core.py::Context.__post_init__",
+        "bluegreen/ops/core.py::Context.close", "bluegreen/ops/core.py::Context.runner",
+        "bluegreen/ops/core.py::open_lbs",
+        "bluegreen/ops/deploy.py::_dry_run", "bluegreen/ops/deploy.py::deploy.make",
+        "bluegreen/ops/deploy.py::rollback.make", "bluegreen/ops/deploy.py::switch.make",
+        "bluegreen/ops/executor.py::_switch_back",
+        "bluegreen/ops/plan.py::Finish", "bluegreen/ops/plan.py::Finish.describe",
+        "bluegreen/ops/plan.py::Switch", "bluegreen/ops/plan.py::Switch.describe",
+        "bluegreen/ops/plan.py::_assemble", "bluegreen/ops/plan.py::plan_deploy",
+        "bluegreen/ops/plan.py::plan_rollback", "bluegreen/ops/plan.py::plan_switch",
+        "bluegreen/ops/promote.py::promote", "bluegreen/ops/remove.py::remove",
+        "bluegreen/ops/session.py::Session.__enter__",
+        "bluegreen/ops/session.py::Session._lock_one",
+        "bluegreen/ops/session.py::Session._reconcile",
+        "bluegreen/ops/session.py::Session._recover", "bluegreen/ops/session.py::Session.host",
+        "bluegreen/ops/session.py::Session.hosts",
+        "bluegreen/ops/session.py::observation_script", "bluegreen/ops/session.py::observe",
+        "bluegreen/ops/steps.py::_start.one", "bluegreen/ops/steps.py::finish",
+        "bluegreen/ops/steps.py::stop_started", "bluegreen/ops/switch.py::switch",
+        "bluegreen/ops/verify.py::_addresses", "bluegreen/ops/verify.py::_nginx_hosts",
+        "bluegreen/ops/verify.py::settle", "bluegreen/ops/verify.py::watch",
+        "bluegreen/ops/watchsteps.py::Hold", "bluegreen/ops/watchsteps.py::Verify",
+        "bluegreen/ops/watchsteps.py::Verify.describe",
+    }),
+    "runner names": frozenset({
+        "bluegreen/ops/admin.py::setup.one", "bluegreen/ops/logs.py::sources.one",
+        "bluegreen/rehearse/apps.py::elixir", "bluegreen/scaffold.py::scaffold",
+        "bluegreen/teardown.py::files_script",
+    }),
+}
 
 
 def module_files(package: Path = PACKAGE) -> dict[str, Path]:
@@ -142,17 +210,88 @@ def _one_cycle(graph: Mapping[str, Iterable[str]], group: set[str]) -> list[str]
         seen.add(nexts[0])
 
 
-def _offending_files(cycles: list[list[str]], modules: Mapping[str, Path]) -> set[str]:
-    return {str(modules[m].relative_to(REPO)) for cycle in cycles for m in cycle}
+def _definitions(tree: ast.AST) -> Iterable[tuple[str, ast.AST]]:
+    """``(qualified name, node)`` of every function and class, outer ones first."""
+    stack: list[tuple[str, ast.AST]] = [("", tree)]
+    while stack:
+        prefix, node = stack.pop(0)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                yield prefix + child.name, child
+                stack.append((f"{prefix}{child.name}.", child))
+            else:
+                stack.append((prefix, child))
 
 
-def _fail_or_pending(problems: list[str], files: set[str]) -> None:
-    if not problems:
-        return
-    message = "\n".join(problems)
-    if files <= PENDING_SPLITS:
-        pytest.xfail(f"only files being split elsewhere ({', '.join(sorted(files))}):\n{message}")
-    pytest.fail(message)
+def _owners(tree: ast.AST) -> dict[int, str]:
+    """``id(node) -> qualified name`` of the innermost function or class holding it."""
+    owner: dict[int, str] = {}
+    stack: list[tuple[str | None, ast.AST]] = [(None, tree)]
+    while stack:
+        name, node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            name = f"{name}.{node.name}" if name else node.name
+        if name is not None:
+            owner[id(node)] = name
+        stack.extend((name, child) for child in ast.iter_child_nodes(node))
+    return owner
+
+
+def _identifier(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.arg | ast.keyword):
+        return node.arg
+    return None
+
+
+def _offences(path: Path, rel: str) -> dict[str, dict[str, str]]:
+    """What ``path`` (``rel`` from the repo) breaks, per guard: ``{where: why}``."""
+    text = path.read_text()
+    tree = ast.parse(text, rel)
+    lines = text.splitlines()
+    found: dict[str, dict[str, str]] = {guard: {} for guard in PENDING}
+    if len(lines) > MAX_LINES:
+        found["module lines"][rel] = f"{len(lines)} lines (at most {MAX_LINES})"
+    for name, node in _definitions(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found["function lines"][f"{rel}::{name}"] = (
+                    f"{length} lines (at most {MAX_FUNCTION_LINES})")
+    owner = _owners(tree)
+    for node in ast.walk(tree):
+        where = f"{rel}::{owner[id(node)]}" if id(node) in owner else rel
+        line = getattr(node, "lineno", 0)
+        if _identifier(node) == "lbs" and not rel.startswith(LBS_ALLOWED):
+            found["lbs"][where] = f"line {line} names lbs"
+        # A runner name as a runner name: on a line that speaks of the runner.
+        if (isinstance(node, ast.Constant) and node.value in RUNNER_NAMES
+                and "runner" in lines[line - 1] and not rel.startswith(RUNNER_ALLOWED)):
+            found["runner names"][where] = f"line {line} names runner {node.value!r}"
+    return found
+
+
+def offenders(guard: str, package: Path = PACKAGE) -> dict[str, str]:
+    """``{"file" or "file::function": why}`` for what breaks ``guard`` in ``package``."""
+    return _all_offences(package)[guard]
+
+
+@functools.cache
+def _all_offences(package: Path) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {guard: {} for guard in PENDING}
+    for path in module_files(package).values():
+        for guard, where in _offences(path, str(path.relative_to(package.parent))).items():
+            found[guard].update(where)
+    return found
+
+
+def _only_pending(guard: str, advice: str) -> None:
+    new = {where: why for where, why in offenders(guard).items()
+           if where not in PENDING[guard]}
+    assert not new, "\n".join(f"{where}: {why}; {advice}" for where, why in sorted(new.items()))
 
 
 # -- the guard's own machinery, on graphs made up for the purpose -----------------------------
@@ -181,27 +320,62 @@ def test_imports_inside_functions_and_relative_imports_count(tmp_path: Path) -> 
     assert find_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.a"]]
 
 
+def test_each_guard_names_its_offenders_and_spares_the_allowed_places(tmp_path: Path) -> None:
+    pkg = tmp_path / "bluegreen"
+    for sub in ("ops", "config", "runners"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    body = "".join(f"        x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (pkg / "ops" / "big.py").write_text(
+        "class Tier:\n    def long(self) -> None:\n" + body + "\n" * (MAX_LINES - 55)
+        + "def short(cfg):\n    def one(lbs):\n        return cfg.app.runner == 'systemd'\n"
+        + "    return one\n")
+    (pkg / "ops" / "ok.py").write_text(
+        "def fine(app):\n    return app == 'elixir'  # the rehearsal's app\n")
+    (pkg / "config" / "__init__.py").write_text(
+        "def f(t):\n    return t.lbs, {'runner': 'elixir'}\n")
+    (pkg / "runners" / "__init__.py").write_text("def f(c):\n    return c.runner == 'systemd'\n")
+    assert offenders("module lines", pkg) == {"bluegreen/ops/big.py": "351 lines (at most 350)"}
+    assert offenders("function lines", pkg) == {
+        "bluegreen/ops/big.py::Tier.long": "51 lines (at most 50)"}
+    assert offenders("lbs", pkg) == {"bluegreen/ops/big.py::short.one": "line 349 names lbs"}
+    assert offenders("runner names", pkg) == {
+        "bluegreen/ops/big.py::short.one": "line 350 names runner 'systemd'"}
+
+
 # -- the guards --------------------------------------------------------------------------------
 
 
 def test_no_import_cycle_among_bluegreen_modules() -> None:
-    modules = module_files()
     graph = import_graph()
     assert "bluegreen.ops.core" in graph and graph["bluegreen.runners"]  # it read the tree
-    cycles = find_cycles(graph)
-    problems = ["import cycle: " + " -> ".join(cycle) for cycle in cycles]
-    _fail_or_pending(problems, _offending_files(cycles, modules))
+    assert ["import cycle: " + " -> ".join(cycle) for cycle in find_cycles(graph)] == []
 
 
-def test_no_module_over_400_lines() -> None:
-    long = {
-        str(path.relative_to(REPO)): n
-        for path in module_files().values()
-        if (n := len(path.read_text().splitlines())) > MAX_LINES
-    }
-    problems = [f"{f}: {n} lines (at most {MAX_LINES}; split it by concern)"
-                for f, n in sorted(long.items())]
-    _fail_or_pending(problems, set(long))
+def test_no_module_over_350_lines() -> None:
+    _only_pending("module lines", "split it by concern")
+
+
+def test_no_function_over_50_lines() -> None:
+    _only_pending("function lines", "split it into steps")
+
+
+def test_no_lbs_outside_the_config_and_the_nginx_tier() -> None:
+    """Topology is asked in one place, the nginx tier, not at every call site."""
+    _only_pending("lbs", "ask the nginx tier instead")
+
+
+def test_no_runner_name_outside_runners() -> None:
+    """What differs between runners is behind the runner protocol (bluegreen/runners/)."""
+    _only_pending("runner names", "widen the runner protocol instead")
+
+
+@pytest.mark.parametrize("guard", sorted(PENDING))
+def test_pending_entries_still_offend(guard: str) -> None:
+    """A fix landed: drop its entry, so the guard holds the ground gained."""
+    stale = sorted(PENDING[guard] - offenders(guard).keys())
+    assert not stale, f"no longer offending; drop from PENDING[{guard!r}]: {stale}"
 
 
 def test_ops_formats_no_shell() -> None:
