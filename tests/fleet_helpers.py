@@ -7,25 +7,20 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bluegreen.loadclient import Load, ok, outcome_name
 from bluegreen.sandbox.hosts import SandboxHost
+from tests.helpers import run_bg
 
 
 def bg(config: Path, *args: str, check: bool = True, timeout: float = 180,
        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **(extra_env or {})}
-    env["HOME"] = str(config.parent)  # never the operator's real ~/.ssh
-    env.pop("SSH_AUTH_SOCK", None)
-    proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"bg {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    """bg over SSH with the config's folder as $HOME (never the operator's real ~/.ssh)."""
+    return run_bg(*args, config=config, env={**os.environ, **(extra_env or {})},
+                  home=config.parent, timeout=timeout, check=check)
 
 
 def bg_json(config: Path, *args: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Shared test plumbing: free ports, a real nginx + bg workspace on this machine."""
+"""Shared test plumbing: bg as a subprocess, the skip-or-fail rule, free ports, a real nginx +
+bg workspace on this machine."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,37 @@ REQUIRE_ROOT = os.environ.get("BG_REQUIRE_ROOT_TESTS") == "1"
 
 
 def need(condition: bool, reason: str) -> None:
-    """Skip when ``condition`` fails, or fail when CI demands every test run."""
+    """Skip when ``condition`` fails, or fail when CI demands every test run
+    (``BG_REQUIRE_ROOT_TESTS=1``): tests that need root, tools or Elixir never vanish there."""
     if condition:
         return
     if REQUIRE_ROOT:
         pytest.fail(f"required test cannot run: {reason} (BG_REQUIRE_ROOT_TESTS=1)")
     pytest.skip(reason)
+
+
+def bg_argv(*args: str, config: Path | None = None) -> list[str]:
+    """bg's command line as a subprocess: this interpreter, so this checkout's package."""
+    return [sys.executable, "-m", "bluegreen", *(("-c", str(config)) if config else ()), *args]
+
+
+def run_bg(*args: str, config: Path | None = None, cwd: Path | None = None,
+           env: Mapping[str, str] | None = None, home: Path | None = None,
+           timeout: float = 180, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """bg run to its end, its output captured. ``home`` replaces $HOME and drops the SSH
+    agent, so SSH never reads or writes the operator's real ~/.ssh. ``check``: a non-zero
+    exit is an AssertionError showing both streams."""
+    environ = dict(os.environ if env is None else env)
+    if home is not None:
+        environ["HOME"] = str(home)
+        environ.pop("SSH_AUTH_SOCK", None)
+    proc = subprocess.run(bg_argv(*args, config=config), capture_output=True, text=True,
+                          cwd=cwd, env=environ, timeout=timeout, stdin=subprocess.DEVNULL,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bg {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
 
 
 def free_port(low: int = 20000, high: int = 30000) -> int:
@@ -64,19 +91,7 @@ class Workspace:
     def bg(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bluegreen", "-c", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.dir,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"bg {' '.join(args)} exited {proc.returncode}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-            )
-        return proc
+        return run_bg(*args, config=self.config, cwd=self.dir, timeout=timeout, check=check)
 
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.bg("--json", "status", check=False).stdout)["result"]
@@ -145,10 +160,6 @@ def serving(ws: Workspace) -> Iterator[Workspace]:
 
 def stop_workspace(ws: Workspace) -> None:
     """Stop every slot bg started in the workspace, then its nginx."""
-    import contextlib
-    import os
-    import signal
-
     for pidfile in (ws.root / "run").glob("*.pid"):
         with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
             os.killpg(int(pidfile.read_text().strip()), signal.SIGKILL)

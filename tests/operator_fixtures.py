@@ -7,14 +7,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import Workspace, make_workspace, need, serving
+from tests.helpers import Workspace, make_workspace, need, run_bg, serving
 
 STOCK_SITE = """\
 server {{
@@ -28,9 +27,7 @@ server {{
 
 def bg(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bluegreen", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return run_bg(*args, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def envelope(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

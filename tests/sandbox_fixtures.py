@@ -8,7 +8,6 @@ vanish silently. Every sandbox a test made is torn down after it, pass or fail.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -18,18 +17,13 @@ import pytest
 from fabric import Config, Connection
 
 from bluegreen.sandbox.hosts import Sandbox, SandboxError, SandboxHost, require_root_or_skip_reason
-
-REQUIRE_ROOT_ENV = "BG_REQUIRE_ROOT_TESTS"
+from tests.helpers import need
 
 
 def need_root() -> None:
     """Skip the test when sandbox hosts cannot run here; fail instead when CI requires them."""
     reason = require_root_or_skip_reason()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_ROOT_ENV) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_ROOT_ENV}=1: root tests must not skip)")
-    pytest.skip(reason)
+    need(reason is None, reason or "")
 
 
 class MakeSandbox(Protocol):

@@ -24,21 +24,16 @@ import pytest
 
 from bluegreen.sandbox.sshd import SSHD_BIN, Sshd, keygen, write_authorized_keys
 from bluegreen.ssh import SshHost
+from tests.helpers import need
 
 SSH_ADDRESS = "127.0.0.61"  # the shared sshd
 FRESH_ADDRESS = "127.0.0.62"  # sshds whose host keys the tests change
 
 
 def require_root() -> None:
-    missing = None
-    if os.geteuid() != 0:
-        missing = "needs root to start a throwaway sshd"
-    elif not Path(SSHD_BIN).exists() or shutil.which("ssh-keygen") is None:
-        missing = f"needs {SSHD_BIN} and ssh-keygen (openssh-server)"
-    if missing:
-        if os.environ.get("BG_REQUIRE_ROOT_TESTS") == "1":
-            pytest.fail(f"{missing} (BG_REQUIRE_ROOT_TESTS=1)")
-        pytest.skip(missing)
+    need(os.geteuid() == 0, "needs root to start a throwaway sshd")
+    need(Path(SSHD_BIN).exists() and shutil.which("ssh-keygen") is not None,
+         f"needs {SSHD_BIN} and ssh-keygen (openssh-server)")
 
 
 def free_port(address: str, start: int) -> int:

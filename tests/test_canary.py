@@ -14,7 +14,7 @@ from bluegreen.errors import ExitCode
 from bluegreen.loadclient import Load
 from bluegreen.sandbox.sample import build_sample
 from tests.canary_helpers import per_client, shares
-from tests.helpers import Workspace, make_workspace, stop_workspace
+from tests.helpers import Workspace, bg_argv, make_workspace, stop_workspace
 
 pytestmark = pytest.mark.nginx
 
@@ -136,14 +136,13 @@ def test_a_crash_during_a_canary_is_recovered_by_the_next_operation(
         ws: Workspace, tmp_path: Path, boundary: str) -> None:
     import os
     import subprocess
-    import sys
 
     art = build_sample(tmp_path / "b", "2.0.0")
     with _load(ws) as load:
         time.sleep(0.5)
         proc = subprocess.run(
-            [sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy", "--canary",
-             "40", str(art)], env={**os.environ, "BG_FAILPOINT": f"{boundary}:kill"},
+            bg_argv("deploy", "--canary", "40", str(art), config=ws.config),
+            env={**os.environ, "BG_FAILPOINT": f"{boundary}:kill"},
             capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == -9, proc.stderr
         # The killed canary was never recorded (its backup file is there): the next
@@ -160,7 +159,6 @@ def test_a_crash_while_a_recorded_canary_is_judged_leaves_it_for_abort(
         tmp_path: Path) -> None:
     import signal
     import subprocess
-    import sys
 
     ws = _ws(tmp_path, interval=0.5)
     try:
@@ -168,8 +166,8 @@ def test_a_crash_while_a_recorded_canary_is_judged_leaves_it_for_abort(
         with _load(ws) as load:
             time.sleep(0.5)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy",
-                 "--canary", "40", "--promote-after", "60", str(art)],
+                bg_argv("deploy", "--canary", "40", "--promote-after", "60", str(art),
+                        config=ws.config),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             # Recorded: the canary's upstream is live and its switch's backup file gone.
             upstream = Path(ws.nginx.upstream_file)

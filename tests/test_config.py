@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bluegreen import config
 from bluegreen.errors import ConfigError, ExitCode
+from tests.helpers import run_bg
 
 pytestmark = pytest.mark.unit
 
@@ -110,8 +109,7 @@ def test_cli_exit_code_2_and_nothing_touched(tmp_path: Path) -> None:
     (tmp_path / "bluegreen.toml").write_text(
         BASE.replace("/srv/hello", str(root)) + "[slots]\nblue = 4001\ngreen = 4001\n"
     )
-    proc = subprocess.run([sys.executable, "-m", "bluegreen", "setup"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = run_bg("setup", cwd=tmp_path)
     assert proc.returncode == ExitCode.USAGE
     assert "slots.blue and slots.green must be different ports" in proc.stderr
     assert not root.exists()

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from bluegreen.ops.executor import BOUNDARIES
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace
+from tests.helpers import Workspace, bg_argv
 from tests.test_load_short import Clients
 
 
@@ -30,7 +29,7 @@ def start_bg(ws: Workspace, *args: str, failpoint: str = "") -> subprocess.Popen
     if failpoint:
         env["BG_FAILPOINT"] = failpoint
     return subprocess.Popen(
-        [sys.executable, "-m", "bluegreen", "-c", str(ws.config), *args],
+        bg_argv(*args, config=ws.config),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ws.dir,
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ import pytest
 from bluegreen.errors import ExitCode
 from bluegreen.sandbox.config import sandbox_config
 from tests.elixir_release import build_release, elixir_available
-from tests.helpers import Workspace, make_workspace, need
+from tests.helpers import Workspace, make_workspace, need, run_bg
 from tests.sandbox_fixtures import MakeSandbox
 
 ELIXIR_APP = (
@@ -230,14 +229,9 @@ def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
     (tmp_path / ".env.production").write_text("SECRET_KEY_BASE=elixir-secret-9431\n")
     config = sandbox_config(sandbox, tmp_path / "bluegreen.toml", app_section=ELIXIR_APP,
                             health=HEALTH, extra=HOOKS)
-    env = {**os.environ, "HOME": str(tmp_path)}
 
     def bg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
-                              capture_output=True, text=True, env=env, timeout=300)
-        if check:
-            assert proc.returncode == 0, proc.stderr
-        return proc
+        return run_bg(*args, config=config, home=tmp_path, timeout=300, check=check)
 
     bg("setup")
 

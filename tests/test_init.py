@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from bluegreen import config
 from bluegreen.errors import ConfigError
 from bluegreen.scaffold import ENV_NAME, SITE_NAME, read_mix, scaffold
+from tests.helpers import run_bg
 
 SHOP_MIX = """\
 defmodule Shop.MixProject do
@@ -150,13 +150,11 @@ def test_cli_in_a_mix_new_project(tmp_path: Path) -> None:
                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MIX_HOME":
                         str(tmp_path / ".mix")})
     project = tmp_path / "shop"
-    proc = subprocess.run([sys.executable, "-m", "bluegreen", "init"], cwd=project,
-                          capture_output=True, text=True)
+    proc = run_bg("init", cwd=project)
     assert proc.returncode == 0, proc.stderr
     assert "app shop (runner elixir, version 0.1.0)" in proc.stdout
     data = tomllib.loads((project / "bluegreen.toml").read_text())
     assert (data["app"]["name"], data["app"]["runner"]) == ("shop", "elixir")
-    again = subprocess.run([sys.executable, "-m", "bluegreen", "init"], cwd=project,
-                           capture_output=True, text=True)
+    again = run_bg("init", cwd=project)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert "--force" in again.stderr

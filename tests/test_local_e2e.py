@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -19,7 +18,7 @@ import httpx
 from bluegreen.errors import ExitCode
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.state import _process_start
-from tests.helpers import Workspace
+from tests.helpers import Workspace, bg_argv
 
 
 def answer(ws: Workspace) -> tuple[str, str | None]:
@@ -216,7 +215,7 @@ def test_concurrent_deploys_one_wins(workspace: Workspace, tmp_path: Path) -> No
     slow = build_sample(tmp_path / "art", "1.0.0", boot_delay=1.5)
     other = build_sample(tmp_path / "art", "2.0.0")
     first = subprocess.Popen(
-        [sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy", str(slow)],
+        bg_argv("deploy", str(slow), config=ws.config),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 10

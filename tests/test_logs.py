@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from bluegreen import logtail
 from bluegreen.host import LocalHost
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace
+from tests.helpers import Workspace, bg_argv
 from tests.operator_fixtures import envelope, stock  # noqa: F401  (fixture)
 
 
@@ -71,7 +70,7 @@ def test_logs_per_slot_and_follow(stock: Workspace, tmp_path: Path) -> None:  # 
     assert bad.returncode == 2 and "--slot must be one of" in bad.stderr
 
     follower = subprocess.Popen(
-        [sys.executable, "-m", "bluegreen", "-c", str(ws.config), "logs", "-f", "-n", "0"],
+        bg_argv("logs", "-f", "-n", "0", config=ws.config),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)  # the follower took its starting position

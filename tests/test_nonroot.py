@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,23 +33,13 @@ from tests.debian_host import (
     stat_state,
     title,
 )
+from tests.fleet_helpers import bg
 
 __all__ = ["debian_host"]
 
 pytestmark = pytest.mark.root
 
 SUDOERS = f"/etc/sudoers.d/bg-{DEPLOY}"
-
-
-def bg(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["HOME"] = str(config.parent)  # never the operator's real ~/.ssh
-    env.pop("SSH_AUTH_SOCK", None)
-    proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=180, env=env, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"bg {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def get(d: DebianHost, host_header: str | None = None) -> httpx.Response:

@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -30,7 +29,7 @@ from bluegreen.errors import ExitCode
 from bluegreen.runners.base import stop_pid_script
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, need, serving
+from tests.helpers import Workspace, bg_argv, make_workspace, need, serving
 from tests.sandbox_fixtures import MakeSandbox
 from tests.test_ssh_e2e import bg as ssh_bg
 from tests.test_ssh_e2e import through_nginx
@@ -253,8 +252,8 @@ def test_interrupted_deploy_leaves_nothing(tmp_path: Path, tag: str) -> None:
         arts = tmp_path / "arts"
         ws.bg("deploy", str(build_wrapped(arts, "1.0.0")))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy",
-             str(build_wrapped(arts, "2.0.0", boot_delay=5.0))],
+            bg_argv("deploy", str(build_wrapped(arts, "2.0.0", boot_delay=5.0)),
+                    config=ws.config),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ws.dir)
         deadline = time.monotonic() + 20
         while not any(c == "python3" for _, c, _ in tagged(tag, "green")):
@@ -345,8 +344,7 @@ def test_over_ssh_retire_gate_rollback_interrupt_leave_nothing(
     run_env = {**os.environ, "HOME": str(tmp_path)}
     run_env.pop("SSH_AUTH_SOCK", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bluegreen", "-c", str(config), "deploy",
-         str(build_wrapped(arts, "5.0.0", boot_delay=5.0))],
+        bg_argv("deploy", str(build_wrapped(arts, "5.0.0", boot_delay=5.0)), config=config),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env)
     deadline = time.monotonic() + 30
     while not any(c == "python3" for _, c, _ in tagged(tag, "blue")):

@@ -26,7 +26,7 @@ import pytest
 from bluegreen.sandbox.nginx import NGINX_BIN
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.tomlwriter import dumps
-from tests.helpers import need
+from tests.helpers import bg_argv, need
 from tests.sandbox_fixtures import need_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def bg_env(**extra: str) -> dict[str, str]:
 
 def rehearse(*args: str, cwd: Path, env: dict[str, str] | None = None, prefix: list[str] | None
              = None, timeout: float = 240) -> tuple[int, dict[str, Any], str]:
-    argv = [*(prefix or []), sys.executable, "-m", "bluegreen", "rehearse", "--json", *args]
+    argv = [*(prefix or []), *bg_argv("rehearse", "--json", *args)]
     proc = subprocess.run(argv, cwd=cwd, env=env or bg_env(), capture_output=True, text=True,
                           timeout=timeout, check=False)
     try:
@@ -328,7 +328,7 @@ def test_sigint_in_the_middle_leaves_nothing_behind(tmp_path: Path, where: str) 
     tmp.mkdir()
     namespaces = OwnNamespaces(tmp).__enter__()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bluegreen", "rehearse", where, "--hosts", "2"], cwd=tmp_path,
+        bg_argv("rehearse", where, "--hosts", "2"), cwd=tmp_path,
         env=bg_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     assert proc.stdout is not None

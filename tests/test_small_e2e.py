@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace
+from tests.helpers import Workspace, bg_argv
 
 
 def _background(ws: Workspace, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bluegreen", "-c", str(ws.config), *args],
+    return subprocess.Popen(bg_argv(*args, config=ws.config),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -53,8 +52,8 @@ def test_history_is_a_line_per_operation_with_the_user_name(workspace: Workspace
     ws = workspace
     env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME")}
     for version in ("1.0.0", "2.0.0"):  # as cron or CI runs it: no terminal, no $USER
-        subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(ws.config), "deploy",
-                        str(build_sample(tmp_path / "art", version))], env=env, check=True,
+        subprocess.run(bg_argv("deploy", str(build_sample(tmp_path / "art", version)),
+                               config=ws.config), env=env, check=True,
                        capture_output=True, start_new_session=True)
     ws.bg("switch")
     out = ws.bg("history").stdout.splitlines()

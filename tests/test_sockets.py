@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pytest
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.wsclient import WebSocket
 from bluegreen.wsload import SocketClients
-from tests.helpers import Workspace, make_workspace, serving, stop_workspace
+from tests.helpers import Workspace, bg_argv, make_workspace, serving, stop_workspace
 
 
 def _greeting(ws: WebSocket) -> str:
@@ -124,8 +123,8 @@ def test_stream_and_slow_post_in_flight_finish(site: Workspace, tmp_path: Path) 
                  b"Content-Length: 4096\r\n\r\n" + b"x" * 1000)
     time.sleep(0.3)
     deploy = subprocess.Popen(
-        [sys.executable, "-m", "bluegreen", "-c", str(site.config), "-v", "deploy",
-         str(build_sample(arts, "2.0.0"))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        bg_argv("-v", "deploy", str(build_sample(arts, "2.0.0")), config=site.config),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     upstream = Path(site.nginx.upstream_file)
     deadline = time.monotonic() + 30
@@ -197,9 +196,8 @@ def test_ctrl_c_during_the_wait_and_the_next_deploy(tmp_path: Path) -> None:
         clients = SocketClients([("127.0.0.1", site.listen_port)], count=2)
         clients.start()
         deploy = subprocess.Popen(
-            [sys.executable, "-m", "bluegreen", "-c", str(site.config), "deploy",
-             str(build_sample(arts, "2.0.0"))], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+            bg_argv("deploy", str(build_sample(arts, "2.0.0")), config=site.config),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(4)  # switched, blue ignored its SIGTERM: bg waits for it
         deploy.send_signal(signal.SIGINT)
         out, _ = deploy.communicate(timeout=60)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from bluegreen.errors import ExitCode
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost
 from bluegreen.sandbox.sample import build_sample
+from tests.helpers import run_bg
 from tests.sandbox_fixtures import MakeSandbox
 
 SECRET = "s3cr3t-value-never-printed-4242"
@@ -22,14 +21,8 @@ SECRET = "s3cr3t-value-never-printed-4242"
 
 def bg(config: Path, *args: str, check: bool = True, home: Path | None = None
        ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["HOME"] = str(home or config.parent)  # never the operator's real ~/.ssh
-    env.pop("SSH_AUTH_SOCK", None)
-    proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=180, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"bg {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    """bg over SSH; $HOME is ``home`` or the config's folder, never the operator's own."""
+    return run_bg(*args, config=config, home=home or config.parent, check=check)
 
 
 def through_nginx(host: SandboxHost) -> tuple[str, str | None]:

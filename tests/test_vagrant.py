@@ -25,7 +25,7 @@ import pytest
 from bluegreen import config
 from bluegreen.errors import ConfigError
 from bluegreen.vagrant import parse_ssh_config, target_toml
-from tests.helpers import need
+from tests.helpers import bg_argv, need
 from tests.sandbox_fixtures import need_root
 from tests.test_rehearse import EXPECTED_EXITS, OwnNamespaces
 
@@ -142,8 +142,7 @@ def test_rehearsal_on_the_vagrant_standin(tmp_path: Path, shape: str) -> None:
     workdir = tmp_path / "work"
     with OwnNamespaces(tmp_path / "vm") as namespaces:
         proc = subprocess.run(
-            [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json",
-             "--workdir", str(workdir)],
+            bg_argv("rehearse", "--vagrant", "--json", "--workdir", str(workdir)),
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
@@ -176,7 +175,7 @@ def test_a_running_vm_is_used_and_left_running(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json"],
+            bg_argv("rehearse", "--vagrant", "--json"),
             cwd=tmp_path, env=env | {"TMPDIR": str(tmp_path)}, capture_output=True, text=True,
             timeout=240, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]

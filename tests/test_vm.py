@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import pytest
 from bluegreen.rehearse.envs import Prepared
 from bluegreen.rehearse.vagrantenv import VagrantEnv
 from bluegreen.tomlwriter import dumps
-from tests.helpers import need
+from tests.helpers import bg_argv, need, run_bg
 from tests.test_rehearse import EXPECTED_EXITS
 
 pytestmark = pytest.mark.vm
@@ -62,11 +61,9 @@ class Vm:
 
     def bg(self, config: Path, *args: str, timeout: float = 600.0
            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), *args],
-                              capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=self.workdir, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "PYTHONPATH": str(ROOT),
-                                   "HOME": str(self.workdir / "home")})
+        return run_bg(*args, config=config, cwd=self.workdir, timeout=timeout,
+                      env={**os.environ, "PYTHONPATH": str(ROOT),
+                           "HOME": str(self.workdir / "home")})
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +137,8 @@ def test_rehearsal_with_the_command_runner(vm: Vm, tmp_path: Path) -> None:
     """`bg rehearse --vagrant` on this VM (joined, used, left running): PASS, 0 failed."""
     fresh_app(vm)
     proc = subprocess.run(
-        [sys.executable, "-m", "bluegreen", "rehearse", "--vagrant", "--json", "--workdir",
-         str(tmp_path / "work"), "--out", str(tmp_path)],
+        bg_argv("rehearse", "--vagrant", "--json", "--workdir", str(tmp_path / "work"),
+                "--out", str(tmp_path)),
         cwd=tmp_path, env={**vm.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         timeout=1500, check=False, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-4000:]
