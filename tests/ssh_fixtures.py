@@ -131,30 +131,30 @@ def make_sshd(
     return Sshd(workdir, address, port, authorized, permit_open=permit)
 
 
-@pytest.fixture(scope="session")
-def sshd(
-    tmp_path_factory: pytest.TempPathFactory, authorized: Path, web_port: int, closed_port: int
-) -> Iterator[Sshd]:
-    server = make_sshd(
-        tmp_path_factory.mktemp("sshd"), SSH_ADDRESS, authorized, web_port, closed_port
-    )
+def running(server: Sshd) -> Iterator[Sshd]:
+    """``server`` started for the fixture's life, stopped after, pass or fail."""
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(
+    tmp_path_factory: pytest.TempPathFactory, authorized: Path, web_port: int, closed_port: int
+) -> Iterator[Sshd]:
+    yield from running(make_sshd(
+        tmp_path_factory.mktemp("sshd"), SSH_ADDRESS, authorized, web_port, closed_port
+    ))
 
 
 @pytest.fixture
 def fresh_sshd(
     tmp_path: Path, authorized: Path, web_port: int, closed_port: int
 ) -> Iterator[Sshd]:
-    server = make_sshd(tmp_path / "sshd", FRESH_ADDRESS, authorized, web_port, closed_port)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(make_sshd(tmp_path / "sshd", FRESH_ADDRESS, authorized, web_port,
+                                 closed_port))
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ after_switch hook with rollback_on_failure switches back.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 
 from bluegreen.errors import ExitCode
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, need
+from tests.helpers import Workspace, make_workspace, need, serving
 
 pytestmark = pytest.mark.nginx
 
@@ -46,15 +43,8 @@ def hooked(tmp_path: Path) -> Iterator[tuple[Workspace, Path]]:
         "on_failure": [recorder(log, "on_failure", local=True)],
     }
     ws = make_workspace(tmp_path, extra={"hooks": hooks})
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         yield ws, log
-    finally:
-        for pidfile in (ws.root / "run").glob("*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-        ws.nginx.stop()
 
 
 def entries(log: Path) -> list[dict[str, str]]:

@@ -30,7 +30,7 @@ from bluegreen.config import parse as parse_config
 from bluegreen.errors import ArtifactError, ExitCode
 from bluegreen.runners.base import release_executable
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, need, serving, stop_workspace
+from tests.helpers import Workspace, make_workspace, need, serving
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -334,9 +334,7 @@ def test_a_start_without_the_command_is_no_health_failure(start_sh: Workspace,
 def test_a_failed_gate_shows_this_starts_log_only(tmp_path: Path) -> None:
     need(os.path.exists("/usr/sbin/nginx"), "nginx is not installed")
     ws = make_workspace(tmp_path, health={"interval": 0.1, "timeout": 1.0, "deadline": 3.0})
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         arts = tmp_path / "arts"
         for version in ("1.0.0", "2.0.0"):
             ws.bg("deploy", str(build_sample(arts, version)))
@@ -346,5 +344,3 @@ def test_a_failed_gate_shows_this_starts_log_only(tmp_path: Path) -> None:
         assert "crashing on purpose" in out
         assert "sample 1.0.0 listening" not in out, out  # blue's earlier run
         assert "sample 1.0.0 listening" in (ws.root / "logs" / "blue.log").read_text()
-    finally:
-        stop_workspace(ws)

@@ -8,7 +8,6 @@ tests/test_ssh_e2e.py::test_host_keys. Added here only the deploy case.)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -24,7 +23,7 @@ from bluegreen.layout import Layout
 from bluegreen.runners.elixir import cookie_script
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, need
+from tests.helpers import Workspace, make_workspace, need, serving
 from tests.sandbox_fixtures import MakeSandbox, make_sandbox  # noqa: F401
 from tests.test_hostile import tree_digest
 from tests.test_ssh_e2e import bg
@@ -57,9 +56,7 @@ def secret_workspace(tmp_path: Path) -> Workspace:
 def test_env_file_secret_never_printed_or_journaled(secret_workspace: Workspace,
                                                     tmp_path: Path) -> None:
     ws = secret_workspace
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         arts = tmp_path / "arts"
         outs = [ws.bg("-v", "deploy", str(build_sample(arts, "1.0.0"))),
                 ws.bg("-v", "--json", "deploy", str(build_sample(arts, "2.0.0"))),
@@ -92,11 +89,6 @@ def test_env_file_secret_never_printed_or_journaled(secret_workspace: Workspace,
             assert e["op"] and e["step"] and e["outcome"] and e["time"], e
         assert {"deploy", "rollback", "switch"} <= {e["op"] for e in entries}
         assert {"1.0.0", "2.0.0"} <= {e.get("version") for e in entries}
-    finally:
-        for pidfile in (ws.root / "run").glob("*.pid"):
-            with contextlib.suppress(ValueError, ProcessLookupError):
-                os.killpg(int(pidfile.read_text().strip()), 9)
-        ws.nginx.stop()
 
 
 @pytest.mark.unit

@@ -24,7 +24,7 @@ import pytest
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.wsclient import WebSocket
 from bluegreen.wsload import SocketClients
-from tests.helpers import Workspace, bg_argv, make_workspace, serving, stop_workspace
+from tests.helpers import Workspace, bg_argv, make_workspace, serving
 
 
 def _greeting(ws: WebSocket) -> str:
@@ -157,9 +157,7 @@ def test_app_ignoring_sigterm_is_killed_and_said(tmp_path: Path) -> None:
     site = make_workspace(tmp_path, extra={"switch": {"drain_timeout": 20,
                                                       "socket_grace": 0.5}},
                           app_section={"command": "bin/server", "stop_timeout": 2})
-    site.bg("setup")
-    site.nginx.start()
-    try:
+    with serving(site):
         arts = tmp_path / "a"
         site.bg("deploy", str(build_sample(arts, "1.0.0", ignore_term=True)))
         blue = int((site.root / "run" / "blue.pid").read_text().split()[0])
@@ -179,8 +177,6 @@ def test_app_ignoring_sigterm_is_killed_and_said(tmp_path: Path) -> None:
             e.startswith("close") for e in clients.ends), clients.ends
         assert all("ended with" in p for p in clients.problems(lambda _: {"2.0.0"}))
         assert {r.version for r in clients.reconnects} == {"2.0.0"}, clients.reconnects
-    finally:
-        stop_workspace(site)
 
 
 @pytest.mark.nginx
@@ -188,9 +184,7 @@ def test_ctrl_c_during_the_wait_and_the_next_deploy(tmp_path: Path) -> None:
     site = make_workspace(tmp_path, extra={"switch": {"drain_timeout": 60,
                                                       "socket_grace": 0.5}},
                           app_section={"command": "bin/server", "stop_timeout": 10})
-    site.bg("setup")
-    site.nginx.start()
-    try:
+    with serving(site):
         arts = tmp_path / "a"
         site.bg("deploy", str(build_sample(arts, "1.0.0", ignore_term=True)))
         clients = SocketClients([("127.0.0.1", site.listen_port)], count=2)
@@ -214,8 +208,6 @@ def test_ctrl_c_during_the_wait_and_the_next_deploy(tmp_path: Path) -> None:
         assert wall < 25, (wall, again)
         _settle(clients, 2)
         assert {r.version for r in clients.reconnects} <= {"2.0.0", "3.0.0"}
-    finally:
-        stop_workspace(site)
 
 
 @pytest.mark.nginx

@@ -18,7 +18,7 @@ from bluegreen import accesslog
 from bluegreen.errors import ExitCode
 from bluegreen.loadclient import Load
 from bluegreen.sandbox.sample import build_sample
-from tests.helpers import Workspace, make_workspace, stop_workspace
+from tests.helpers import Workspace, make_workspace, serving, stop_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,9 +129,7 @@ def test_site_without_the_log_line_is_judged_by_probes(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, extra={"verify": {"window": 2.0, "interval": 0.5}})
     site = ws.nginx.prefix / "sites" / "hello.conf"
     site.write_text(re.sub(r"\n\s*access_log [^\n]*", "", site.read_text()))
-    ws.bg("setup")
-    ws.nginx.start()
-    try:
+    with serving(ws):
         ws.bg("deploy", str(build_sample(tmp_path / "a", "1.0.0")))
         check = ws.bg("check", check=False)
         assert "access log" in check.stdout and "probes only" in check.stdout
@@ -141,8 +139,6 @@ def test_site_without_the_log_line_is_judged_by_probes(tmp_path: Path) -> None:
         assert re.search(r"verify +\d+s/2s: 0 requests, 0 failed \(0.0%\), \d+/\d+ probes ok",
                          proc.stderr), proc.stderr
         assert "judged by probes: fewer than 50 requests" in proc.stderr
-    finally:
-        stop_workspace(ws)
 
 
 # ----------------------------------------------------------------------------- units
