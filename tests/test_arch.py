@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -210,31 +210,16 @@ def _one_cycle(graph: Mapping[str, Iterable[str]], group: set[str]) -> list[str]
         seen.add(nexts[0])
 
 
-def _definitions(tree: ast.AST) -> Iterable[tuple[str, ast.AST]]:
-    """``(qualified name, node)`` of every function and class, outer ones first."""
-    stack: list[tuple[str, ast.AST]] = [("", tree)]
-    while stack:
-        prefix, node = stack.pop(0)
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                yield prefix + child.name, child
-                stack.append((f"{prefix}{child.name}.", child))
-            else:
-                stack.append((prefix, child))
-
-
-def _owners(tree: ast.AST) -> dict[int, str]:
-    """``id(node) -> qualified name`` of the innermost function or class holding it."""
-    owner: dict[int, str] = {}
+def _walk(tree: ast.AST) -> Iterator[tuple[str | None, ast.AST]]:
+    """Every node with the qualified name of the innermost function or class holding it (a
+    definition holds itself); None at module level."""
     stack: list[tuple[str | None, ast.AST]] = [(None, tree)]
     while stack:
         name, node = stack.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             name = f"{name}.{node.name}" if name else node.name
-        if name is not None:
-            owner[id(node)] = name
+        yield name, node
         stack.extend((name, child) for child in ast.iter_child_nodes(node))
-    return owner
 
 
 def _identifier(node: ast.AST) -> str | None:
@@ -255,16 +240,13 @@ def _offences(path: Path, rel: str) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {guard: {} for guard in PENDING}
     if len(lines) > MAX_LINES:
         found["module lines"][rel] = f"{len(lines)} lines (at most {MAX_LINES})"
-    for name, node in _definitions(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            length = (node.end_lineno or node.lineno) - node.lineno + 1
-            if length > MAX_FUNCTION_LINES:
-                found["function lines"][f"{rel}::{name}"] = (
-                    f"{length} lines (at most {MAX_FUNCTION_LINES})")
-    owner = _owners(tree)
-    for node in ast.walk(tree):
-        where = f"{rel}::{owner[id(node)]}" if id(node) in owner else rel
+    for name, node in _walk(tree):
+        where = f"{rel}::{name}" if name else rel
         line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or line) - line + 1
+            if length > MAX_FUNCTION_LINES:
+                found["function lines"][where] = f"{length} lines (at most {MAX_FUNCTION_LINES})"
         if _identifier(node) == "lbs" and not rel.startswith(LBS_ALLOWED):
             found["lbs"][where] = f"line {line} names lbs"
         # A runner name as a runner name: on a line that speaks of the runner.

@@ -145,7 +145,7 @@ def test_help_shows_no_value_placeholder_on_flags(capsys: pytest.CaptureFixture[
             assert "Global options" in out and "--json" in out, cmd
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_unknown_option_is_a_usage_error_also_in_json() -> None:
     proc = bg("status", "--frobnicate")
     assert proc.returncode == ExitCode.USAGE and "frobnicate" in proc.stderr
@@ -157,14 +157,14 @@ def test_unknown_option_is_a_usage_error_also_in_json() -> None:
     assert doc["ok"] is False and doc["error"]["exit_code"] == ExitCode.USAGE
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_missing_config_exits_usage_with_hint(tmp_path: Path) -> None:
     proc = bg("status", cwd=tmp_path)
     assert proc.returncode == ExitCode.USAGE
     assert "no bluegreen.toml" in proc.stderr and "bg init" in proc.stderr
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_bad_hosts_pattern_names_the_hosts(tmp_path: Path) -> None:
     cfg = tmp_path / "bluegreen.toml"
     cfg.write_text('[app]\nname = "a"\nroot = "/srv/a"\ncommand = "x"\n[nginx]\n'
@@ -184,7 +184,7 @@ def test_exit_codes_are_documented_in_the_readme() -> None:
     assert documented == {int(c): c.name for c in ExitCode}
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_version_imports_nothing_heavy() -> None:
     import subprocess
 
@@ -195,7 +195,7 @@ def test_version_imports_nothing_heavy() -> None:
     assert not imported & {"typer", "httpx", "jinja2", "rich", "paramiko", "fabric"}
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_status_imports_only_what_it_needs(tmp_path: Path) -> None:
     import subprocess
 
@@ -279,7 +279,7 @@ raise SystemExit(130)
 '''
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_a_handled_interrupt_keeps_the_exit_status(tmp_path: Path) -> None:
     """CPython 3.11 re-sends itself SIGINT at exit once a KeyboardInterrupt left exec'd code,
     even when it was caught: under `python -m`, bg interrupted during an import exited -2

@@ -265,7 +265,7 @@ done"""
     assert all(_title(p) == "nginx: worker process" for p in kids)
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_no_master_found_is_reported(tmp_path: Path) -> None:
     # a config no running nginx uses: every method fails, and the script says so
     cfg = _config(tmp_path, pid_file=str(tmp_path / "none.pid"),

@@ -254,7 +254,7 @@ def test_elixir_over_ssh(make_sandbox: MakeSandbox, tmp_path: Path,
     assert cookie.read_text() not in out and "elixir-secret-9431" not in out
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_systemd_unit(tmp_path: Path) -> None:
     """The template unit: text checked always, `systemd-analyze verify` where available."""
     from bluegreen import config

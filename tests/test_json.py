@@ -96,7 +96,7 @@ def test_every_command_with_json(stock: Workspace, tmp_path: Path) -> None:  # n
     assert run(ws, "--json", "remove", "--force")["command"] == "remove"
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_init_and_config_errors_with_json(tmp_path: Path) -> None:
     doc = envelope(bg("init", "--json", "--app", "shop", cwd=tmp_path))
     assert doc["ok"] is True and "bluegreen.toml" in doc["result"]["files"]

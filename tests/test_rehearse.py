@@ -289,7 +289,7 @@ def test_one_user_artifact_is_rehearsed_as_two_versions(tmp_path: Path) -> None:
         "4.1.0", "4.1.0-b", "4.1.0-b-refused"]
 
 
-@pytest.mark.unit
+@pytest.mark.nginx  # starts processes: not in the quick tier
 def test_bad_input_is_refused_before_anything_starts(tmp_path: Path) -> None:
     code, _, stderr = rehearse("--local", str(tmp_path / "nope.tar.gz"), cwd=tmp_path)
     assert code != 0 and "no such release tarball" in stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,17 @@ def test_a_failing_lock_script_is_an_error_and_releases_the_others() -> None:
 # ----------------------------------------------------------------------------- __exit__
 
 
-def test_fault_lock_release_failure_does_not_replace_the_operation_error() -> None:
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses taken (a failed release is tried once more after one), none really waited:
+    the fake hosts answer at once."""
+    taken: list[float] = []
+    monkeypatch.setattr(time, "sleep", taken.append)
+    return taken
+
+
+def test_fault_lock_release_failure_does_not_replace_the_operation_error(
+        pauses: list[float]) -> None:
     """Old code: a failing release in Session.__exit__ raised its own HostFailures, which
     replaced the operation's error and its exit code."""
     ctx, (a, b) = fleet(make_config(hosts=("a", "b")), ("a", "b"))
@@ -143,18 +154,21 @@ def test_fault_lock_release_failure_does_not_replace_the_operation_error() -> No
     assert "releasing the lock" in err.secondary[0].message
     assert err.to_json()["also"] == [err.secondary[0].message]
     assert a.model.lock is None  # the other host's lock was still released
+    assert len(pauses) == 1 and b.sent(RELEASE)  # tried again after a pause
 
 
-def test_lock_release_failure_is_raised_when_the_operation_succeeded() -> None:
+def test_lock_release_failure_is_raised_when_the_operation_succeeded(
+        pauses: list[float]) -> None:
     ctx, (a,) = fleet(make_config(), ("a",))
     a.on(RELEASE, (1, "rm: cannot remove: Permission denied"))
     with pytest.raises(CommandError) as info, Session(ctx, "switch"):
         pass
     assert isinstance(info.value, HostFailures)
     assert "releasing the lock" in info.value.message
+    assert len(pauses) == 1
 
 
-def test_lock_release_failure_never_hides_an_interrupt() -> None:
+def test_lock_release_failure_never_hides_an_interrupt(pauses: list[float]) -> None:
     ctx, (a,) = fleet(make_config(), ("a",))
     a.on(RELEASE, (1, "no"))
     with pytest.raises(KeyboardInterrupt), Session(ctx, "switch"):
