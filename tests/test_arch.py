@@ -109,6 +109,12 @@ def module_files(package: Path = PACKAGE) -> dict[str, Path]:
     return mods
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """``path`` parsed once for every guard."""
+    return ast.parse(path.read_text(), str(path))
+
+
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
@@ -132,7 +138,7 @@ def imports_of(name: str, path: Path, modules: Mapping[str, Path]) -> set[str]:
     """The package's modules that module ``name`` (at ``path``) imports."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in _import_nodes(ast.parse(path.read_text(), str(path))):
+    for node in _import_nodes(_tree(path)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -234,9 +240,8 @@ def _identifier(node: ast.AST) -> str | None:
 
 def _offences(path: Path, rel: str) -> dict[str, dict[str, str]]:
     """What ``path`` (``rel`` from the repo) breaks, per guard: ``{where: why}``."""
-    text = path.read_text()
-    tree = ast.parse(text, rel)
-    lines = text.splitlines()
+    tree = _tree(path)
+    lines = path.read_text().splitlines()
     found: dict[str, dict[str, str]] = {guard: {} for guard in PENDING}
     if len(lines) > MAX_LINES:
         found["module lines"][rel] = f"{len(lines)} lines (at most {MAX_LINES})"
