@@ -17,7 +17,7 @@ import pytest
 
 from bluegreen import asroot, checks
 from tests.debian_host import freeze_after_fork, settled_workers, stat_state, title
-from tests.helpers import Workspace
+from tests.helpers import Workspace, need
 from tests.test_check import GOOD, cfg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +77,7 @@ def test_a_user_runs_nginx_through_sudo_and_root_runs_it_directly(tmp_path: Path
 @pytest.mark.unit
 def test_nginx_is_found_outside_the_users_path(tmp_path: Path) -> None:
     """Debian's user PATH has no /usr/sbin: the sbin directories are searched after it."""
-    if not Path("/usr/sbin/nginx").exists():
-        pytest.skip("no /usr/sbin/nginx here")
+    need(Path("/usr/sbin/nginx").exists(), "no /usr/sbin/nginx here")
     user = fake_bin(tmp_path, uid=1000)
     (user / "nginx").unlink()
     r = dash(asroot.command("nginx -t"), f"{user}:/usr/local/bin:/usr/bin:/bin:/usr/games")

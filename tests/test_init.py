@@ -13,7 +13,7 @@ import pytest
 from bluegreen import config
 from bluegreen.errors import ConfigError
 from bluegreen.scaffold import ENV_NAME, SITE_NAME, read_mix, scaffold
-from tests.helpers import run_bg
+from tests.helpers import need, run_bg
 
 SHOP_MIX = """\
 defmodule Shop.MixProject do
@@ -144,8 +144,7 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.elixir
 def test_cli_in_a_mix_new_project(tmp_path: Path) -> None:
-    if shutil.which("mix") is None:
-        pytest.skip("elixir (mix) is not installed")
+    need(shutil.which("mix") is not None, "elixir (mix) is not installed")
     subprocess.run(["mix", "new", "shop"], cwd=tmp_path, check=True, capture_output=True,
                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MIX_HOME":
                         str(tmp_path / ".mix")})
