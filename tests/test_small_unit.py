@@ -22,7 +22,7 @@ def test_the_reported_total_includes_the_artifact_check(tmp_path: Path,
     real = artifact.inspect
 
     def slow(*args: object, **kwargs: object) -> artifact.Artifact:
-        time.sleep(0.4)  # a large release: reading and hashing it takes a while
+        time.sleep(0.1)  # a large release: reading and hashing it takes a while
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(artifact, "inspect", slow)
@@ -31,7 +31,7 @@ def test_the_reported_total_includes_the_artifact_check(tmp_path: Path,
     result = ops.deploy(ctx, make_artifact(tmp_path, "2.0.0"))
     assert isinstance(result, OperationResult)
     steps = sum(s.seconds for s in result.steps)
-    assert result.steps[0].title == "check artifact" and result.steps[0].seconds >= 0.4
+    assert result.steps[0].title == "check artifact" and result.steps[0].seconds >= 0.1
     assert result.seconds >= steps, (result.seconds, steps)
     assert f"in {result.seconds:.2f}s" in result.summary
 

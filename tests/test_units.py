@@ -162,7 +162,7 @@ def test_health_needs_consecutive_successes() -> None:
 
 def test_health_deadline_and_death() -> None:
     transport = httpx.MockTransport(lambda r: httpx.Response(503))
-    report = wait_healthy(transport, 4001, _health(deadline=0.3))
+    report = wait_healthy(transport, 4001, _health(deadline=0.1))
     assert not report.healthy and "HTTP 503" in report.last
 
     def refuse(request: httpx.Request) -> httpx.Response:
