@@ -8,6 +8,7 @@ nginx, root or Elixir, so ``-m unit`` stays quick and needs nothing.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import Workspace, make_workspace, need, serving
 from tests.operator_fixtures import stock  # noqa: F401  (registered once)
@@ -44,6 +46,12 @@ FIXTURE_TIERS = {
     "debian_host": "root",
     "client_key": "root",  # every throwaway sshd (ssh_fixtures) starts from it
 }
+
+# Property tests: half Hypothesis's default examples, so the unit tier stays quick, and no
+# per-example deadline, which a loaded machine misses. HYPOTHESIS_PROFILE=thorough for more.
+settings.register_profile("bg", max_examples=50, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bg"))
 
 _TIER_OF: dict[str, str] = {}  # nodeid -> heaviest tier, for the durations table
 _SECONDS: dict[str, float] = defaultdict(float)
