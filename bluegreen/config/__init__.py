@@ -1,7 +1,8 @@
 """``bluegreen.toml`` -> frozen, validated dataclasses.
 
 Defaults live in the ``*_FIELDS`` tables of :mod:`bluegreen.config.schema` and nowhere
-else. Every error names the file, the key path and what was expected; loading never touches
+else; ``[targets]`` and ``[verify]`` are parsed in their own modules (``targets.py``,
+``verify.py``). Every error names the file, the key path and what was expected; loading never touches
 a host.
 """
 
