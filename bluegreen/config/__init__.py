@@ -2,8 +2,8 @@
 
 Defaults live in the ``*_FIELDS`` tables of :mod:`bluegreen.config.schema` and nowhere
 else; ``[targets]`` and ``[verify]`` are parsed in their own modules (``targets.py``,
-``verify.py``). Every error names the file, the key path and what was expected; loading never touches
-a host.
+``verify.py``). Every error names the file, the key path and what was expected; loading
+never touches a host.
 """
 
 from __future__ import annotations
