@@ -50,6 +50,8 @@ def wait_healthy(
     alive: Callable[[], bool] | None = None,
     alive_every: float = 1.0,
 ) -> HealthReport:
+    """Poll the slot on ``port`` until ``cfg.successes`` good answers in a row, the deadline,
+    or ``alive`` saying its process is gone (asked at most every ``alive_every`` s)."""
     import httpx
     from tenacity import (
         RetryError,
@@ -59,33 +61,9 @@ def wait_healthy(
         wait_fixed,
     )
 
-    url = health_url(port, cfg)
     started = time.monotonic()
     state = _Progress(checked=started)
-
-    def attempt(client: httpx.Client) -> None:
-        state.attempts += 1
-        try:
-            response = client.get(url)
-        except httpx.HTTPError as exc:
-            state.ok = 0
-            state.last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            # A failed attempt may mean the process is gone; ask (at most every alive_every s).
-            now = time.monotonic()
-            if alive is not None and now - state.checked >= alive_every:
-                state.checked = now
-                if not alive():
-                    raise SlotDied(state.last) from exc
-            raise NotHealthy(state.last) from exc
-        if response.status_code != cfg.expect:
-            state.ok = 0
-            state.last = f"HTTP {response.status_code} (expected {cfg.expect})"
-            raise NotHealthy(state.last)
-        state.ok += 1
-        state.last = f"HTTP {response.status_code}"
-        if state.ok < cfg.successes:
-            raise NotHealthy(f"{state.ok}/{cfg.successes} consecutive successes")
-
+    attempt = _Attempt(health_url(port, cfg), cfg, state, alive, alive_every)
     if cfg.start_delay:
         time.sleep(cfg.start_delay)
     remaining = max(0.0, cfg.deadline - (time.monotonic() - started))
@@ -139,6 +117,44 @@ class _Progress:
     attempts: int = 0
     ok: int = 0
     last: str = "no answer yet"
+
+
+@dataclass
+class _Attempt:
+    """One GET of the health URL, counted in ``state``: raises NotHealthy to be retried,
+    SlotDied when the slot's process is gone."""
+
+    url: str
+    cfg: HealthConfig
+    state: _Progress
+    alive: Callable[[], bool] | None
+    alive_every: float
+
+    def __call__(self, client: httpx.Client) -> None:
+        import httpx
+
+        state, cfg = self.state, self.cfg
+        state.attempts += 1
+        try:
+            response = client.get(self.url)
+        except httpx.HTTPError as exc:
+            state.ok = 0
+            state.last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            # A failed attempt may mean the process is gone; ask (at most every alive_every s).
+            now = time.monotonic()
+            if self.alive is not None and now - state.checked >= self.alive_every:
+                state.checked = now
+                if not self.alive():
+                    raise SlotDied(state.last) from exc
+            raise NotHealthy(state.last) from exc
+        if response.status_code != cfg.expect:
+            state.ok = 0
+            state.last = f"HTTP {response.status_code} (expected {cfg.expect})"
+            raise NotHealthy(state.last)
+        state.ok += 1
+        state.last = f"HTTP {response.status_code}"
+        if state.ok < cfg.successes:
+            raise NotHealthy(f"{state.ok}/{cfg.successes} consecutive successes")
 
 
 def _report(ok: bool, state: _Progress, started: float, died: bool = False) -> HealthReport:

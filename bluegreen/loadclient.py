@@ -3,8 +3,9 @@
 The one load client of the project: ``bg rehearse``, ``bg demo``, the short load test and the
 benchmark (bench/loadgen.py runs :func:`client_loop` in forked processes) all use it.
 
-Raw sockets rather than an HTTP library, so a failure keeps its kind: refused, reset, a stale
-keep-alive connection, a timeout, a wrong status or a wrong answer. Three kinds of client:
+Raw sockets rather than an HTTP library (:mod:`bluegreen.rawhttp`), so a failure keeps its kind:
+refused, reset, a stale keep-alive connection, a timeout, a wrong status or a wrong answer.
+Three kinds of client:
 
 * ``close``: ``GET /`` with ``Connection: close``, a new TCP connection per request;
 * ``keepalive``: ``GET /`` on a persistent connection. Before reusing it the client checks, as
@@ -17,34 +18,37 @@ keep-alive connection, a timeout, a wrong status or a wrong answer. Three kinds 
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from bluegreen.rawhttp import (
+    BAD_ANSWER,
+    EOF,
+    ERROR_NAMES,
+    OTHER,
+    PROTOCOL,
+    REFUSED,
+    RESET,
+    STALE,
+    TIMEOUT,
+    Connection,
+    HttpFailure,
+    classify,
+    ok,
+    outcome_name,
+)
+
+# The outcomes and the connection are imported from here by the rehearsal, bench and tests.
+__all__ = [
+    "BAD_ANSWER", "EOF", "ERROR_NAMES", "HARD_LIMIT", "MIXES", "MIX_BY_NAME", "MIX_TITLES",
+    "OTHER", "PROTOCOL", "REFUSED", "RESET", "STALE", "TIMEOUT", "ClientStats", "Connection",
+    "HttpFailure", "Load", "Mix", "Record", "Window", "buckets", "classify", "client_loop",
+    "ok", "outcome_name", "window",
+]
+
 HARD_LIMIT = 1800.0  # no client loop runs longer than this, whatever the arguments
-
-# A request's outcome: an HTTP status (>= 100), BAD_ANSWER (a 2xx with the wrong body) or a
-# connection error class (< 0).
-BAD_ANSWER = 1
-REFUSED, RESET, EOF, TIMEOUT, STALE, PROTOCOL, OTHER = -1, -2, -3, -4, -5, -6, -7
-ERROR_NAMES = {
-    REFUSED: "refused",
-    RESET: "reset",
-    EOF: "closed before answer",
-    TIMEOUT: "timeout",
-    STALE: "stale keep-alive",
-    PROTOCOL: "bad HTTP",
-    OTHER: "other socket error",
-    BAD_ANSWER: "bad answer",
-}
-
-
-def outcome_name(code: int) -> str:
-    return ERROR_NAMES.get(code, f"HTTP {code}")
 
 
 @dataclass(frozen=True)
@@ -80,113 +84,6 @@ MIX_TITLES = {
 }
 
 
-class HttpFailure(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(outcome_name(code))
-        self.code = code
-
-
-class Connection:
-    """One raw HTTP/1.1 connection: enough protocol for nginx's answers, nothing more."""
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
-        self.received = 0  # bytes of the current answer so far
-        self.headers: dict[bytes, bytes] = {}
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def closed_by_peer(self) -> bool:
-        """Readable while idle means EOF or a reset is waiting: the server closed it."""
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise HttpFailure(EOF)
-        self.received += len(chunk)
-        self.buf += chunk
-
-    def _line(self) -> bytes:
-        while (i := self.buf.find(b"\r\n")) < 0:
-            if len(self.buf) > 65536:
-                raise HttpFailure(PROTOCOL)
-            self._fill()
-        line = bytes(self.buf[:i])
-        del self.buf[: i + 2]
-        return line
-
-    def _exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def exchange(self, request: bytes, method: str) -> tuple[int, bytes, bool]:
-        """Send one request; return (status, body, server will close)."""
-        self.received = 0
-        self.buf.clear()
-        self.sock.sendall(request)
-        status_line = self._line()
-        parts = status_line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise HttpFailure(PROTOCOL)
-        status = int(parts[1])
-        headers: dict[bytes, bytes] = {}
-        while line := self._line():
-            key, _, value = line.partition(b":")
-            headers[key.strip().lower()] = value.strip()
-        self.headers = headers
-        close = headers.get(b"connection", b"").lower() == b"close" or parts[0] == b"HTTP/1.0"
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            return status, b"", close
-        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            body = bytearray()
-            while True:
-                size = int(self._line().split(b";")[0], 16)
-                if size == 0:
-                    while self._line():
-                        pass
-                    break
-                body += self._exact(size)
-                self._line()
-            return status, bytes(body), close
-        if b"content-length" in headers:
-            return status, self._exact(int(headers[b"content-length"])), close
-        while True:  # until EOF
-            try:
-                self._fill()
-            except HttpFailure:
-                return status, bytes(self.buf), True
-
-
-def classify(exc: BaseException, reused: bool, received: int) -> int:
-    if isinstance(exc, HttpFailure):
-        code = exc.code
-    elif isinstance(exc, ConnectionRefusedError):
-        code = REFUSED
-    elif isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
-        code = RESET
-    elif isinstance(exc, TimeoutError | socket.timeout):
-        code = TIMEOUT
-    elif isinstance(exc, ValueError):
-        code = PROTOCOL
-    else:
-        code = OTHER
-    if reused and received == 0 and code in (RESET, EOF):
-        return STALE
-    return code
-
-
 @dataclass
 class ClientStats:
     stale_reconnects: int = 0  # keep-alive connections found closed before reuse
@@ -213,10 +110,8 @@ def client_loop(
     retry_stale: bool = False,
 ) -> None:
     """One client: requests paced at ``rate``/s (0: unpaced) until stopped; bounded."""
-    request = mix.request(host, port)
-    expect = f"{mix.body}".encode() if mix.body else b""
+    client = _Client(mix, host, port, timeout, stats, retry_stale)
     interval = 1.0 / rate if rate > 0 else 0.0
-    conn: Connection | None = None
     next_at = time.monotonic()
     try:
         for _ in range(max_requests):
@@ -228,43 +123,66 @@ def client_loop(
                     time.sleep(next_at - now)
                 next_at = max(next_at + interval, time.monotonic() - interval)
             t0 = time.monotonic()
-            for attempt in (0, 1):
-                if conn is not None and conn.closed_by_peer():
-                    stats.stale_reconnects += 1
-                    conn.close()
-                    conn = None
-                reused = conn is not None
-                try:
-                    if conn is None:
-                        conn = Connection(host, port, timeout)
-                        stats.connections += 1
-                    status, body, close = conn.exchange(request, mix.method)
-                    code = status
-                    if 200 <= status < 300 and expect and expect not in body:
-                        code = BAD_ANSWER
-                    if version := conn.headers.get(b"x-app-version"):
-                        stats.versions.add(version.decode(errors="replace"))
-                    if close or not mix.keepalive:
-                        conn.close()
-                        conn = None
-                except (OSError, HttpFailure, ValueError) as exc:
-                    code = classify(exc, reused, conn.received if conn is not None else 0)
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                # Only an idempotent request that never reached the app is sent again.
-                if code == STALE and retry_stale and attempt == 0 and mix.method == "GET":
-                    stats.stale_retries += 1
-                    continue
-                break
+            code = client.request()
             out.append((t0, time.monotonic() - t0, code))
     finally:
-        if conn is not None:
-            conn.close()
+        client.close()
 
 
-def ok(code: int) -> bool:
-    return 200 <= code < 300
+class _Client:
+    """One client's connection from request to request: a new one per request, or one kept
+    alive and replaced when the server closed it."""
+
+    def __init__(self, mix: Mix, host: str, port: int, timeout: float, stats: ClientStats,
+                 retry_stale: bool) -> None:
+        self.mix = mix
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.stats = stats
+        self.retry_stale = retry_stale
+        self.request_bytes = mix.request(host, port)
+        self.expect = f"{mix.body}".encode() if mix.body else b""
+        self.conn: Connection | None = None
+
+    def request(self) -> int:
+        """One request's outcome; with ``retry_stale``, a GET lost to a stale keep-alive
+        connection is sent once more."""
+        code = self._send()
+        # Only an idempotent request that never reached the app is sent again.
+        if code == STALE and self.retry_stale and self.mix.method == "GET":
+            self.stats.stale_retries += 1
+            code = self._send()
+        return code
+
+    def _send(self) -> int:
+        """Send the request once, on the kept connection if the server has not closed it."""
+        if self.conn is not None and self.conn.closed_by_peer():
+            self.stats.stale_reconnects += 1
+            self.close()
+        reused = self.conn is not None
+        try:
+            if self.conn is None:
+                self.conn = Connection(self.host, self.port, self.timeout)
+                self.stats.connections += 1
+            status, body, close = self.conn.exchange(self.request_bytes, self.mix.method)
+            code = status
+            if 200 <= status < 300 and self.expect and self.expect not in body:
+                code = BAD_ANSWER
+            if version := self.conn.headers.get(b"x-app-version"):
+                self.stats.versions.add(version.decode(errors="replace"))
+            if close or not self.mix.keepalive:
+                self.close()
+        except (OSError, HttpFailure, ValueError) as exc:
+            code = classify(exc, reused, self.conn.received if self.conn is not None else 0)
+            self.close()
+        return code
+
+    def close(self) -> None:
+        """Close the connection, if one is open."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 @dataclass

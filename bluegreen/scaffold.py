@@ -248,6 +248,7 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
              force: bool = False, templates: bool = False, server_name: str | None = None,
              nginx_dir: Path = NGINX_DIR, listening: set[int] | None = None,
              listen: str = "80") -> InitResult:
+    """`bg init` in ``directory``: plan every file, check none would be overwritten, write."""
     mix = read_mix(directory)
     name = app or (mix.app if mix else directory.resolve().name.lower().replace(".", "_"))
     if not NAME_RE.match(name):
@@ -273,6 +274,14 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
     planned[CONFIG_NAME] = render_config(
         name, chosen, phoenix=phoenix, release=release, env_file=ENV_NAME, template=template,
         version=mix.version if mix else None, nginx_dir=nginx_dir, slots=slots)
+    _write_planned(directory, planned, force=force)
+    hints = _next_steps(told, nginx_dir, site, name, mix)
+    return InitResult(name, chosen, mix.version if mix else None, tuple(planned), tuple(hints))
+
+
+def _write_planned(directory: Path, planned: dict[str, str | Path], *, force: bool) -> None:
+    """Write every planned file (a Path is copied), after checking that none exists unless
+    ``force``; the env file is written 0600."""
     existing = [rel for rel in planned if (directory / rel).exists()]
     if existing and not force:
         raise ConfigError(f"refusing to overwrite what already exists in {directory}: "
@@ -287,17 +296,22 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
             _write_secret(path, content)
         else:
             path.write_text(content)
+
+
+def _next_steps(told: list[str], nginx_dir: Path, site: str, app: str,
+                mix: MixProject | None) -> list[str]:
+    """What `bg init` tells the user to do next, and what stands in the way."""
     # In this order: nginx rejects the site until `bg setup` wrote the upstream it uses.
     hints = [*told, f"edit {ENV_NAME}, run `bg setup` (it writes the upstream the site proxies"
              f" to), include {SITE_NAME} in nginx (e.g. copy it to {nginx_dir}/sites-enabled/),"
              " `nginx -t && nginx -s reload`, then `bg check`"]
-    shadowed = shadow_hint(nginx_dir, site, name)
+    shadowed = shadow_hint(nginx_dir, site, app)
     if shadowed:
         hints.insert(0, f"this machine's nginx would never pass a request to the site: {shadowed}")
     if mix and not mix.has_tar_step:
-        hints.append(f"add `releases: [{release}: [steps: [:assemble, :tar]]]` to mix.exs "
+        hints.append(f"add `releases: [{mix.release}: [steps: [:assemble, :tar]]]` to mix.exs "
                      "so `mix release` builds the tarball bg ships")
-    return InitResult(name, chosen, mix.version if mix else None, tuple(planned), tuple(hints))
+    return hints
 
 
 def _write_secret(path: Path, content: str) -> None:

@@ -1,14 +1,13 @@
 """``bluegreen.toml`` -> frozen, validated dataclasses.
 
 Defaults live in the ``*_FIELDS`` tables of :mod:`bluegreen.config.schema` and nowhere
-else. Every error names the file, the key path and what was expected; loading never touches
-a host.
+else; ``[targets]`` and ``[verify]`` are parsed in their own modules (``targets.py``,
+``verify.py``). Every error names the file, the key path and what was expected; loading
+never touches a host.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,12 +26,11 @@ from bluegreen.config.schema import (
     SECTIONS,
     SLOT_FIELDS,
     SWITCH_FIELDS,
-    TARGET_FIELDS,
     VERIFY_FIELDS,
-    parse_limit,
     parse_size,
     section,
 )
+from bluegreen.config.targets import TargetConfig, parse_targets
 from bluegreen.config.verify import VerifyConfig, verify_config, verify_defaults
 from bluegreen.errors import ConfigError
 
@@ -116,42 +114,6 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
-class TargetConfig:
-    name: str
-    hosts: tuple[str, ...]
-    parallel: int
-    identity_file: str | None
-    known_hosts: str | None
-    host_key_policy: str
-    boot_limit: int = 0  # hosts booting new slots at once; 0 = all
-    boot_limit_percent: bool = False
-    lbs: tuple[str, ...] = ()  # nginx tier; empty = nginx on every app host
-    addresses: Mapping[str, str] = field(default_factory=dict)  # app host -> address for LBs
-    connect_timeout: float = 10.0  # SSH: TCP connect, banner and key exchange
-
-    @property
-    def is_local(self) -> bool:
-        return not self.hosts
-
-    def boot_batch(self, hosts: int) -> int:
-        """How many hosts boot a new slot at once, out of ``hosts``."""
-        if self.boot_limit == 0 or hosts == 0:
-            return max(hosts, 1)
-        if self.boot_limit_percent:
-            return max(1, math.floor(hosts * self.boot_limit / 100))
-        return min(self.boot_limit, hosts)
-
-    def address_of(self, spec: str) -> str:
-        """The address the load balancers use to reach app host ``spec``."""
-        if spec in self.addresses:
-            return self.addresses[spec]
-        hostport = spec.rsplit("@", 1)[-1]
-        if hostport.startswith("["):
-            return hostport[1:].split("]", 1)[0]
-        return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
-
-
-@dataclass(frozen=True)
 class Config:
     path: Path
     app: AppConfig
@@ -211,6 +173,41 @@ def load(path: Path | None = None, *, cwd: Path | None = None) -> Config:
 
 
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
+    """The parsed TOML document ``raw`` of the file at ``path``, validated section by section."""
+    _check_sections(path, raw)
+    app = _app_config(path, raw["app"])
+    s = section(path, "slots", raw.get("slots", {}), SLOT_FIELDS)
+    if s["blue"] == s["green"]:
+        raise ConfigError(
+            f"{path}: slots.blue and slots.green must be different ports, both are {s['blue']}"
+        )
+    health = _health_config(section(path, "health", raw.get("health", {}), HEALTH_FIELDS))
+    nginx = _nginx_config(path, raw["nginx"], s["blue"], s["green"])
+    w = section(path, "switch", raw.get("switch", {}), SWITCH_FIELDS)
+    switch = SwitchConfig(drain_timeout=float(w["drain_timeout"]), retire=w["retire"],
+                          socket_grace=float(w["socket_grace"]))
+    k = section(path, "hooks", raw.get("hooks", {}), HOOKS_FIELDS)
+    hooks = HooksConfig(
+        **{point: _hook_list(path, point, k[point], app) for point in HOOK_POINTS},
+        rollback_on_failure=k["rollback_on_failure"],
+    )
+    verify = verify_config(section(path, "verify", raw.get("verify", {}), VERIFY_FIELDS))
+    targets = parse_targets(path, raw.get("targets", {}))
+    return Config(
+        path=path,
+        app=app,
+        slots={"blue": s["blue"], "green": s["green"]},
+        health=health,
+        nginx=nginx,
+        switch=switch,
+        hooks=hooks,
+        targets=targets,
+        verify=verify,
+    )
+
+
+def _check_sections(path: Path, raw: Mapping[str, Any]) -> None:
+    """Only known sections, and the two required ones ([app], [nginx]) present."""
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(
@@ -221,7 +218,10 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     if "nginx" not in raw:
         raise ConfigError(f"{path}: section [nginx] is required")
 
-    a = section(path, "app", raw["app"], APP_FIELDS)
+
+def _app_config(path: Path, raw: Any) -> AppConfig:
+    """The ``[app]`` section, validated."""
+    a = section(path, "app", raw, APP_FIELDS)
     if a["runner"] == "command" and not a["command"].strip():
         raise ConfigError(f"{path}: app.command is required when app.runner = \"command\"")
     if a["root"].rstrip("/") in ("", "/usr", "/etc", "/var", "/home", "/srv", "/opt", "/tmp"):
@@ -242,15 +242,12 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     )
     if app.release_name and not NAME_RE.match(app.release_name):
         raise ConfigError(f"{path}: app.release_name must match [a-z][a-z0-9_-]*")
+    return app
 
-    s = section(path, "slots", raw.get("slots", {}), SLOT_FIELDS)
-    if s["blue"] == s["green"]:
-        raise ConfigError(
-            f"{path}: slots.blue and slots.green must be different ports, both are {s['blue']}"
-        )
 
-    h = section(path, "health", raw.get("health", {}), HEALTH_FIELDS)
-    health = HealthConfig(
+def _health_config(h: Mapping[str, Any]) -> HealthConfig:
+    """The ``[health]`` section, once checked against its schema."""
+    return HealthConfig(
         path=h["path"],
         expect=h["expect"],
         interval=float(h["interval"]),
@@ -260,7 +257,10 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         successes=h["successes"],
     )
 
-    n = section(path, "nginx", raw["nginx"], NGINX_FIELDS)
+
+def _nginx_config(path: Path, raw: Any, blue: int, green: int) -> NginxConfig:
+    """The ``[nginx]`` section, validated; its probe port must not be a slot's."""
+    n = section(path, "nginx", raw, NGINX_FIELDS)
     nginx = NginxConfig(
         upstream_file=n["upstream_file"],
         template=_relative_file(path, "nginx.template", n["template"]),
@@ -268,100 +268,17 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         reload_command=n["reload_command"],
         probe_url=n["probe_url"],
         pid_file=n["pid_file"],
-        probe_port=n["probe_port"] or _probe_port(s["blue"]),
+        probe_port=n["probe_port"] or _probe_port(blue),
     )
-    if nginx.probe_port in (s["blue"], s["green"]):
+    if nginx.probe_port in (blue, green):
         raise ConfigError(f"{path}: nginx.probe_port {nginx.probe_port} is a slot's port")
-
-    w = section(path, "switch", raw.get("switch", {}), SWITCH_FIELDS)
-    switch = SwitchConfig(drain_timeout=float(w["drain_timeout"]), retire=w["retire"],
-                          socket_grace=float(w["socket_grace"]))
-
-    k = section(path, "hooks", raw.get("hooks", {}), HOOKS_FIELDS)
-    hooks = HooksConfig(
-        **{point: _hook_list(path, point, k[point], app) for point in HOOK_POINTS},
-        rollback_on_failure=k["rollback_on_failure"],
-    )
-
-    v = section(path, "verify", raw.get("verify", {}), VERIFY_FIELDS)
-    verify = verify_config(v)
-
-    targets = _targets(path, raw.get("targets", {}))
-    return Config(
-        path=path,
-        app=app,
-        slots={"blue": s["blue"], "green": s["green"]},
-        health=health,
-        nginx=nginx,
-        switch=switch,
-        hooks=hooks,
-        targets=targets,
-        verify=verify,
-    )
+    return nginx
 
 
 def _probe_port(blue: int) -> int:
     """Derived from the blue slot's port, so apps sharing one nginx (which cannot share slot
     ports) get different probe ports; kept below the ephemeral range (see DESIGN.md)."""
     return blue + 10000 if blue + 10000 < EPHEMERAL_LOW else blue - 10000
-
-
-def _targets(path: Path, raw: Any) -> dict[str, TargetConfig]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: [targets] must be a table of [targets.NAME] tables")
-    targets: dict[str, TargetConfig] = {}
-    for name, data in raw.items():
-        if not NAME_RE.match(name):
-            raise ConfigError(f"{path}: target name {name!r} must match [a-z][a-z0-9_-]*")
-        t = section(path, f"targets.{name}", data, TARGET_FIELDS)
-        hosts = t["hosts"]
-        for i, h in enumerate(hosts):
-            if not isinstance(h, str) or not h.strip() or re.search(r"\s", h):
-                raise ConfigError(
-                    f"{path}: targets.{name}.hosts[{i}] must be a host like "
-                    f"\"deploy@app1.example.com:22\", got {h!r}"
-                )
-        if len(set(hosts)) != len(hosts):
-            raise ConfigError(f"{path}: targets.{name}.hosts lists a host twice")
-        if name == "local" and hosts:
-            raise ConfigError(f"{path}: targets.local is this machine and takes no hosts")
-        if name != "local" and not hosts:
-            raise ConfigError(f"{path}: targets.{name}.hosts is empty")
-        lbs = t["lbs"]
-        for i, h in enumerate(lbs):
-            if not isinstance(h, str) or not h.strip() or re.search(r"\s", h):
-                raise ConfigError(
-                    f"{path}: targets.{name}.lbs[{i}] must be a host like "
-                    f"\"deploy@lb1.example.com\", got {h!r}"
-                )
-        if lbs and name == "local":
-            raise ConfigError(f"{path}: targets.local is this machine and takes no lbs")
-        addresses = t["addresses"]
-        for spec, addr in addresses.items():
-            if spec not in hosts:
-                raise ConfigError(f"{path}: targets.{name}.addresses.{spec!r} is not one of"
-                                  f" targets.{name}.hosts")
-            if not isinstance(addr, str) or not re.match(r"^[A-Za-z0-9.:\[\]_-]+$", addr):
-                raise ConfigError(f"{path}: targets.{name}.addresses.{spec!r} must be a host"
-                                  f" name or IP address, got {addr!r}")
-        limit = parse_limit(t["boot_limit"])
-        assert limit is not None  # checked by the schema
-        targets[name] = TargetConfig(
-            name=name,
-            hosts=tuple(hosts),
-            parallel=t["parallel"],
-            identity_file=t["identity_file"] or None,
-            known_hosts=t["known_hosts"] or None,
-            host_key_policy=t["host_key_policy"],
-            boot_limit=limit[0],
-            boot_limit_percent=limit[1],
-            lbs=tuple(lbs),
-            addresses=dict(addresses),
-            connect_timeout=float(t["connect_timeout"]),
-        )
-    if not targets:
-        targets["local"] = TargetConfig("local", (), 1, None, None, "strict")
-    return targets
 
 
 def _hook_list(path: Path, point: str, commands: list[Any], app: AppConfig) -> tuple[str, ...]:

@@ -2,5 +2,6 @@
 
 Modules: ``envs`` (where: local, sandbox, vagrant, and the automatic choice), ``apps`` (what:
 the sample, the Elixir sample, or the user's artifacts and config), ``run`` (the sequence under
-load, cleanup on every exit), ``report`` (table, JSON, plot), ``command`` (the Typer command).
+load), ``tally`` (what the load saw per step), ``cleanup`` (on every exit, SIGTERM included),
+``report`` (table, JSON, plot), ``command`` (the Typer command).
 """

@@ -1,4 +1,5 @@
-"""What a rehearsal started on this machine, found and stopped by where it runs from."""
+"""What a rehearsal started on this machine, found and stopped by where it runs from; SIGTERM
+handled as Ctrl-C, so that happens on either."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 
 def kill_under(path: Path, wait: float = 5.0) -> list[str]:
@@ -40,3 +43,24 @@ def kill_under(path: Path, wait: float = 5.0) -> list[str]:
                 os.kill(pid, sig)
         time.sleep(0.1)
     return []
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: clean up, then exit 130."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises KeyboardInterrupt, so the rehearsal cleans up as on Ctrl-C."""
+    def raise_it(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_it)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -17,18 +17,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bluegreen.errors import ExitCode
 from bluegreen.loadclient import Connection, Load, window
 from bluegreen.rehearse import apps, report
-from bluegreen.rehearse.cleanup import kill_under
+from bluegreen.rehearse.cleanup import kill_under, sigterm_as_interrupt
 from bluegreen.rehearse.envs import Environment, Prepared, RehearsalError
-from bluegreen.rehearse.steps import steps_for
+from bluegreen.rehearse.steps import Step, steps_for
+from bluegreen.rehearse.tally import load_totals, step_problems, tally_steps
 from bluegreen.wsload import SocketClients, allowed_by_steps
 
 BG_TIMEOUT = 300.0
@@ -46,26 +46,6 @@ class Options:
     workdir: Path | None = None
     out: Path = Path(".")
     plot: bool = True
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: clean up, then exit 130."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def raise_it(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_it)
-    except ValueError:  # not the main thread: nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Rehearsal:
@@ -89,7 +69,7 @@ class Rehearsal:
     def run(self) -> int:
         began = time.monotonic()
         self.say(f"environment: {self.env.name} ({self.reason})")
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             try:
                 code = self._run(began)
             except KeyboardInterrupt:
@@ -101,6 +81,31 @@ class Rehearsal:
             return code if clean or code else int(ExitCode.FAILED)
 
     def _run(self, began: float) -> int:
+        """Start the environment, run every step under load, report; 0 when all went well."""
+        plan, env = self._start()
+        configs = self._write_configs(plan, env)
+        first = ("--accept-new-host-keys",) if env.first_contact else ()
+        code, _, out = self._bg(configs[0], (*first, "setup"))
+        if code != 0:
+            raise RehearsalError(f"bg setup failed (exit {code})", detail=out)
+        steps = steps_for(plan)
+        load = Load(endpoints=env.endpoints, limit=BG_TIMEOUT * len(steps))
+        self._steps(steps, load, configs, websockets=plan.websockets)
+        time.sleep(WARM_UP)
+        load.stop()
+        if self.sockets is not None:
+            self.sockets.stop()
+        under_load = time.monotonic() - load.origin if load.origin else 0.0
+        final = self._final_status()
+        data = self._report(load, began, final, apps.version_of(plan.b, plan.name))
+        # The totals are what the load saw; the environment's start (a VM boot) is apart.
+        data["load_seconds"] = round(under_load, 2)
+        data["notes"] = list(env.notes)
+        self._emit(data, load)
+        return 0 if data["ok"] else 1
+
+    def _start(self) -> tuple[apps.AppPlan, Prepared]:
+        """Make the work directory, choose the app and start the environment, saying which."""
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="bg-rehearse-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -111,24 +116,32 @@ class Rehearsal:
         self.prepared = env = self.env.start(plan.name, self.workdir)
         for note in env.notes:
             self.say(f"  {note}")
+        return plan, env
+
+    def _write_configs(self, plan: apps.AppPlan, env: Prepared) -> tuple[Path, Path, Path]:
+        """The rehearsal's bluegreen.toml, and its variants for the refused release and for
+        the step that verifies."""
+        assert self.workdir is not None
         config = self.workdir / "bluegreen.toml"
         config.write_text(apps.redirect(plan, env))
         refused = self.workdir / "bluegreen-refused.toml"
         refused.write_text(apps.redirect(plan, env, refused=True))
         verifying = self.workdir / "bluegreen-verify.toml"
         verifying.write_text(apps.redirect(plan, env, verify=True))
-        first = ("--accept-new-host-keys",) if env.first_contact else ()
-        code, _, out = self._bg(config, (*first, "setup"))
-        if code != 0:
-            raise RehearsalError(f"bg setup failed (exit {code})", detail=out)
-        steps = steps_for(plan)
-        load = Load(endpoints=env.endpoints, limit=BG_TIMEOUT * len(steps))
+        return config, refused, verifying
+
+    def _steps(self, steps: list[Step], load: Load, configs: tuple[Path, Path, Path], *,
+               websockets: bool) -> None:
+        """Run the steps in order, the load started before the first under load; stop at the
+        first unexpected exit."""
+        assert self.prepared is not None
+        config, refused, verifying = configs
         for i, step in enumerate(steps, 1):
             if step.under_load and self.load is None:
                 self.load = load
                 load.start()
-                if plan.websockets:
-                    self.sockets = SocketClients(env.endpoints, count=SOCKETS)
+                if websockets:
+                    self.sockets = SocketClients(self.prepared.endpoints, count=SOCKETS)
                     self.sockets.start()
                 time.sleep(WARM_UP)
             self.say(f"[{i}/{len(steps)}] bg {' '.join(_short(a) for a in step.args)}")
@@ -152,18 +165,6 @@ class Rehearsal:
                 if self.skipped:
                     self.say(f"      stopping here; not run: {', '.join(self.skipped)}")
                 break
-        time.sleep(WARM_UP)
-        load.stop()
-        if self.sockets is not None:
-            self.sockets.stop()
-        under_load = time.monotonic() - load.origin if load.origin else 0.0
-        final = self._final_status()
-        data = self._report(load, began, final, apps.version_of(plan.b, plan.name))
-        # The totals are what the load saw; the environment's start (a VM boot) is apart.
-        data["load_seconds"] = round(under_load, 2)
-        data["notes"] = list(env.notes)
-        self._emit(data, load)
-        return 0 if data["ok"] else 1
 
     def _plan(self) -> apps.AppPlan:
         assert self.workdir is not None
@@ -235,38 +236,11 @@ class Rehearsal:
     # ------------------------------------------------------------------ report
     def _report(self, load: Load, began: float, final: dict[str, Any],
                 expected_live: str | None) -> dict[str, Any]:
+        """The rehearsal's outcome as data (the JSON report): steps, totals, problems."""
         assert self.prepared is not None
-        steps = []
-        tolerated = 0
-        tolerated_by_mix: dict[str, int] = {}
-        for row in self.results:
-            w = window(load.records, row["start"], row["end"]) if load.origin else None
-            failed = {f"{mix}: {kind}": n for mix, kinds in (w.failed if w else {}).items()
-                      for kind, n in kinds.items()}
-            kind = row.pop("tolerated")
-            expected = {k: n for k, n in failed.items() if kind and k.endswith(f": {kind}")}
-            tolerated += sum(expected.values())
-            for key, n in expected.items():
-                mix = key.split(":", 1)[0]
-                tolerated_by_mix[mix] = tolerated_by_mix.get(mix, 0) + n
-            steps.append({k: v for k, v in row.items() if k not in ("start", "end")}
-                         | {"requests": w.total if w else 0,
-                            "failed": (w.total_failed if w else 0) - sum(expected.values()),
-                            "failed_by_kind": {k: n for k, n in failed.items()
-                                               if k not in expected},
-                            "expected_failures": sum(expected.values()),
-                            # seconds since the load started (negative: before it)
-                            "started_at": round(row["start"] - load.origin, 2)
-                            if load.origin else None})
+        tally = tally_steps(self.results, load)
         everything = window(load.records, 0.0, float("inf"))
-        for row in steps:
-            if row["exit"] != row["expected"]:
-                self.problems.append(f"{row['name']}: exit {row['exit']}, expected"
-                                     f" {row['expected']}")
-        if everything.total_failed - tolerated:
-            self.problems.append(f"{everything.total_failed - tolerated} requests failed")
-        if self.skipped:
-            self.problems.append(f"not run: {', '.join(self.skipped)}")
+        self.problems += step_problems(tally, everything, self.skipped)
         if load.alive() or (self.sockets is not None and self.sockets.alive()):
             self.problems.append("a load client did not stop")
         sockets = self._sockets_report()
@@ -280,21 +254,9 @@ class Rehearsal:
             "environment": self.prepared.name,
             "hosts": self.prepared.hosts,
             "reason": self.reason,
-            "steps": steps,
+            "steps": tally.steps,
             "skipped": self.skipped,
-            "totals": {
-                "requests": everything.total,
-                "failed": everything.total_failed - tolerated,
-                # the failing release's own failures before bg undid it (the undone step)
-                "expected_failures": tolerated,
-                "by_client": {mix: {"requests": everything.requests.get(mix, 0),
-                                    "failed": sum(everything.failed.get(mix, {}).values())
-                                    - tolerated_by_mix.get(mix, 0)}
-                              for mix in load.clients},
-                "stale_keepalive_retries": load.total("stale_retries"),
-                "stale_keepalive_reconnects": load.total("stale_reconnects"),
-                "websockets": sockets,
-            },
+            "totals": load_totals(load, everything, tally, sockets),
             "seconds": round(time.monotonic() - began, 2),
             "problems": self.problems,
         }

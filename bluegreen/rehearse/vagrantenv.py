@@ -121,32 +121,10 @@ class VagrantEnv(Environment):
         return "unknown"
 
     def start(self, app: str, workdir: Path) -> Prepared:
+        """Boot the VM unless it runs already; it is the rehearsal's one host, over SSH."""
         vagrantfile = self.vagrantfile or find_vagrantfile()
         self._env = {**os.environ, "VAGRANT_CWD": str(vagrantfile.parent), "BG_APP": app}
-        notes: list[str] = []
-        if self.provider() == "libvirt":
-            self.vm = VmSession()
-            try:
-                self._env.update(self.vm.prepare(self._env))
-            except VmError as exc:
-                raise RehearsalError(f"the VM cannot boot here: {exc}") from exc
-            notes += self.vm.notes
-            for note in self.vm.notes:
-                print(f"vm: {note}", file=sys.stderr, flush=True)
-        before = self.state()
-        print(f"vagrant: {vagrantfile} (machine {before})", file=sys.stderr, flush=True)
-        if before != "running":
-            self.started = True
-            expect = self.vm.expect_up if self.vm is not None else "minutes the first time"
-            print(f"vagrant up: boots and provisions the VM ({expect})",
-                  file=sys.stderr, flush=True)
-            began = time.monotonic()
-            up = self._vagrant("up", timeout=UP_TIMEOUT, show=True)
-            self.up_seconds = time.monotonic() - began
-            if up.returncode != 0:
-                raise RehearsalError(f"vagrant up failed (exit {up.returncode})",
-                                     hint="`vagrant status` and `vagrant up` show why")
-            notes.append(f"vagrant up (boot + provision) took {self.up_seconds:.0f}s")
+        notes = self._boot(vagrantfile)
         proc = self._vagrant("ssh-config")
         if proc.returncode != 0:
             raise RehearsalError("vagrant ssh-config failed", detail=proc.stderr.strip())
@@ -172,6 +150,35 @@ class VagrantEnv(Environment):
                                                   " (already running; left running)"),
                    *notes],
         )
+
+    def _boot(self, vagrantfile: Path) -> list[str]:
+        """`vagrant up` unless the machine runs (libvirt: in a VM session prepared first);
+        returns what to tell about it."""
+        notes: list[str] = []
+        if self.provider() == "libvirt":
+            self.vm = VmSession()
+            try:
+                self._env.update(self.vm.prepare(self._env))
+            except VmError as exc:
+                raise RehearsalError(f"the VM cannot boot here: {exc}") from exc
+            notes += self.vm.notes
+            for note in self.vm.notes:
+                print(f"vm: {note}", file=sys.stderr, flush=True)
+        before = self.state()
+        print(f"vagrant: {vagrantfile} (machine {before})", file=sys.stderr, flush=True)
+        if before != "running":
+            self.started = True
+            expect = self.vm.expect_up if self.vm is not None else "minutes the first time"
+            print(f"vagrant up: boots and provisions the VM ({expect})",
+                  file=sys.stderr, flush=True)
+            began = time.monotonic()
+            up = self._vagrant("up", timeout=UP_TIMEOUT, show=True)
+            self.up_seconds = time.monotonic() - began
+            if up.returncode != 0:
+                raise RehearsalError(f"vagrant up failed (exit {up.returncode})",
+                                     hint="`vagrant status` and `vagrant up` show why")
+            notes.append(f"vagrant up (boot + provision) took {self.up_seconds:.0f}s")
+        return notes
 
     def stop(self, *, keep: bool) -> None:
         problems: list[str] = []

@@ -75,10 +75,6 @@ def sandbox_config(
     """
     nginx = sandbox.hosts[0].nginx
     apps = list(hosts) if hosts is not None else [h for h in sandbox.hosts if h not in lbs]
-    tier: dict[str, Any] = {}
-    if lbs:
-        tier["lbs"] = [h.spec for h in lbs]
-        tier["addresses"] = {h.spec: h.shared_address for h in apps if h.shared_address}
     document: dict[str, Any] = {
         "app": {
             "name": sandbox.app,
@@ -98,13 +94,24 @@ def sandbox_config(
         "switch": {"drain_timeout": 10},
         "verify": {"access_log": nginx.access_log},
         "targets": {
-            target: {
-                "hosts": [h.spec for h in apps],
-                "parallel": parallel,
-                "identity_file": sandbox.identity_file,
-                "known_hosts": known_hosts or sandbox.known_hosts,
-                **tier,
-            }
+            target: _target_table(sandbox, apps, lbs, parallel=parallel, known_hosts=known_hosts)
         },
     }
     return write_config(path, merge(document, parse_fragment(extra, "extra")))
+
+
+def _target_table(sandbox: Sandbox, apps: Sequence[SandboxHost], lbs: Sequence[SandboxHost], *,
+                 parallel: int, known_hosts: Path | None) -> dict[str, Any]:
+    """A ``[targets.NAME]`` table for the sandbox's ``apps``, behind ``lbs`` if any: each app
+    host with a shared address is reached by the LBs over the bridge."""
+    tier: dict[str, Any] = {}
+    if lbs:
+        tier["lbs"] = [h.spec for h in lbs]
+        tier["addresses"] = {h.spec: h.shared_address for h in apps if h.shared_address}
+    return {
+        "hosts": [h.spec for h in apps],
+        "parallel": parallel,
+        "identity_file": sandbox.identity_file,
+        "known_hosts": known_hosts or sandbox.known_hosts,
+        **tier,
+    }

@@ -10,8 +10,9 @@ production without colliding. With ``shared_network=True`` the hosts also share 
 SSH tests and by ``bg rehearse``.
 
 The parts: ``netns.py`` (tools, namespaces, killing), ``sshd.py`` (the one sshd harness),
-``host.py`` (one host and its launch), ``network.py`` (links and the bridge), this module (many
-hosts: claim, start, describe, attach, tear down) and its command line.
+``host.py`` (one host and its launch), ``prepare.py`` (one host's files and links before its
+launch), ``network.py`` (links and the bridge), this module (many hosts: claim, start,
+describe, attach, tear down) and its command line.
 
 Needs root, iproute2, util-linux (unshare, nsenter), OpenSSH's sshd and nginx. Traffic only ever
 goes to the addresses of namespaces created here.
@@ -38,8 +39,6 @@ from pathlib import Path
 from subprocess import Popen
 from types import TracebackType
 
-from bluegreen.accesslog import format_directive
-from bluegreen.nginxconf import nginx_ident
 from bluegreen.sandbox import network
 from bluegreen.sandbox.host import SandboxHost, spawn, wait_up
 from bluegreen.sandbox.netns import (
@@ -53,11 +52,11 @@ from bluegreen.sandbox.netns import (
     try_run,
 )
 from bluegreen.sandbox.nginx import NGINX_BIN, NginxServer
+from bluegreen.sandbox.prepare import prepare_host
 from bluegreen.sandbox.sshd import (
     SSHD_BIN,
     UNSAFE_PATH,
     ClientEntry,
-    SshdConfig,
     keygen,
     known_hosts_line,
     ssh_config_text,
@@ -288,27 +287,8 @@ class Sandbox:
 
     def _start_host(self, host: SandboxHost) -> str:
         """Bring one host up; returns its known_hosts line."""
-        host.confdir.mkdir(parents=True, exist_ok=True)
-        host.hostdir.mkdir(parents=True, exist_ok=True)
         host.ssh_config = self.ssh_config
-        keygen(host.host_key, f"{host.netns}-host")
-        sshd_config = SshdConfig(
-            address=host.address, port=22, host_key=host.host_key,
-            pid_file=host.sshd_pid_file, authorized_keys=self.authorized_keys,
-        )
-        host.sshd_config.write_text(sshd_config.render())
-        host.nginx.render()
-        placeholder = host.nginx.prefix / "conf.d" / f"{self.app}.bluegreen.conf"
-        if not placeholder.exists():
-            # nginx refuses a site whose upstream is undefined; bg replaces this on deploy.
-            placeholder.write_text(
-                f"upstream {nginx_ident(self.app)}_live {{ server 127.0.0.1:4001; }}\n"
-                f'map "" ${nginx_ident(self.app)}_slot {{ default "none"; }}\n'
-                + format_directive(self.app)
-            )
-        network.connect(host)
-        if self.switch is not None:
-            network.join_switch(host, self.switch)
+        prepare_host(host, authorized_keys=self.authorized_keys, switch=self.switch)
         proc = spawn(host, sshd_bin=self.sshd_bin)
         self._inits[host.netns] = proc
         wait_up(host, proc, self.ready_timeout)
