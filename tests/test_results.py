@@ -188,3 +188,22 @@ def test_no_runner_name_outside_the_runners_package() -> None:
         for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_the_runners_setup_and_teardown_quote_the_root(tmp_path: Path, kind: str) -> None:
+    import dataclasses
+    import shlex
+    import subprocess
+
+    hostile = "/srv/my app;$(touch /tmp/pwned)'"
+    cfg = _config(tmp_path, kind)
+    cfg = dataclasses.replace(cfg, app=dataclasses.replace(cfg.app, root=hostile))
+    runner = runner_for(cfg)
+    scripts = [runner.setup_script(), runner.teardown_script(),
+               *(f.install for f in runner.setup_files())]
+    for script in scripts:
+        assert subprocess.run(["sh", "-n", "-c", script], check=False).returncode == 0
+        assert "$(touch" not in script.replace(shlex.quote(hostile)[1:-1], "")
+    if kind != "command":
+        assert shlex.quote(f"{hostile}/shared/cookie") in runner.setup_script()
