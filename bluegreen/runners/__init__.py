@@ -42,8 +42,8 @@ __all__ = [
 
 
 # `[app] runner` -> the module and class that implement it, imported on first use: a
-# command app never loads the Elixir or systemd code. A new runner is a module here, a line
-# here, and its name in the config schema.
+# command app never loads the Elixir or systemd code. A new runner is a module in this
+# package, a line in this table and its name in the config schema (config/schema.py).
 RUNNERS: dict[str, tuple[str, str]] = {
     "command": ("bluegreen.runners.command", "CommandRunner"),
     "elixir": ("bluegreen.runners.elixir", "ElixirRunner"),
