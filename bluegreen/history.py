@@ -7,21 +7,22 @@ from datetime import datetime
 from typing import Any
 
 from bluegreen.host import Host
+from bluegreen.journal import read_journal
 from bluegreen.layout import Layout
-from bluegreen.state import read_journal
+from bluegreen.results import OperationSummary
 
 # Journal lines read per operation asked for: a deploy writes about ten.
 LINES_PER_OPERATION = 40
 
 
-def read_operations(host: Host, paths: Layout, limit: int = 20) -> list[dict[str, Any]]:
+def read_operations(host: Host, paths: Layout, limit: int = 20) -> list[OperationSummary]:
     """The last ``limit`` operations of the journal, one summary each (:func:`operations`)."""
     want = max(1, limit) * LINES_PER_OPERATION
     entries = read_journal(host, paths, want)
     return operations(entries, cut=len(entries) >= want)[-max(1, limit):]
 
 
-def operations(entries: list[dict[str, Any]], *, cut: bool = False) -> list[dict[str, Any]]:
+def operations(entries: list[dict[str, Any]], *, cut: bool = False) -> list[OperationSummary]:
     """Group journal entries into operations: one bg process (controller + pid) doing one
     command. ``cut``: the entries start mid-file, so a first operation without its
     beginning is left out rather than shown with a wrong duration."""
@@ -38,7 +39,7 @@ def operations(entries: list[dict[str, Any]], *, cut: bool = False) -> list[dict
     return [_summary(g) for g in groups]
 
 
-def _summary(group: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(group: list[dict[str, Any]]) -> OperationSummary:
     first, last = group[0], group[-1]
     # A step that failed without failing the operation (an after_deploy hook) is a warning
     # inside it; the executor journals a failed operation as a step "failed".
@@ -50,12 +51,18 @@ def _summary(group: list[dict[str, Any]]) -> dict[str, Any]:
         seconds = round((datetime.fromisoformat(str(last["time"]))
                          - datetime.fromisoformat(str(first["time"]))).total_seconds(), 3)
     message = str(failed["message"]) if failed and "message" in failed else None
-    return {
-        "time": first.get("time"), "op": first.get("op"),
-        "command": next((e["command"] for e in group if e.get("step") == "begin"
-                         and "command" in e), None),
-        "version": next((e["version"] for e in reversed(group) if e.get("version")), None),
-        "outcome": outcome, "seconds": seconds, "message": message,
-        "user": first.get("user"), "controller": first.get("controller"), "pid": first.get("pid"),
-        "steps": len(group),
-    }
+    pid = first.get("pid")
+    return OperationSummary(
+        time=_text(first.get("time")), op=_text(first.get("op")),
+        command=next((str(e["command"]) for e in group if e.get("step") == "begin"
+                      and "command" in e), None),
+        version=next((str(e["version"]) for e in reversed(group) if e.get("version")), None),
+        outcome=outcome, seconds=seconds, message=message,
+        user=_text(first.get("user")), controller=_text(first.get("controller")),
+        pid=pid if isinstance(pid, int) else None, steps=len(group),
+    )
+
+
+def _text(value: Any) -> str | None:
+    """A journal entry's field as text (None when absent): the journal is input."""
+    return None if value is None else str(value)

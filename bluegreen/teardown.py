@@ -20,6 +20,7 @@ from bluegreen.checks import dump_command
 from bluegreen.config import Config
 from bluegreen.drain import reload_script
 from bluegreen.layout import Layout
+from bluegreen.runners import runner_for
 from bluegreen.shell import ScriptExit, lines, q
 
 _UPSTREAM = re.compile(r"^\s*upstream\s+([A-Za-z0-9_]+)\s*\{", re.M)
@@ -127,11 +128,7 @@ def files_script(config: Config, paths: Layout, *, purge: bool) -> str:
     """Remove :func:`removed_paths` (the lock directory goes with the session's release)."""
     keep_lock = [p for p in removed_paths(paths, purge=purge) if p != paths.bg]
     parts = [f"rm -rf {' '.join(q(p) for p in keep_lock)}"]
-    if config.app.runner == "systemd":
-        from bluegreen.runners.systemd import unit_path
-
-        parts.append(f"rm -f {q(unit_path(config.app))}; if command -v systemctl >/dev/null"
-                     " && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi")
+    parts.append(runner_for(config).teardown_script())  # what its setup installed
     return lines(*parts)
 
 

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bluegreen import config as bgconfig
-from bluegreen import nginx, probe
+from bluegreen import lock, nginx, probe
 from bluegreen import state as st
 from bluegreen.config import SLOTS, Config
 from bluegreen.host import CommandResult, Host
@@ -298,7 +298,7 @@ class FakeHost:
         marker = _MARKER.search(script)
         if marker:
             out.append(self._observation(marker.group(1), script))
-        if st.release_script(paths) in script:
+        if lock.release_script(paths) in script:
             m.lock, m.claims = None, set()
         return done()
 

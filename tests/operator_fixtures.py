@@ -43,9 +43,11 @@ def envelope_problems(doc: Any) -> list[str]:
     if not isinstance(doc, dict):
         return ["not an object"]
     out = []
-    allowed = {"ok", "command", "result", "error"}
+    allowed = {"schema", "ok", "command", "result", "error"}
     if set(doc) - allowed:
         out.append(f"unknown keys {sorted(set(doc) - allowed)}")
+    if doc.get("schema") != 1:
+        out.append("schema must be 1")
     if not isinstance(doc.get("ok"), bool):
         out.append("ok must be a boolean")
     if not isinstance(doc.get("command"), str):

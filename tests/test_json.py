@@ -17,14 +17,16 @@ from tests.operator_fixtures import bg, envelope, envelope_problems, stock  # no
 
 @pytest.mark.unit
 def test_the_checker_rejects_what_the_schema_forbids() -> None:
-    assert envelope_problems({"ok": True, "command": "x", "result": None}) == []
-    assert envelope_problems({"ok": True, "command": "x"})  # no result
-    assert envelope_problems({"ok": "yes", "command": "x", "result": {}})
-    assert envelope_problems({"ok": False, "command": "x", "error": {"message": "m"}})
-    assert envelope_problems({"ok": True, "command": "x", "result": {}, "extra": 1})
+    v = {"schema": 1}
+    assert envelope_problems({**v, "ok": True, "command": "x", "result": None}) == []
+    assert envelope_problems({"ok": True, "command": "x", "result": None})  # no schema
+    assert envelope_problems({**v, "ok": True, "command": "x"})  # no result
+    assert envelope_problems({**v, "ok": "yes", "command": "x", "result": {}})
+    assert envelope_problems({**v, "ok": False, "command": "x", "error": {"message": "m"}})
+    assert envelope_problems({**v, "ok": True, "command": "x", "result": {}, "extra": 1})
     good_error = {"message": "m", "hint": "", "detail": "", "exit_code": 2, "kind": "E"}
-    assert envelope_problems({"ok": False, "command": "x", "error": good_error}) == []
-    assert envelope_problems({"ok": False, "command": "x",
+    assert envelope_problems({**v, "ok": False, "command": "x", "error": good_error}) == []
+    assert envelope_problems({**v, "ok": False, "command": "x",
                               "error": {**good_error, "phase": "health"}})  # hosts missing
 
 
@@ -33,7 +35,7 @@ def test_the_readme_documents_the_envelope() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("### JSON output", 1)[1].split("\n### ", 1)[0]
     keys = set(re.findall(r"^\| `([a-z_.]+)`", section, re.M))
-    assert {"ok", "command", "result", "error.message", "error.hint", "error.exit_code",
+    assert {"schema", "ok", "command", "result", "error.message", "error.hint", "error.exit_code",
             "error.detail", "error.kind"} <= keys
 
 

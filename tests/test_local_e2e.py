@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from bluegreen.errors import ExitCode
+from bluegreen.lock import _process_start
 from bluegreen.sandbox.sample import build_sample
-from bluegreen.state import _process_start
 from tests.helpers import Workspace, bg_argv
 
 

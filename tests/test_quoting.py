@@ -30,13 +30,15 @@ from bluegreen import artifact, nginx, releases
 from bluegreen.config import Config, load
 from bluegreen.errors import ArtifactError, ConfigError, StateError
 from bluegreen.host import Host
+from bluegreen.journal import Journal
 from bluegreen.layout import Layout
+from bluegreen.lock import lock_script
 from bluegreen.observe import new_marker, observe_script
 from bluegreen.runners.base import stop_pid_script
 from bluegreen.runners.command import CommandRunner
 from bluegreen.runners.elixir import ElixirRunner, cookie_script
 from bluegreen.runners.systemd import SystemdRunner
-from bluegreen.state import HostState, Journal, lock_script, write_state_script
+from bluegreen.state import HostState, write_state_script
 
 MARK = "bgcanary"
 INJECTIONS = [

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bluegreen import state as st
+from bluegreen import lock
 from bluegreen.errors import (
     BgError,
     CommandError,
@@ -111,7 +111,7 @@ def test_losing_a_takeover_race_is_lock_held() -> None:
     dead = holder(controller=socket.gethostname(), pid=dead_pid())
     lock_with(a, dead)
     winner = holder(command="deploy 3.0.0")
-    a.on("taken-", (st.LOCKED_EXIT, json.dumps(winner)))
+    a.on("taken-", (lock.LOCKED_EXIT, json.dumps(winner)))
     with pytest.raises(LockHeldError) as info, Session(ctx, "deploy 2.0.0"):
         pass
     assert "deploy 3.0.0" in info.value.message
@@ -198,7 +198,7 @@ def test_journal_entries_ride_in_front_of_the_next_script() -> None:
     # What is still pending travels with the release.
     assert journal_outcomes(a, "done") == ["ok"] and journal_outcomes(b, "done") == ["ok"]
     release = a.scripts[-1]
-    assert release.endswith(st.release_script(ctx.paths))
+    assert release.endswith(lock.release_script(ctx.paths))
     assert release.startswith("printf '%s' ") and '"step": "done"' in release
     entry = a.model.journal[-1]
     assert {"time", "op", "user", "controller", "pid"} <= set(entry)
@@ -272,11 +272,11 @@ def test_status_reports_what_nginx_serves_and_an_interrupted_operation() -> None
     a.model.upstream, a.model.serving = a.render("green"), "green"  # killed before recording
     lock_with(b, holder(controller=socket.gethostname(), pid=dead_pid(), command="switch"))
     report = status(ctx)
-    ha, hb = report["hosts"]
-    assert ha["live"] == "green" and ha["nginx"]["serving"] == "green"
-    assert any("taking green as live" in p for p in ha["problems"])
-    assert hb["interrupted"] == "switch"
-    assert any("interrupted operation: `switch`" in p for p in hb["problems"])
-    assert report["diverged"] and not report["ok"]
+    ha, hb = report.hosts
+    assert ha.live == "green" and ha.nginx.serving == "green"
+    assert any("taking green as live" in p for p in ha.problems)
+    assert hb.interrupted == "switch"
+    assert any("interrupted operation: `switch`" in p for p in hb.problems)
+    assert report.diverged and not report.ok
     assert all(len(h.scripts) == 1 for h in (a, b))  # one read-only round trip each
     assert b.model.lock is not None  # status never takes over or clears a lock

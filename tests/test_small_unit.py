@@ -10,6 +10,7 @@ import pytest
 
 from bluegreen.ops import deploy as ops
 from bluegreen.ops.core import OperationResult
+from bluegreen.results import StatusResult
 from tests.fakes import deployed, fleet, make_artifact, make_config
 
 pytestmark = pytest.mark.unit
@@ -39,18 +40,18 @@ def test_the_reported_total_includes_the_artifact_check(tmp_path: Path,
 # ------------------------------------------------------------------ (a) status mid-operation
 
 
-def _mid_deploy(*, holder_alive: bool = True) -> tuple[dict[str, object], object]:
+def _mid_deploy(*, holder_alive: bool = True) -> tuple[StatusResult, object]:
     """A host as a healthy deploy of 2.0.0 leaves it while the new slot boots: green
     running 2.0.0, state still naming 1.0.0 on blue, the lock held by the deploy."""
     import os
 
-    from bluegreen import state as st
+    from bluegreen import lock
     from bluegreen.ops import admin
 
     cfg = make_config()
     ctx, (host,) = fleet(cfg, state=deployed("1.0.0", "blue"), alive=("blue", "green"))
     host.model.links["green"] = "2.0.0"
-    holder = st.holder_info("deploy 2.0.0")
+    holder = lock.holder_info("deploy 2.0.0")
     if not holder_alive:
         holder["pid"], holder["started"] = 2**22 + 1, "1"
     assert holder["pid"] == os.getpid() or not holder_alive
@@ -60,17 +61,17 @@ def _mid_deploy(*, holder_alive: bool = True) -> tuple[dict[str, object], object
 
 def test_status_during_a_healthy_deploy_is_no_problem() -> None:
     data, _ = _mid_deploy()
-    assert data["ok"] is True, data
-    h = data["hosts"][0]  # type: ignore[index]
-    assert h["problems"] == []
-    assert "deploy 2.0.0" in h["in_progress"]
-    assert any("green runs 2.0.0" in n for n in h["transient"])
+    assert data.ok is True, data
+    h = data.hosts[0]
+    assert h.problems == ()
+    assert h.in_progress is not None and "deploy 2.0.0" in h.in_progress
+    assert any("green runs 2.0.0" in n for n in h.transient)
 
 
 def test_status_after_an_interrupted_deploy_is_a_problem() -> None:
     data, _ = _mid_deploy(holder_alive=False)
-    assert data["ok"] is False
-    problems = data["hosts"][0]["problems"]  # type: ignore[index]
+    assert data.ok is False and data.to_json()["ok"] is False
+    problems = data.hosts[0].problems
     assert any("green runs 2.0.0" in p for p in problems), problems
     assert any("interrupted operation" in p for p in problems), problems
 
@@ -115,13 +116,13 @@ def test_history_is_one_line_per_operation() -> None:
         _entry("20.300", "rollback", "done", "ok", pid=9, version="1.0.0"),
     ]
     ops = operations(entries)
-    assert [(o["op"], o["version"], o["outcome"], o["seconds"], o["user"], o["controller"])
+    assert [(o.op, o.version, o.outcome, o.seconds, o.user, o.controller)
             for o in ops] == [
         ("deploy", "2.0.0", "ok", 2.5, "ann", "laptop"),
         ("deploy", "3.0.0", "failed", 6.7, "ann", "laptop"),
         ("rollback", "1.0.0", "ok", 0.3, "ann", "laptop"),
     ]
-    assert ops[1]["message"] == "never became healthy"
+    assert ops[1].message == "never became healthy"
 
 
 def test_history_drops_an_operation_the_window_cut() -> None:
@@ -131,8 +132,8 @@ def test_history_drops_an_operation_the_window_cut() -> None:
                _entry("02.500", "deploy", "done", "ok", version="2.0.0"),
                _entry("03.000", "switch", "begin", "ok", pid=8),
                _entry("03.200", "switch", "done", "ok", pid=8, version="1.0.0")]
-    assert [o["op"] for o in operations(entries, cut=True)] == ["switch"]
-    assert [o["op"] for o in operations(entries)] == ["deploy", "switch"]
+    assert [o.op for o in operations(entries, cut=True)] == ["switch"]
+    assert [o.op for o in operations(entries)] == ["deploy", "switch"]
 
 
 # ------------------------------------------------------------------ (e) pruning

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -139,41 +139,18 @@ def setup(ctx: typer.Context) -> None:
 @app.command()
 def status(ctx: typer.Context, hosts: HostsOpt = None) -> None:
     """What runs where: live slot, versions, health, nginx, lock."""
+    from bluegreen.cli.render import status_lines
     from bluegreen.ops import admin
 
     opts = options(ctx)
-    data = run(opts, "", admin.status, hosts=_hosts(ctx, hosts))
-    problems = [f"{h['host']}: {p}" for h in data["hosts"] for p in h["problems"]]
+    result = run(opts, "", admin.status, hosts=_hosts(ctx, hosts))
+    problems = result.problems
     if opts.json:
         if problems:
-            fail(opts, _problems(problems), result=data)
-        emit(opts, data)
+            fail(opts, _problems(problems), result=result.to_json())
+        emit(opts, result.to_json())
         return
-    if data.get("canary"):
-        c = data["canary"]
-        share = f"{c['share']:.1%}" if c["share"] is not None else "-"
-        print(f"canary: {c['version']} on {c['slot']}, {c['percent']}% of new requests"
-              f"{' (sticky)' if c['sticky'] else ''} for {c['seconds']:.0f}s: served"
-              f" {c['requests']} of {c['all_requests']} ({share}), {c['errors']} failed;"
-              " `bg promote` or `bg abort`")
-    for h in data["hosts"]:
-        print(f"{h['host']}: live {h['live'] or '-'} ({h['version'] or 'nothing deployed'}),"
-              f" previous {h['previous'] or '-'}")
-        for slot, s in h["slots"].items():
-            flags = ("live " if s["live"] else "") + (
-                "running" if s["running"] else "stopped") + (
-                ", healthy" if s["healthy"] else "")
-            print(f"  {slot:<5} :{s['port']:<5} {s['version'] or '-':<16} {flags}")
-        print(f"  nginx  upstream :{h['nginx']['upstream_port']}, serving"
-              f" {h['nginx']['serving'] or '?'}")
-        if h["in_progress"]:
-            print(f"  in progress: {h['in_progress']}")
-            for note in h["transient"]:
-                print(f"    (expected while it runs) {note}")
-        elif h["lock"]:
-            print(f"  locked by {h['lock'].get('user')} ({h['lock'].get('command')})")
-        for p in h["problems"]:
-            print(f"  problem: {p}")
+    print("\n".join(status_lines(result)))
     if problems:
         raise typer.Exit(int(StateError.exit_code))
 
@@ -190,31 +167,15 @@ def history(ctx: typer.Context,
             steps: Annotated[bool, typer.Option("--steps", help="Every journal entry.")
                              ] = False) -> None:
     """The journal: who did what, when, with which outcome; a line per operation."""
+    from bluegreen.cli.render import history_lines
     from bluegreen.ops import admin
 
     opts = options(ctx)
-    data = run(opts, "", lambda c: admin.history(c, limit, steps=steps))
+    result = run(opts, "", lambda c: admin.history(c, limit, steps=steps))
     if opts.json:
-        emit(opts, data)
+        emit(opts, result.to_json())
         return
-    for host, entries in data.items():
-        print(f"{host}:")
-        for e in entries:
-            print("  " + (_step_line(e) if steps else _operation_line(e)))
-
-
-def _operation_line(o: dict[str, Any]) -> str:
-    seconds = f"{o['seconds']:.2f}s" if isinstance(o.get("seconds"), float | int) else "?"
-    why = f"  {o['message']}" if o.get("message") else ""
-    return (f"{str(o.get('time') or '?')[:19].replace('T', ' ')}  {o.get('op') or '?':<8}"
-            f" {o.get('version') or '-':<12} {o['outcome']:<10} {seconds:>8}"
-            f"  {o.get('user') or '?'}@{o.get('controller') or '?'}{why}")
-
-
-def _step_line(e: dict[str, Any]) -> str:
-    extra = " ".join(f"{k}={e[k]}" for k in ("version", "slot") if k in e)
-    return (f"{str(e.get('time', '?'))[:19]}  {e.get('user', '?'):<8} {e.get('op', '?'):<8}"
-            f" {e.get('step', '?'):<8} {e.get('outcome', '?'):<8} {extra}")
+    print("\n".join(history_lines(result)))
 
 
 @app.command()
@@ -250,32 +211,29 @@ def remove(
 @lock_app.command("status")
 def lock_status(ctx: typer.Context) -> None:
     """Show who holds the lock on each host."""
+    from bluegreen.cli.render import lock_status_lines
     from bluegreen.ops import admin
 
     opts = options(ctx)
-    data: dict[str, Any] = run(opts, "", admin.lock_status)
+    result = run(opts, "", admin.lock_status)
     if opts.json:
-        emit(opts, data)
+        emit(opts, result.to_json())
         return
-    for host, holder in data.items():
-        print(f"{host}: " + ("free" if holder is None else
-                             f"held by {holder.get('user')}@{holder.get('controller')} pid"
-                             f" {holder.get('pid')} ({holder.get('command')}) since"
-                             f" {holder.get('time')}" + (" [stale]" if holder["stale"] else "")))
+    print("\n".join(lock_status_lines(result)))
 
 
 @lock_app.command("release")
 def lock_release(ctx: typer.Context) -> None:
     """Clear the lock (after making sure no bg operation is running)."""
+    from bluegreen.cli.render import lock_release_lines
     from bluegreen.ops import admin
 
     opts = options(ctx)
-    lines = run(opts, "", admin.lock_release)
+    result = run(opts, "", admin.lock_release)
     if opts.json:
-        emit(opts, {"hosts": dict(line.split(": ", 1) for line in lines)})
+        emit(opts, result.to_json())
         return
-    for line in lines:
-        print(line)
+    print("\n".join(lock_release_lines(result)))
 
 
 def _hosts(ctx: typer.Context, value: str | None) -> tuple[str, ...]:

@@ -2,8 +2,11 @@
 
 With ``--json`` stdout carries exactly one JSON document::
 
-    {"ok": true,  "command": "deploy", "result": {...}}
-    {"ok": false, "command": "deploy", "error": {"message", "hint", "exit_code", ...}}
+    {"schema": 1, "ok": true,  "command": "deploy", "result": {...}}
+    {"schema": 1, "ok": false, "command": "deploy", "error": {"message", "hint", ...}}
+
+``schema`` is :data:`bluegreen.results.SCHEMA_VERSION`; ``result`` is the command's
+result value (bluegreen/results.py) as its ``to_json()``.
 
 A command that ran but found problems (``status``, ``check``) reports ``ok: false`` with
 both its ``result`` and an ``error``. Progress and warnings always go to stderr.
@@ -23,12 +26,15 @@ from bluegreen.cli.options import GlobalOptions
 from bluegreen.errors import BgError, HostFailures
 
 # The envelope's keys, documented in the README ("JSON output") and checked by tests.
-ENVELOPE_KEYS = ("ok", "command", "result", "error")
+ENVELOPE_KEYS = ("schema", "ok", "command", "result", "error")
 
 
 def envelope(opts: GlobalOptions, *, result: Any = None, error: BgError | None = None
              ) -> dict[str, Any]:
-    out: dict[str, Any] = {"ok": error is None, "command": opts.command}
+    from bluegreen.results import SCHEMA_VERSION
+
+    out: dict[str, Any] = {"schema": SCHEMA_VERSION, "ok": error is None,
+                           "command": opts.command}
     if result is not None or error is None:
         out["result"] = result
     if error is not None:

@@ -99,6 +99,7 @@ def logs(
     """A slot's log on every host (or those of --hosts), each line prefixed by its host."""
     from bluegreen.ops import logs as ops
     from bluegreen.ops.core import Context
+    from bluegreen.results import HostLogLines, LogsResult
 
     opts = options(ctx)
     try:
@@ -113,8 +114,8 @@ def logs(
     def show(c: Context) -> None:
         start = ops.tail(c, slot, lines)
         if opts.json:
-            emit(opts, {"hosts": {name: {"slot": log.slot, "lines": text.splitlines()}
-                                  for name, (log, text, _) in start.items()}})
+            emit(opts, LogsResult({name: HostLogLines(log.slot, tuple(text.splitlines()))
+                                   for name, (log, text, _) in start.items()}).to_json())
             return
         for name, (log, text, _) in start.items():
             for line in text.splitlines():

@@ -1,77 +1,82 @@
-"""setup, status, history and lock: the operations around a deploy."""
+"""setup, migrate, status, history and lock: the operations around a deploy.
+
+Each returns a value of :mod:`bluegreen.results`; the CLI renders it.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from bluegreen import asroot, nginx, runners
+from bluegreen import asroot, lock, nginx
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
 from bluegreen.observe import Observation
 from bluegreen.ops import canary, lbtier
-from bluegreen.ops.core import Context, HostOutcome, OperationResult
+from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
 from bluegreen.probe import ProbeError, Prober
 from bluegreen.releases import lb_setup_script, setup_script
+from bluegreen.results import (
+    HistoryResult,
+    HostOutcome,
+    HostStatus,
+    LbStatus,
+    LockHolder,
+    LockReleaseResult,
+    LockStatusResult,
+    NginxStatus,
+    OperationResult,
+    SlotStatus,
+    StatusResult,
+)
+
+# ----------------------------------------------------------------------------- setup
 
 
-def setup(ctx: Context) -> OperationResult:
-    """Directories, env file, initial upstream and state; safe to run again."""
-    started = time.monotonic()
-    config, paths = ctx.config, ctx.paths
+@dataclass(frozen=True)
+class SetupScripts:
+    app: str  # on each app host
+    lb: str  # on each load balancer
+
+
+def setup_scripts(ctx: Context) -> SetupScripts:
+    config = ctx.config
     initial = nginx.render_upstream(config, slot="blue", version="none")
     if ctx.lbs:  # nothing runs yet: every app host's blue slot, as one host's file says
         port = config.slots["blue"]
         initial = nginx.render_upstream(config, slot="blue", version="none", servers=[
             nginx.Server(ctx.target.address_of(h), port, h) for h in ctx.target.hosts])
-    script = setup_script(
-        paths,
+    app = setup_script(
+        ctx.paths,
         upstream_file=None if ctx.lbs else nginx.files(config).live,
         initial_upstream=initial,
         initial_state=st.HostState(updated_at=st.now_iso()).to_json().decode(),
-        runner_setup=runner_setup_script(ctx),
+        runner_setup=ctx.runner.setup_script(),
     )
-    lb_script = lb_setup_script(nginx.files(config).live, initial)
-    outcomes: dict[str, str] = {}
+    return SetupScripts(app, lb_setup_script(nginx.files(config).live, initial))
 
-    def one(host: Host) -> None:
-        is_lb = host in ctx.lbs
-        out = check(host.run(lb_script if is_lb else script), "setting up directories",
-                    host).stdout
-        if config.app.runner == "systemd" and not is_lb:
-            from bluegreen.runners import systemd
 
-            host.write_atomic(systemd.staged_unit_path(paths),
-                              systemd.render_unit(config.app).encode())
-            check(host.run(systemd.install_unit_script(config.app)),
-                  "installing the systemd unit", host)
-        made = out.split("created:", 1)[-1].split()
-        if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
-            outcomes[host.name] = "created " + ", ".join(made) if made else "already set up"
-            return
-        test = host.run(asroot.command(config.nginx.test_command))
-        if not test.ok:
-            outcomes[host.name] = "nginx -t failed"
-            ctx.reporter.info(f"{host.name}: warning: `{config.nginx.test_command}` failed:\n"
-                              f"{test.output}")
-            return
-        reload = host.run(asroot.command(config.nginx.reload_command))
-        note = "created " + ", ".join(made) if made else "already set up"
-        if not reload.ok:
-            note += "; nginx not reloaded (is it running?)"
-        outcomes[host.name] = note
-
-    with ctx.step(f"set up {paths.root}"):
-        ctx.each(one, "setup", [*ctx.hosts, *ctx.lbs])
-    env = config.app.env_file
-    if env is not None:
-        data = env.read_bytes()
-        with ctx.step("upload env file (mode 0600)"):
-            ctx.each(lambda h: h.write_atomic(paths.env_file, data, mode=0o600), "env upload")
+def setup(ctx: Context) -> OperationResult:
+    """Directories, env file, initial upstream and state; safe to run again. Under the
+    lock, as every change: a deploy never starts against a half-written env file."""
+    started = time.monotonic()
+    config, paths = ctx.config, ctx.paths
+    scripts = setup_scripts(ctx)
+    everywhere = [*ctx.hosts, *ctx.lbs]
+    with lock.with_lock(ctx.each, everywhere, paths, "setup"):
+        with ctx.step(f"set up {paths.root}"):
+            outcomes = ctx.each(lambda h: setup_host(ctx, h, scripts), "setup", everywhere)
+        env = config.app.env_file
+        if env is not None:
+            data = env.read_bytes()
+            with ctx.step("upload env file (mode 0600)"):
+                ctx.each(lambda h: h.write_atomic(paths.env_file, data, mode=0o600),
+                         "env upload")
     return OperationResult(
         operation="setup", app=config.app.name, target=ctx.target.name, version=None,
         slot=None, previous_slot=None, previous_version=None,
@@ -85,9 +90,32 @@ def setup(ctx: Context) -> OperationResult:
     )
 
 
-def runner_setup_script(ctx: Context) -> str:
-    """Runner-specific setup: the Erlang cookie; the systemd template unit's reload."""
-    return runners.setup_script(ctx.config, ctx.paths)
+def setup_host(ctx: Context, host: Host, scripts: SetupScripts) -> str:
+    """Set up one host; what it made, and how nginx took it."""
+    is_lb = host in ctx.lbs
+    out = check(host.run(scripts.lb if is_lb else scripts.app), "setting up directories",
+                host).stdout
+    if not is_lb:
+        for file in ctx.runner.setup_files():
+            host.write_atomic(file.path, file.data)
+            if file.install:
+                check(host.run(file.install), file.what, host)
+    made = out.split("created:", 1)[-1].split()
+    note = "created " + ", ".join(made) if made else "already set up"
+    if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
+        return note
+    config = ctx.config
+    test = host.run(asroot.command(config.nginx.test_command))
+    if not test.ok:
+        ctx.reporter.info(f"{host.name}: warning: `{config.nginx.test_command}` failed:\n"
+                          f"{test.output}")
+        return "nginx -t failed"
+    if not host.run(asroot.command(config.nginx.reload_command)).ok:
+        note += "; nginx not reloaded (is it running?)"
+    return note
+
+
+# ----------------------------------------------------------------------------- migrate
 
 
 def migrate(ctx: Context, slot: str | None) -> OperationResult:
@@ -118,71 +146,86 @@ def migrate(ctx: Context, slot: str | None) -> OperationResult:
     )
 
 
-def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observation
-                ) -> dict[str, Any]:
+# ----------------------------------------------------------------------------- status
+
+
+def slot_statuses(ctx: Context, host: Host, state: st.HostState, obs: Observation
+                  ) -> dict[str, SlotStatus]:
     config = ctx.config
-    rec = reconcile(config, recorded, obs)
-    state = rec.state
-    slots: dict[str, Any] = {}
+    out = {}
     for slot, port in config.slots.items():
         running = bool(obs.alive.get(slot))
-        slots[slot] = {
-            "port": port,
-            "version": state.version_of(slot),
-            "release": obs.links.get(slot),
-            "running": running,
-            "healthy": running and healthy_now(host, port, config.health).healthy,
-            "live": state.live == slot,
-        }
-    upstream_slot = served_slot(config, obs.upstream)
-    # Behind load balancers the app host has no nginx: status() probes each LB instead.
-    serving = None if ctx.lbs else probe_slot(host, nginx.probe_urls(config)[-1])
-    # Differences an operation makes as it goes: the idle slot booting a release the state
-    # does not name yet, the upstream swapped before the state is recorded, nginx's new
-    # workers starting.
-    moving = list(rec.notes)
+        out[slot] = SlotStatus(
+            port=port, version=state.version_of(slot), release=obs.links.get(slot),
+            running=running,
+            healthy=running and healthy_now(host, port, config.health).healthy,
+            live=state.live == slot)
+    return out
+
+
+def moving_notes(ctx: Context, state: st.HostState, obs: Observation, notes: tuple[str, ...],
+                 serving: str | None) -> list[str]:
+    """Differences an operation makes as it goes: the idle slot booting a release the state
+    does not name yet, the upstream swapped before the state is recorded, nginx's new
+    workers starting."""
+    moving = list(notes)
+    upstream_slot = served_slot(ctx.config, obs.upstream)
     if state.live and upstream_slot not in (None, state.live):
         moving.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     held = canary.parse(obs.upstream)  # a canary's answers name it, not one slot
     expected = canary.label(held.slot) if held else state.live
     if state.live and serving != expected and not ctx.lbs:
         moving.append(f"nginx answers from slot {serving!r}, expected {expected}")
+    return moving
+
+
+@dataclass(frozen=True)
+class LockView:
+    holder: dict[str, Any] | None
+    interrupted: str | None = None  # a dead holder's command
+    in_progress: str | None = None  # a holder that runs (or that bg cannot tell about)
+
+
+def lock_view(obs: Observation) -> LockView:
+    if obs.lock is None:
+        return LockView(None)
+    holder = lock.parse_holder(obs.lock) or {"command": "?", "note": "unreadable holder.json"}
+    if lock.holder_is_gone(holder):
+        return LockView(holder, interrupted=str(holder.get("command", "?")))
+    return LockView(holder, in_progress=lock.describe_holder(holder))
+
+
+def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observation
+                ) -> HostStatus:
+    rec = reconcile(ctx.config, recorded, obs)
+    state = rec.state
+    slots = slot_statuses(ctx, host, state, obs)
+    upstream_slot = served_slot(ctx.config, obs.upstream)
+    # Behind load balancers the app host has no nginx: status() probes each LB instead.
+    serving = None if ctx.lbs else probe_slot(host, nginx.probe_urls(ctx.config)[-1])
+    moving = moving_notes(ctx, state, obs, rec.notes, serving)
     problems = []
-    if state.live and not slots[state.live]["running"]:
+    if state.live and not slots[state.live].running:
         problems.append(f"live slot {state.live} is not running")
     problems += [f"slot {slot} is not running but left processes behind: {', '.join(procs)}"
                  for slot, procs in obs.leftovers.items()]
-    lock = None if obs.lock is None else (st.parse_holder(obs.lock) or
-                                          {"command": "?", "note": "unreadable holder.json"})
-    interrupted = in_progress = None
-    transient: list[str] = []
-    if lock is not None and st.holder_is_gone(lock):
-        interrupted = str(lock.get("command", "?"))
-        problems.append(f"interrupted operation: `{interrupted}` ({st.describe_holder(lock)});"
+    held = lock_view(obs)
+    if held.interrupted is not None:
+        problems.append(f"interrupted operation: `{held.interrupted}`"
+                        f" ({lock.describe_holder(held.holder or {})});"
                         " the next bg deploy/switch/rollback takes over its lock and repairs")
-    if lock is not None and interrupted is None:
-        # A holder that runs (or that another controller holds: bg cannot tell) is changing
-        # the host right now: what it changes is expected, not a problem.
-        in_progress = st.describe_holder(lock)
-        transient = moving
-    else:
+    # A holder that runs (or that another controller holds: bg cannot tell) is changing
+    # the host right now: what it changes is expected, not a problem.
+    transient = moving if held.in_progress is not None else []
+    if held.in_progress is None:
         problems = moving + problems
-    return {
-        "host": host.name,
-        "live": state.live,
-        "version": state.live_version,
-        "previous": state.previous,
-        "updated_at": state.updated_at,
-        "slots": slots,
-        "nginx": {"upstream_slot": upstream_slot,
-                  "upstream_port": config.slots[upstream_slot] if upstream_slot else None,
-                  "serving": serving},
-        "lock": lock,
-        "interrupted": interrupted,
-        "in_progress": in_progress,
-        "transient": transient,
-        "problems": problems,
-    }
+    return HostStatus(
+        host=host.name, live=state.live, version=state.live_version, previous=state.previous,
+        updated_at=state.updated_at, slots=slots,
+        nginx=NginxStatus(upstream_slot,
+                          ctx.config.slots[upstream_slot] if upstream_slot else None, serving),
+        lock=held.holder, interrupted=held.interrupted, in_progress=held.in_progress,
+        transient=tuple(transient), problems=tuple(problems))
 
 
 def probe_slot(host: Prober, url: str) -> str | None:
@@ -193,67 +236,61 @@ def probe_slot(host: Prober, url: str) -> str | None:
         return None
 
 
-def lb_status(ctx: Context) -> list[dict[str, Any]]:
+def lb_status(ctx: Context) -> tuple[LbStatus, ...]:
     """Each load balancer: the servers its upstream lists and the slot a probe shows."""
     observed = lbtier.observe(ctx)
 
-    def one(lb: Host) -> dict[str, Any]:
+    def one(lb: Host) -> LbStatus:
         obs = observed[lb.name]
         listed = lbtier.parse_servers(obs.upstream)
         serving = probe_slot(lb, ctx.config.nginx.probe_url)
         problems = [] if serving is not None else ["nginx does not answer with X-BG-Slot"]
         if obs.backup is not None:
             problems.append("an interrupted switch left a backup upstream file")
-        return {"host": lb.name, "servers": [f"{a}:{p}" for a, p in listed.items()],
-                "serving": serving, "problems": problems}
+        return LbStatus(lb.name, tuple(f"{a}:{p}" for a, p in listed.items()), serving,
+                        tuple(problems))
 
     found = ctx.each(one, "status", ctx.lbs)
-    return [found[lb.name] for lb in ctx.lbs]
+    return tuple(found[lb.name] for lb in ctx.lbs)
 
 
-def status(ctx: Context) -> dict[str, Any]:
+def status(ctx: Context) -> StatusResult:
     observed = observe(ctx)
     hosts = ctx.each(lambda h: host_status(ctx, h, *observed[h.name]), "status")
-    listed = [hosts[h.name] for h in ctx.hosts]
-    lbs = lb_status(ctx) if ctx.lbs else []
-    lives = {(h["live"], h["version"]) for h in listed}
-    diverged = len(lives) > 1
-    running = canary.status(ctx)  # one look at nginx's file, and its log when one runs
-    return {
-        **({"canary": running} if running else {}),
-        "app": ctx.config.app.name,
-        "target": ctx.target.name,
-        "hosts": listed,
-        **({"lbs": lbs} if ctx.lbs else {}),
-        "diverged": diverged,
-        "divergence": ", ".join(f"{h['host']}: {h['live'] or '-'} ({h['version'] or '-'})"
-                                for h in listed) if diverged else "",
-        "ok": all(not h["problems"] for h in [*listed, *lbs]),
-    }
+    return StatusResult(
+        app=ctx.config.app.name, target=ctx.target.name,
+        hosts=tuple(hosts[h.name] for h in ctx.hosts),
+        lbs=lb_status(ctx) if ctx.lbs else (), has_lbs=bool(ctx.lbs),
+        canary=canary.status(ctx),  # one look at nginx's file, and its log when one runs
+    )
 
 
-def history(ctx: Context, limit: int, *, steps: bool = False
-            ) -> dict[str, list[dict[str, Any]]]:
+# ----------------------------------------------------------------------------- history, lock
+
+
+def history(ctx: Context, limit: int, *, steps: bool = False) -> HistoryResult:
     """Each host's last ``limit`` operations (``steps``: journal entries) from its journal."""
     from bluegreen.history import read_operations
+    from bluegreen.journal import read_journal
 
-    read = st.read_journal if steps else read_operations
-    return ctx.each(lambda h: read(h, ctx.paths, limit), "history")
-
-
-def lock_status(ctx: Context) -> dict[str, Any]:
-    holders = ctx.each(lambda h: st.read_lock(h, ctx.paths), "lock status")
-    return {
-        name: (None if holder is None else {**holder, "stale": st.holder_is_gone(holder)})
-        for name, holder in holders.items()
-    }
+    if steps:
+        entries = ctx.each(lambda h: tuple(read_journal(h, ctx.paths, limit)), "history")
+        return HistoryResult(entries=entries, steps=True)
+    return HistoryResult(operations=ctx.each(
+        lambda h: tuple(read_operations(h, ctx.paths, limit)), "history"))
 
 
-def lock_release(ctx: Context) -> list[str]:
-    def one(host: Host) -> str:
-        holder = st.read_lock(host, ctx.paths)
-        check(host.run(st.release_script(ctx.paths)), "releasing the lock", host)
-        return "released" if holder is not None else "was not locked"
+def lock_status(ctx: Context) -> LockStatusResult:
+    holders = ctx.each(lambda h: lock.read_lock(h, ctx.paths), "lock status")
+    return LockStatusResult({
+        name: None if holder is None else LockHolder(holder, lock.holder_is_gone(holder))
+        for name, holder in holders.items()})
 
-    released = ctx.each(one, "lock release")
-    return [f"{name}: {what}" for name, what in released.items()]
+
+def lock_release(ctx: Context) -> LockReleaseResult:
+    def one(host: Host) -> bool:
+        holder = lock.read_lock(host, ctx.paths)
+        check(host.run(lock.release_script(ctx.paths)), "releasing the lock", host)
+        return holder is not None
+
+    return LockReleaseResult(ctx.each(one, "lock release"))

@@ -1,5 +1,5 @@
 """What every operation shares: the hosts of a target, parallel work over them, the lock
-session, step reporting and the result objects the CLI renders."""
+session and step reporting (the result objects live in bluegreen/results.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from bluegreen.config import Config, TargetConfig
 from bluegreen.errors import BgError, ConfigError, HostFailures
 from bluegreen.host import Host, LocalHost
 from bluegreen.layout import Layout
+from bluegreen.results import HostOutcome, OperationResult, StepTiming
 from bluegreen.runners import BIND_ALL, BIND_LOOPBACK, Runner, runner_for
 
 T = TypeVar("T")
+
+# The result types are re-exported: operations import them from here.
+__all__ = ["HostOutcome", "OperationResult", "StepTiming"]
 
 
 class Reporter(Protocol):
@@ -35,52 +39,6 @@ class SilentReporter:
 
     def info(self, text: str) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class StepTiming:
-    title: str
-    seconds: float
-    ok: bool
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class HostOutcome:
-    host: str
-    outcome: str  # "switched", "unchanged", "restored", "failed: ..."
-    commands: int
-
-
-@dataclass(frozen=True)
-class OperationResult:
-    operation: str
-    app: str
-    target: str
-    version: str | None
-    slot: str | None
-    previous_slot: str | None
-    previous_version: str | None
-    hosts: tuple[HostOutcome, ...]
-    steps: tuple[StepTiming, ...]
-    seconds: float
-    summary: str
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "app": self.app,
-            "target": self.target,
-            "version": self.version,
-            "slot": self.slot,
-            "previous": {"slot": self.previous_slot, "version": self.previous_version},
-            "hosts": [h.__dict__ for h in self.hosts],
-            "steps": [s.__dict__ for s in self.steps],
-            "seconds": round(self.seconds, 3),
-            "summary": self.summary,
-            "warnings": list(self.warnings),
-        }
 
 
 @dataclass

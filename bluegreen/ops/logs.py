@@ -35,11 +35,7 @@ def sources(ctx: Context, slot: str) -> dict[str, HostLog]:
             # Nothing deployed yet: blue is where the first deploy goes.
             live = state.live or "blue"
             chosen = live if slot == "live" or state.live is None else state.idle
-        if ctx.config.app.runner == "systemd":
-            src = logtail.LogSource(unit=f"{ctx.config.app.name}@{chosen}.service")
-        else:
-            src = logtail.LogSource(path=ctx.paths.log(chosen))
-        return HostLog(host.name, chosen, src)
+        return HostLog(host.name, chosen, ctx.runner.log_source(chosen))
 
     return ctx.each(one, "logs")
 

@@ -9,7 +9,6 @@ reach the host before the next step starts without costing a round trip.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 from bluegreen import asroot, nginx
 from bluegreen import state as st
 from bluegreen.drain import drain_noted_script
-from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
+from bluegreen.errors import ConfigError, StateError
 from bluegreen.host import CommandResult, Host, check
+from bluegreen.journal import Journal
+from bluegreen.lock import Locks, describe_holder, release_script
 from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context
@@ -85,14 +86,14 @@ class Session:
         self.recorded: dict[str, st.HostState] = {}
         self.observed: dict[str, Observation] = {}  # app hosts and load balancers
         self.notes: dict[str, tuple[str, ...]] = {}
-        self.journals: dict[str, st.Journal] = {}
-        self._locked: list[Host] = []
+        self.journals: dict[str, Journal] = {}
+        self._locks = Locks(ctx.paths, command)
 
     # -------------------------------------------------------------------- enter / exit
 
     def __enter__(self) -> Session:
         everywhere = [*self.ctx.hosts, *self.ctx.lbs]
-        self.journals = {h.name: st.Journal(h, self.ctx.paths, self.op) for h in everywhere}
+        self.journals = {h.name: Journal(h, self.ctx.paths, self.op) for h in everywhere}
         begun = st.now_iso()  # `bg history` times the operation from here
         try:
             with self.ctx.step("lock and read state") as note:
@@ -115,7 +116,7 @@ class Session:
         self._release(exc)
 
     def _lock_one(self, host: Host) -> None:
-        paths, holder = self.ctx.paths, st.holder_info(self.command)
+        paths = self.ctx.paths
         marker = new_marker()
         # Holding the lock, nothing staged by an earlier operation can still be committed.
         discard = nginx.discard_staged_script(self.ctx.config)
@@ -126,23 +127,14 @@ class Session:
             tail = lines(layout_script(paths), discard, clean_uploads_script(paths),
                          observation_script(self.ctx, marker, self.version,
                                             nginx_test=self.nginx_test))
-        result = host.run(lines(st.lock_script(paths, holder), tail))
-        if result.exit_code == st.LOCKED_EXIT:
-            dead = st.parse_holder(result.stdout)
-            if not st.holder_is_gone(dead):
-                st.raise_held(host, paths, result.stdout)
-            # Same controller, process gone: provably dead. Take over, atomically.
-            result = host.run(lines(st.takeover_script(paths, dead, holder), tail))
-            if result.exit_code == st.LOCKED_EXIT:
-                st.raise_held(host, paths, result.stdout)
-            self._locked.append(host)
+        result, dead = self._locks.take(host, tail)
+        if dead is None:
+            check(result, "taking the lock", host)
+        else:
             check(result, "taking over a dead operation's lock", host)
             self.journals[host.name].record(
-                "lock", "taken over", dead_holder=st.describe_holder(dead),
+                "lock", "taken over", dead_holder=describe_holder(dead),
                 interrupted=str(dead.get("command", "?")))
-        else:
-            self._locked.append(host)  # from here on, every exit path releases it
-            check(result, "taking the lock", host)
         obs = parse_observation(result.stdout, marker)
         self.observed[host.name] = obs
         if host not in self.ctx.lbs:
@@ -203,31 +195,8 @@ class Session:
     def _release(self, exc: BaseException | None) -> None:
         """Release every lock taken, flushing the journal; a failure here is attached to
         the operation's own error, never put in its place."""
-        locked, self._locked = self._locked, []
-        if not locked:
-            return
-        paths = self.ctx.paths
-
-        scripts = {h.name: lines(self.journals[h.name].script() if h.name in self.journals
-                                 else "", st.release_script(paths)) for h in locked}
-
-        def release(host: Host) -> None:
-            check(host.run(scripts[host.name]), "releasing the lock", host)
-
-        try:
-            try:
-                self.ctx.each(release, "releasing the lock", locked)
-            except HostFailures as first:
-                # A connection that dropped mid-operation is usually back at once: the host
-                # reconnects on use, so try those hosts once more before giving up.
-                time.sleep(0.5)
-                again = [h for h in locked if h.name in first.errors]
-                self.ctx.each(release, "releasing the lock", again)
-        except BgError as failure:
-            if isinstance(exc, BgError):
-                exc.attach(failure)
-            elif exc is None:
-                raise
+        self._locks.release(self.ctx.each, exc, lambda h: self.journals[h.name].script()
+                            if h.name in self.journals else "")
 
     # -------------------------------------------------------------------- during
 
@@ -242,7 +211,7 @@ class Session:
         """Script that flushes the journal and releases this host's lock: appended to the
         last step's script when the operation succeeded, to save a round trip."""
         journal = self.journals.get(host.name)
-        return lines(journal.script() if journal else "", st.release_script(self.ctx.paths))
+        return lines(journal.script() if journal else "", release_script(self.ctx.paths))
 
     def discard_journal(self) -> None:
         """An operation refused before it changed anything leaves no entry of its own (what
@@ -252,7 +221,7 @@ class Session:
 
     def released(self, host: Host) -> None:
         """The host's lock went with the last step's script."""
-        self._locked = [h for h in self._locked if h is not host]
+        self._locks.drop(host)
 
     def record(self, step: str, outcome: str, hosts: Any = None, **detail: Any) -> None:
         names = set(hosts) if hosts is not None else None

@@ -10,14 +10,16 @@ The protocol and the shell fragments they share live in :mod:`bluegreen.runners.
 
 from __future__ import annotations
 
+import importlib
+
 from bluegreen.config import Config
-from bluegreen.layout import Layout
 from bluegreen.runners.base import (
     BIND_ALL,
     BIND_LOOPBACK,
     SH_ALIVE,
     SH_RUNNING,
     Runner,
+    SetupFile,
     env_prelude,
     log_tail_script,
     stop_pid_script,
@@ -31,6 +33,7 @@ __all__ = [
     "SH_RUNNING",
     "CommandRunner",
     "Runner",
+    "SetupFile",
     "env_prelude",
     "log_tail_script",
     "runner_for",
@@ -38,32 +41,19 @@ __all__ = [
 ]
 
 
+# `[app] runner` -> the module and class that implement it, imported on first use: a
+# command app never loads the Elixir or systemd code. A new runner is a module in this
+# package, a line in this table and its name in the config schema (config/schema.py).
+RUNNERS: dict[str, tuple[str, str]] = {
+    "command": ("bluegreen.runners.command", "CommandRunner"),
+    "elixir": ("bluegreen.runners.elixir", "ElixirRunner"),
+    "systemd": ("bluegreen.runners.systemd", "SystemdRunner"),
+}
+
+
 def runner_for(config: Config, *, bind: str = BIND_LOOPBACK) -> Runner:
     """The app's runner; its slots bind ``bind`` (BG_BIND)."""
-    paths = Layout(config.app.root)
-    if config.app.runner == "command":
-        return CommandRunner(paths, config.app.command, config.app.stop_timeout, bind=bind)
-    # Imported here: a command app never needs the Elixir or systemd code.
-    if config.app.runner == "elixir":
-        from bluegreen.runners.elixir import ElixirRunner
-
-        return ElixirRunner(paths, config.app, bind=bind)
-    if config.app.runner == "systemd":
-        from bluegreen.runners.systemd import SystemdRunner
-
-        return SystemdRunner(paths, config.app, bind=bind)
-    raise AssertionError(config.app.runner)
-
-
-def setup_script(config: Config, paths: Layout) -> str:
-    """What `bg setup` does for the runner: the Erlang cookie; systemd's per-slot env
-    files and daemon-reload. Empty for runner ``command``."""
-    from bluegreen.runners.elixir import cookie_script
-    from bluegreen.runners.systemd import systemd_setup_script
-
-    if config.app.runner == "command":
-        return ""
-    out = cookie_script(paths)
-    if config.app.runner == "systemd":
-        out += "\n" + systemd_setup_script(paths, dict(config.slots))
-    return out
+    module, name = RUNNERS[config.app.runner]
+    runner: Runner = getattr(importlib.import_module(module), name).for_config(config,
+                                                                              bind=bind)
+    return runner

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from typing import Protocol
 
 from bluegreen.config import AppConfig
 from bluegreen.layout import Layout
+from bluegreen.logtail import LogSource
 from bluegreen.shell import q
 
 # `running PID` is true for a live process that is not a zombie (a late-reaping init leaves
@@ -59,13 +61,28 @@ def bind_exports(bind: str) -> str:
     return f'export BG_BIND={q(bind)}; HOST="${{HOST:-{q(bind)}}}"; export HOST'
 
 
+@dataclass(frozen=True)
+class SetupFile:
+    """A file `bg setup` writes on each app host for the runner, then installs."""
+
+    path: str  # where it is written (the deploy user's own directory)
+    data: bytes
+    install: str  # the script run once it is written ("": none)
+    what: str  # the step's name in an error, e.g. "installing the systemd unit"
+
+
 class Runner(Protocol):
-    """Builds the scripts that start, stop, probe and query one slot's process.
+    """Builds the scripts that start, stop, probe and query one slot's process, and what
+    `bg setup`, `bg logs` and `bg remove` need of it: whatever is particular to a kind of
+    app is asked of its runner, never decided by its name elsewhere.
 
     Runners only *build* shell scripts (as Kamal's command builders do); the operations run
     them on a host. Each script is self-contained, so one slot operation is one round trip.
     Secrets are never in a script: the env file and the cookie are read on the host.
+    Runner classes subclass this protocol to inherit the defaults below.
     """
+
+    paths: Layout
 
     @property
     def name(self) -> str: ...
@@ -89,6 +106,22 @@ class Runner(Protocol):
     def log_script(self, slot: str, lines: int) -> str:
         """The last ``lines`` lines of the slot's output."""
         ...
+
+    def setup_script(self) -> str:
+        """Shell `bg setup` runs on each app host once bg's directories exist."""
+        return ""
+
+    def setup_files(self) -> tuple[SetupFile, ...]:
+        """Files `bg setup` writes on each app host after :meth:`setup_script`."""
+        return ()
+
+    def log_source(self, slot: str) -> LogSource:
+        """Where `bg logs` reads the slot's output: by default the log file bg writes."""
+        return LogSource(path=self.paths.log(slot))
+
+    def teardown_script(self) -> str:
+        """Shell `bg remove` runs to undo what :meth:`setup_files` installed."""
+        return ""
 
 
 def env_prelude(paths: Layout) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bluegreen.config import Config
 from bluegreen.layout import Layout
 from bluegreen.runners.base import (
     BIND_LOOPBACK,
     SH_ALIVE,
+    Runner,
     bind_exports,
     command_executable,
     env_prelude,
@@ -21,7 +23,7 @@ from bluegreen.shell import q
 
 
 @dataclass(frozen=True)
-class CommandRunner:
+class CommandRunner(Runner):
     """``[app] command`` run in the slot's release directory, detached, with PORT set.
 
     The command is the operator's own shell text, so it is the one thing not quoted here.
@@ -32,6 +34,11 @@ class CommandRunner:
     stop_timeout: float
     name: str = "command"
     bind: str = BIND_LOOPBACK
+
+    @classmethod
+    def for_config(cls, config: Config, *, bind: str) -> CommandRunner:
+        return cls(Layout(config.app.root), config.app.command, config.app.stop_timeout,
+                   bind=bind)
 
     def start_script(self, slot: str, port: int, version: str) -> str:
         p = self.paths

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bluegreen.config import AppConfig
+from bluegreen.config import AppConfig, Config
 from bluegreen.layout import Layout
 from bluegreen.runners.base import (
     BIND_LOOPBACK,
     SH_RUNNING,
     STOP_TICK,
+    Runner,
     bind_exports,
     env_prelude,
     start_banner,
@@ -57,13 +58,20 @@ def node_name(app: AppConfig, slot: str) -> str:
 
 
 @dataclass(frozen=True)
-class ElixirRunner:
+class ElixirRunner(Runner):
     """``bin/<release> daemon`` to start; signals, never a second BEAM, to stop and probe."""
 
     paths: Layout
     app: AppConfig
     name: str = "elixir"
     bind: str = BIND_LOOPBACK
+
+    @classmethod
+    def for_config(cls, config: Config, *, bind: str) -> ElixirRunner:
+        return cls(Layout(config.app.root), config.app, bind=bind)
+
+    def setup_script(self) -> str:
+        return cookie_script(self.paths)
 
     @property
     def release(self) -> str:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bluegreen.config import AppConfig
+from bluegreen.config import AppConfig, Config
 from bluegreen.layout import Layout
+from bluegreen.logtail import LogSource
 from bluegreen.resources import resource_dir
-from bluegreen.runners.base import BIND_LOOPBACK
+from bluegreen.runners.base import BIND_LOOPBACK, Runner, SetupFile
 from bluegreen.runners.elixir import ElixirRunner, cookie_script
 from bluegreen.shell import q
 
@@ -24,13 +25,19 @@ SH_SUDO = 'if [ "$(id -u)" = 0 ]; then bg_sudo=; else bg_sudo="sudo -n"; fi'
 
 
 @dataclass(frozen=True)
-class SystemdRunner:
+class SystemdRunner(Runner):
     """Slots as instances of the template unit ``<app>@.service`` (instance = slot)."""
 
     paths: Layout
     app: AppConfig
     name: str = "systemd"
     bind: str = BIND_LOOPBACK
+    ports: tuple[tuple[str, int], ...] = ()  # each slot's port, for `bg setup`
+
+    @classmethod
+    def for_config(cls, config: Config, *, bind: str) -> SystemdRunner:
+        return cls(Layout(config.app.root), config.app, bind=bind,
+                   ports=tuple(config.slots.items()))
 
     def unit(self, slot: str) -> str:
         return f"{self.app.name}@{slot}.service"
@@ -60,6 +67,21 @@ $bg_sudo systemctl start {q(self.unit(slot))}
     def log_script(self, slot: str, lines: int) -> str:
         return (f"{SH_SUDO}; $bg_sudo journalctl -u {q(self.unit(slot))} -n {int(lines)}"
                 " --no-pager 2>&1 || true")
+
+    def setup_script(self) -> str:
+        return cookie_script(self.paths) + "\n" + systemd_setup_script(self.paths,
+                                                                       dict(self.ports))
+
+    def setup_files(self) -> tuple[SetupFile, ...]:
+        return (SetupFile(staged_unit_path(self.paths), render_unit(self.app).encode(),
+                          install_unit_script(self.app), "installing the systemd unit"),)
+
+    def log_source(self, slot: str) -> LogSource:
+        return LogSource(unit=self.unit(slot))
+
+    def teardown_script(self) -> str:
+        return (f"rm -f {q(unit_path(self.app))}; if command -v systemctl >/dev/null"
+                " && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi")
 
 
 def slot_env_file(paths: Layout, slot: str) -> str:
