@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING
 
 from bluegreen import asroot, sites
 from bluegreen.config import Config
-
-# The drain lives in bluegreen.drain; the executor calls these as nginx.*.
-from bluegreen.drain import METHOD_NONE as METHOD_NONE
-from bluegreen.drain import drain_script as drain_script
-from bluegreen.drain import invocation as invocation
-from bluegreen.drain import master_discovery_script as master_discovery_script
-from bluegreen.drain import method_name as method_name
-from bluegreen.drain import parse_master as parse_master
-from bluegreen.drain import parse_old_workers as parse_old_workers
-from bluegreen.drain import reload_script as reload_script
 from bluegreen.errors import ConfigError
+
+# The drain lives in bluegreen.facts.drain; the executor calls these as nginx.*.
+from bluegreen.facts.drain import METHOD_NONE as METHOD_NONE
+from bluegreen.facts.drain import drain_script as drain_script
+from bluegreen.facts.drain import invocation as invocation
+from bluegreen.facts.drain import master_discovery_script as master_discovery_script
+from bluegreen.facts.drain import method_name as method_name
+from bluegreen.facts.drain import parse_master as parse_master
+from bluegreen.facts.drain import parse_old_workers as parse_old_workers
+from bluegreen.facts.drain import reload_script as reload_script
 from bluegreen.nginxconf import nginx_ident as nginx_ident
 from bluegreen.probe import Answer, ProbeError, Prober
 from bluegreen.resources import resource_dir
@@ -260,7 +260,7 @@ def stage_script(config: Config, content: str) -> str:
     at once, so nothing a reload could pick up changes before phase two; on a failed test
     the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
     """
-    from bluegreen.checks import dump_command  # (checks imports this module)
+    from bluegreen.facts.check import dump_command  # (checks imports this module)
 
     f = files(config)
     live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")

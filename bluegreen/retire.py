@@ -2,12 +2,12 @@
 server-sent events): what bg waits for before it stops the old slot after a switch.
 
 Built here as shell for the finish step (and the next start of a slot whose retire was
-interrupted); :mod:`bluegreen.drain` finds and drains nginx's old workers.
+interrupted); :mod:`bluegreen.facts.drain` finds and drains nginx's old workers.
 """
 
 from __future__ import annotations
 
-from bluegreen.drain import _TICK, _quit_old_script, drain_noted_script
+from bluegreen.facts.drain import _TICK, _quit_old_script, drain_noted_script
 
 # After a switch, nginx's old workers hold two kinds of connection to the old slot: plain
 # requests in flight, which end by themselves, and upgraded ones (WebSockets, LiveView),

@@ -16,9 +16,9 @@ import posixpath
 import re
 from collections.abc import Mapping, Sequence
 
-from bluegreen.checks import dump_command
 from bluegreen.config import Config
-from bluegreen.drain import reload_script
+from bluegreen.facts.check import dump_command
+from bluegreen.facts.drain import reload_script
 from bluegreen.layout import Layout
 from bluegreen.shell import ScriptExit, lines, q
 

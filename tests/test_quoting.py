@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from bluegreen import artifact, nginx, releases
 from bluegreen.config import Config, load
 from bluegreen.errors import ArtifactError, ConfigError, StateError
+from bluegreen.facts.observe import new_marker, observe_script
 from bluegreen.host import Host
 from bluegreen.layout import Layout
-from bluegreen.observe import new_marker, observe_script
 from bluegreen.runners.base import stop_pid_script
 from bluegreen.runners.command import CommandRunner
 from bluegreen.runners.elixir import ElixirRunner, cookie_script

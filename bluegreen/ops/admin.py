@@ -8,9 +8,9 @@ from typing import Any
 from bluegreen import asroot, nginx, runners
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HookError
+from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
-from bluegreen.observe import Observation
 from bluegreen.ops import canary, lbtier
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot

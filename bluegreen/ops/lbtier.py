@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from bluegreen import asroot, nginx
-from bluegreen.drain import drain_noted_script
 from bluegreen.errors import SwitchError
+from bluegreen.facts.drain import drain_noted_script
+from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.host import CommandResult, Host, check
-from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
 from bluegreen.probe import ProbeError
 from bluegreen.shell import lines

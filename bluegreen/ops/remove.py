@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bluegreen import teardown
-from bluegreen.drain import drain_noted_script, parse_old_workers
 from bluegreen.errors import ConfigError, SwitchError
+from bluegreen.facts.drain import drain_noted_script, parse_old_workers
+from bluegreen.facts.observe import Observation
 from bluegreen.host import Host, check
-from bluegreen.observe import Observation
 from bluegreen.ops.core import Context, OperationResult
 from bluegreen.ops.executor import interruptible
 from bluegreen.ops.reconcile import served_slot

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.drain import drain_noted_script, master_discovery_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -24,6 +23,7 @@ from bluegreen.errors import (
     StateError,
     SwitchError,
 )
+from bluegreen.facts.drain import drain_noted_script, master_discovery_script
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check
 from bluegreen.ops import lbtier

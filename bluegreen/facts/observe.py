@@ -9,18 +9,17 @@ nginx serves for the idle one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bluegreen.config import SLOTS
+from bluegreen.facts.sections import header, new_marker, split
 from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
 from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
-_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock",
-             "nginx-test", "leftover")
+__all__ = ["Observation", "new_marker", "observe_script", "parse_observation"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,6 @@ class Observation:
     leftovers: Mapping[str, list[str]] = field(default_factory=dict)
 
 
-def new_marker() -> str:
-    """A section marker no file on the host can contain by accident."""
-    return "@@bg-" + os.urandom(8).hex()
-
-
 def observe_script(
     paths: Layout,
     marker: str,
@@ -57,7 +51,7 @@ def observe_script(
     """Read-only: prints each section after ``<marker> <name>``. ``nginx_test``: also run
     nginx's test command on the configuration as it is (before an operation changes it)."""
     def head(name: str) -> str:
-        return f"echo {q(marker + ' ' + name)}"
+        return header(marker, name)
 
     # `cat FILE && echo` (in builtins): the echo ends the file's last line, so the next
     # marker always starts a line of its own; an absent file prints nothing at all.
@@ -88,17 +82,7 @@ def observe_script(
 
 
 def parse_observation(stdout: str, marker: str) -> Observation:
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    raw_lines = stdout.split("\n")
-    if raw_lines and raw_lines[-1] == "":
-        raw_lines.pop()  # the newline ending the output is no empty line of the last section
-    for line in raw_lines:
-        if line.startswith(marker + " ") and line[len(marker) + 1:] in _SECTIONS:
-            current = sections.setdefault(line[len(marker) + 1:], [])
-            continue
-        if current is not None:
-            current.append(line)
+    sections = split(stdout, marker)
 
     def text(name: str) -> str | None:
         if name not in sections:
