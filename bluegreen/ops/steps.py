@@ -21,7 +21,6 @@ from bluegreen.errors import (
     HealthCheckError,
     SlotDiedError,
     StateError,
-    SwitchError,
 )
 from bluegreen.facts.drain import drain_noted_script, master_discovery_script
 from bluegreen.health import wait_healthy
@@ -144,10 +143,7 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
                                     or_exit=None) + " || exit $?", script)
         progress.started[host.name] = slot
         result = session.run(host, script, stdin=ship.path if ship else None)
-        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
-            raise SwitchError(
-                f"{host.name}: nginx rejected the new upstream ({ctx.config.nginx.test_command});"
-                " nothing was switched", detail=result.output)
+        nginx.raise_if_rejected(result, host.name, ctx.config)
         if result.exit_code == ScriptExit.SHA_MISMATCH:
             raise ArtifactError(f"{host.name}: the uploaded artifact's sha256 does not match")
         if result.exit_code == ScriptExit.EXTRACT_FAILED:
@@ -163,10 +159,8 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         check(result, f"starting {slot} ({step.version})", host)
         if not ctx.lbs:
             progress.staged.add(host.name)
-            layout = progress.layouts[host.name] = nginx.parse_layout(result.stdout)
-            refusal = nginx.site_refusal(ctx.config, host.name, layout)
-            if refusal is not None:  # before the health gate: the slot stops at once
-                raise refusal
+            # before the health gate: a refused layout stops the slot at once
+            progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name, ctx.config)
 
     shipped = art is not None and any(h in step.extract for h in batch)
     extract = (f"upload ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]}), extract, "
