@@ -277,7 +277,7 @@ while :; do
     {done}left="$left $p"
   done
   [ -z "$left" ] && exit 0
-  [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
+  [ $i -ge {ticks} ] && {{ echo "{LEFT_MARK}:$left"; exit 1; }}
   sleep {_TICK}; i=$((i+1))
 done
 """
@@ -297,7 +297,7 @@ while :; do
   w=$(grep -las 'nginx: worker process is shutting dow[n]' /proc/[0-9]*/cmdline | wc -l)
   [ "${{n:-0}}" = 0 ] && [ "${{w:-0}}" = 0 ] && exit 0
   if [ $i -ge {ticks} ]; then
-    echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
+    echo "{LEFT_MARK}: $n connections on port {int(port)}, $w nginx workers shutting down"
     exit 1
   fi
   sleep {_TICK}; i=$((i+1))
@@ -305,10 +305,31 @@ done
 """
 
 
+DRAINED, TIMED_OUT = "drained", "drain-timeout"
+LEFT_MARK = "still draining"  # still draining: <pids>, or what kept the port busy
+
+
+def noted(script: str) -> str:
+    """``script`` (a drain that exits 1 on timeout) that never fails: prints ``drained`` or
+    ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
+    return f"if (\n{script}\n); then echo {DRAINED}; else echo {TIMED_OUT}; fi"
+
+
 def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = None,
                        accepting_only: bool = False) -> str:
-    """:func:`drain_script` that never fails the script: prints ``drained`` or
-    ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
-    script = drain_script(pids, timeout, port=port, accepting_only=accepting_only)
-    return (f"if (\n{script}\n); then echo drained;"
-            " else echo drain-timeout; fi")
+    """:func:`drain_script`, :func:`noted`; read back by :func:`read_drain`."""
+    return noted(drain_script(pids, timeout, port=port, accepting_only=accepting_only))
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What a noted drain printed: whether it timed out, and what it still waited for."""
+
+    timed_out: bool
+    left: str = ""  # the "still draining: ..." line ("" when it said none)
+
+
+def read_drain(stdout: str) -> Drain:
+    lines = stdout.splitlines()
+    left = next((ln for ln in lines if ln.startswith(LEFT_MARK)), "")
+    return Drain(TIMED_OUT in lines, left)
