@@ -16,7 +16,7 @@ from bluegreen.ops.core import Context, HostOutcome, OperationResult
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
 from bluegreen.probe import ProbeError, Prober
-from bluegreen.releases import lb_setup_script, setup_script
+from bluegreen.releases import lb_setup_script, read_created, setup_script
 
 
 def setup(ctx: Context) -> OperationResult:
@@ -49,7 +49,7 @@ def setup(ctx: Context) -> OperationResult:
                               systemd.render_unit(config.app).encode())
             check(host.run(systemd.install_unit_script(config.app)),
                   "installing the systemd unit", host)
-        made = out.split("created:", 1)[-1].split()
+        made = read_created(out)
         if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
             outcomes[host.name] = "created " + ", ".join(made) if made else "already set up"
             return

@@ -145,7 +145,7 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
             script = lines(head, receive_script(ctx.paths, ship.version),
                            session.journals[host.name].script(),
                            subshell(extract_script(ctx.paths, step.version, ship.sha256),
-                                    or_exit=None) + " || exit $?", script)
+                                    propagate=True), script)
         progress.started[host.name] = slot
         result = session.run(host, script, stdin=ship.path if ship else None)
         nginx.raise_if_rejected(result, host.name, ctx.config)
