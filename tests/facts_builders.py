@@ -1,5 +1,6 @@
-"""Every host script bg generates, rendered with sample values: what shellcheck reads
-(tests/test_facts.py) and hostile values are fed to (tests/test_quoting.py)."""
+"""Every host script bg generates (each builder inside at least one), rendered with
+sample values: what shellcheck reads (tests/test_facts.py) and hostile values are fed to
+(tests/test_quoting.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import cast
 
 from bluegreen import nginx, releases, teardown
 from bluegreen.config import Config
-from bluegreen.facts import check, drain, hooks, listeners, retire, upstream
+from bluegreen.facts import check, drain, hooks, retire, upstream
 from bluegreen.facts.observe import observe_script
 from bluegreen.host import Host
 from bluegreen.layout import Layout
@@ -42,8 +43,7 @@ def builders(cfg: Config, *, root: str, upstream_file: str, pid_file: str, versi
         "upstream.commit": upstream.commit_script(cfg),
         "upstream.discard_backup": upstream.discard_backup_script(cfg),
         "upstream.discard_staged": upstream.discard_staged_script(cfg),
-        "drain.discovery": drain.master_discovery_script(cfg),
-        "drain.reload": drain.reload_script(cfg),
+        # drain.master_discovery_script and drain.reload_script: inside upstream.commit
         "drain.workers": drain.drain_noted_script([12, 13], 0.2, accepting_only=True),
         "drain.port": drain.drain_noted_script([], 0.2, port=4001),
         "drain.none": drain.drain_noted_script([], 0.2),
@@ -52,8 +52,7 @@ def builders(cfg: Config, *, root: str, upstream_file: str, pid_file: str, versi
         "retire.found": retire.retire_drain_script(None, 0.2, port=4001, grace=0.1,
                                                    stop="true",
                                                    master=drain.master_discovery_script(cfg)),
-        "check": check.host_script(cfg, MARKER),
-        "listeners": listeners.script(4001),
+        "check": check.host_script(cfg, MARKER),  # with listeners.script
         "observe": observe_script(paths, MARKER, upstream_file=upstream_file,
                                   backup_file=upstream_file + ".bak",
                                   alive_scripts={"blue": alive}, version=ok,
@@ -80,7 +79,6 @@ def builders(cfg: Config, *, root: str, upstream_file: str, pid_file: str, versi
     }
     assert nginx.stage_script is upstream.stage_script  # one builder, two names
     for runner in (command, ElixirRunner(paths, cfg.app), SystemdRunner(paths, cfg.app)):
-        for slot in ("blue", "green"):
-            scripts[f"{runner.name}.start.{slot}"] = runner.start_script(slot, 4001, version)
-            scripts[f"{runner.name}.stop.{slot}"] = runner.stop_script(slot)
+        scripts[f"{runner.name}.start"] = runner.start_script("blue", 4001, version)
+        scripts[f"{runner.name}.stop"] = runner.stop_script("green")
     return scripts

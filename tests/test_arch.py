@@ -202,20 +202,3 @@ def test_no_module_over_400_lines() -> None:
     problems = [f"{f}: {n} lines (at most {MAX_LINES}; split it by concern)"
                 for f, n in sorted(long.items())]
     _fail_or_pending(problems, set(long))
-
-
-def test_ops_formats_no_shell() -> None:
-    """ops/ orchestrates; every script comes from an engine builder. The quoting helpers
-    are the tell: a module that imports them is writing shell itself."""
-    offenders = []
-    for path in sorted((Path(__file__).parent.parent / "bluegreen" / "ops").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in (
-                    "bluegreen.shell", "bluegreen.host", "shlex"):
-                bad = {a.name for a in node.names} & {"q", "join", "quote"}
-                if bad:
-                    offenders.append(f"{path.name} imports {sorted(bad)} from {node.module}")
-            if isinstance(node, ast.Import) and any(a.name == "shlex" for a in node.names):
-                offenders.append(f"{path.name} imports shlex")
-    assert offenders == []

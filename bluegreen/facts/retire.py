@@ -64,6 +64,7 @@ else
       else if ($4 == "01") print "E", ":" l[2], ":" r[2], $10 }}' \\
     /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -r)  # the L(isten) lines first
 fi
+# shellcheck disable=SC2046 # three numbers, split into $1 $2 $3
 set -- $(printf '%s\\n' "$conns" | awk -v p="$bg_p" -v inos="$ino" '
     BEGIN {{ n = split(inos, a, " "); for (i = 1; i <= n; i++) mine[a[i]] = 1 }}
     $1 == "L" {{ sub(/.*:/, "", $2); listen[$2] = 1; next }}
