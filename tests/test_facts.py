@@ -5,6 +5,7 @@ against what real hosts printed (tests/fixtures/golden/)."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import subprocess
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.config import Config
+from bluegreen.config import Config, load
 from bluegreen.errors import ConfigError, HookError, SwitchError
-from bluegreen.facts import drain, hooks, retire, sections, upstream
+from bluegreen.facts import check, drain, hooks, retire, sections, upstream
+from bluegreen.facts.observe import parse_observation
 from bluegreen.host import CommandResult
 from bluegreen.shell import ScriptExit
 from tests.facts_builders import builders
@@ -154,10 +156,10 @@ def test_read_drain() -> None:
         True, "still draining: 12 13")
 
 
-@pytest.mark.parametrize(("pids", "port"), [([], 1), ([2**22 + 1], None)])
-def test_a_drain_that_times_out_says_so(pids: list[int], port: int | None) -> None:
-    # a port nothing uses drains at once; a pid that is no nginx is no worker
-    r = subprocess.run(["sh", "-c", drain.drain_noted_script(pids, 0.05, port=port)],
+def test_a_drain_with_no_worker_left_drains() -> None:
+    # a pid that is no nginx is no worker (the port form waits for any nginx worker shutting
+    # down on the machine: its real run is the golden port-timeout below)
+    r = subprocess.run(["sh", "-c", drain.drain_noted_script([2**22 + 1], 0.05)],
                        capture_output=True, text=True, check=True)
     assert drain.read_drain(r.stdout) == drain.Drain(False)
 
@@ -196,3 +198,100 @@ def test_a_refused_layout_is_a_config_error(tmp_path: Path) -> None:
     assert blocks is not None and len(blocks) == 2
     with pytest.raises(ConfigError):
         upstream.read_layout(shadow, "web-1", cfg)
+
+
+# ----------------------------------------------------------------------------- golden outputs
+# What each script printed on a real host with a real nginx (tests/golden_capture.py).
+
+GOLDEN = REPO / "tests" / "fixtures" / "golden"
+MARKER = "@@bg-0123456789abcdef"
+
+
+def golden(tmp_path: Path, family: str, case: str) -> tuple[Config, CommandResult]:
+    data = json.loads((GOLDEN / family / f"{case}.json").read_text())
+    path = tmp_path / "bluegreen.toml"
+    path.write_text(data["config"])
+    return load(path), CommandResult("golden", data["exit_code"], data["stdout"], "")
+
+
+def test_golden_observe_of_a_deployed_host(tmp_path: Path) -> None:
+    _, r = golden(tmp_path, "observe", "deployed")
+    obs = parse_observation(r.stdout, MARKER)
+    assert json.loads(obs.state_raw)["live"] == "blue"
+    assert obs.upstream is not None and "live=blue version=1.0.0" in obs.upstream
+    assert (obs.backup, obs.lock, obs.nginx_error) == (None, None, None)
+    assert obs.links == {"blue": "1.0.0", "green": None}
+    assert obs.alive == {"blue": True, "green": False}
+    assert re.fullmatch(r"[0-9a-f]{64}", obs.release_sha) and obs.env_sha == ""
+
+
+def test_golden_observe_before_setup(tmp_path: Path) -> None:
+    _, r = golden(tmp_path, "observe", "before-setup")
+    obs = parse_observation(r.stdout, MARKER)
+    assert (obs.state_raw, obs.upstream, obs.backup, obs.lock) == ("", None, None, None)
+    assert obs.links == {"blue": None, "green": None}
+    assert obs.alive == {"blue": False, "green": False}
+    assert obs.nginx_error is not None and "unknown log format" in obs.nginx_error
+
+
+def _check(tmp_path: Path, case: str) -> dict[str, tuple[str, str]]:
+    cfg, r = golden(tmp_path, "check", case)
+    lines = check.evaluate(cfg, "h", r.stdout, marker=MARKER, local=True)
+    return {ln.name: (ln.status, ln.detail) for ln in lines}
+
+
+def test_golden_check_of_a_deployed_host(tmp_path: Path) -> None:
+    lines = _check(tmp_path, "deployed")
+    assert {s for s, _ in lines.values()} == {check.OK}, lines
+    assert ", found by the pid file " in lines["nginx master"][1]
+    by_start = {n.rsplit(" ", 1)[0]: d for n, (_, d) in lines.items()}
+    assert by_start["slot blue port"].startswith("in use by bg's slot (pid ")
+    assert by_start["probe port"] == "nginx's (bg's probe server)"
+
+
+def test_golden_check_with_nginx_stopped(tmp_path: Path) -> None:
+    lines = _check(tmp_path, "nginx-stopped")
+    assert lines["nginx master"][0] == check.FAIL
+    assert lines["nginx master"][1].startswith("nginx is not running")
+    assert [n for n, (s, _) in lines.items() if s != check.OK] == ["nginx master"]
+
+
+def test_golden_check_before_setup(tmp_path: Path) -> None:
+    lines = _check(tmp_path, "before-setup")
+    assert lines["nginx -t"][0] == check.FAIL and "unknown log format" in lines["nginx -t"][1]
+    assert lines["upstream included"][0] == check.WARN
+    assert lines["root writable"][0] == check.OK
+
+
+def test_golden_stage_prints_the_tested_layout(tmp_path: Path) -> None:
+    cfg, r = golden(tmp_path, "upstream", "stage")
+    upstream.raise_if_rejected(r, "h", cfg)
+    blocks = upstream.read_layout(r.stdout, "h", cfg)
+    assert blocks is not None
+    assert any("http://hello_live" in b.proxies and not b.bg_probe for b in blocks)
+    assert any(b.bg_probe for b in blocks)
+
+
+def test_golden_stage_rejected(tmp_path: Path) -> None:
+    cfg, r = golden(tmp_path, "upstream", "stage-rejected")
+    with pytest.raises(SwitchError) as info:
+        upstream.raise_if_rejected(r, "h", cfg)
+    assert "unexpected end of file" in info.value.detail
+
+
+def test_golden_reload_names_master_and_old_workers(tmp_path: Path) -> None:
+    cfg, r = golden(tmp_path, "drain", "reload")
+    pid, method = drain.parse_master(r.stdout)
+    assert pid is not None and method == f"{drain.METHOD_PID_FILE} {cfg.nginx.pid_file}"
+    assert drain.method_name(method) == drain.METHOD_PID_FILE
+    assert len(drain.parse_old_workers(r.stdout)) == 2  # worker_processes 2
+
+
+def test_golden_drains(tmp_path: Path) -> None:
+    _, r = golden(tmp_path, "drain", "drained")
+    assert drain.read_drain(r.stdout) == drain.Drain(False)
+    _, r = golden(tmp_path, "drain", "port-timeout")
+    done = drain.read_drain(r.stdout)
+    assert done.timed_out
+    assert re.fullmatch(r"still draining: \d+ connections on port \d+, \d+ nginx workers"
+                        " shutting down", done.left)
