@@ -101,14 +101,7 @@ def master_discovery_script(config: Config) -> str:
     nginx_v = asroot.command(join([*inv.argv, "-V"]))
     conf_match = q(inv.conf or "")
     prefix = q(inv.prefix.rstrip("/") + "/" if inv.prefix else "")
-    return f"""bg_is_master() {{
-  case "$1" in ''|*[!0-9]*) return 1;; esac
-  c=$(tr '\\0' ' ' < /proc/$1/cmdline 2>/dev/null) || return 1
-  case "$c" in "nginx: master process"*) ;; *) return 1;; esac
-  [ -z {conf_match} ] && return 0
-  case "$c" in *{conf_match}*) return 0;; esac
-  return 1
-}}
+    return _is_master_function(conf_match) + f"""
 master=""; method={q(METHOD_NONE)}; where=""
 p=$(head -c 32 {q(config.nginx.pid_file)} 2>/dev/null | tr -dc '0-9')
 if bg_is_master "$p"; then master=$p; method={q(METHOD_PID_FILE)}; where={q(config.nginx.pid_file)}
@@ -140,6 +133,19 @@ else
 fi
 echo "{MASTER_MARK} ${{master:--}} $method${{where:+ $where}}"
 """
+
+
+def _is_master_function(conf_match: str) -> str:
+    """Shell function ``bg_is_master PID``: is PID an nginx master (of the quoted
+    ``conf_match`` config, when not empty)?"""
+    return f"""bg_is_master() {{
+  case "$1" in ''|*[!0-9]*) return 1;; esac
+  c=$(tr '\\0' ' ' < /proc/$1/cmdline 2>/dev/null) || return 1
+  case "$c" in "nginx: master process"*) ;; *) return 1;; esac
+  [ -z {conf_match} ] && return 0
+  case "$c" in *{conf_match}*) return 0;; esac
+  return 1
+}}"""
 
 
 def _children_script() -> str:
@@ -283,6 +289,11 @@ done
 """
     if port is None:
         return 'echo "drain: skipped: no nginx workers and no port to watch"'
+    return _port_drain_script(port, ticks)
+
+
+def _port_drain_script(port: int, ticks: int) -> str:
+    """Without a worker list: wait until no established TCP connection uses ``port``."""
     hexport = f"{int(port):04X}"
     # A request nginx is still reading (its body buffered before proxying) has no
     # connection to the slot yet; the worker holding it is retitled "is shutting down"
