@@ -9,13 +9,14 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bluegreen.config import Config, load
 from bluegreen.errors import ConfigError, HookError, SwitchError
-from bluegreen.facts import check, drain, hooks, retire, sections, upstream
+from bluegreen.facts import check, drain, hooks, observe, retire, sections, upstream
 from bluegreen.facts.observe import parse_observation
 from bluegreen.host import CommandResult
 from bluegreen.shell import ScriptExit
@@ -295,3 +296,12 @@ def test_golden_drains(tmp_path: Path) -> None:
     assert done.timed_out
     assert re.fullmatch(r"still draining: \d+ connections on port \d+, \d+ nginx workers"
                         " shutting down", done.left)
+
+
+def test_observe_printed_is_what_the_parser_reads(tmp_path: Path) -> None:
+    """The fake host prints observations with observe.printed: a real host's output and
+    printed() of what was parsed from it read back the same."""
+    _, r = golden(tmp_path, "observe", "deployed")
+    obs = parse_observation(r.stdout, MARKER)
+    again = parse_observation(observe.printed(obs, MARKER), MARKER)
+    assert again == replace(obs, nginx_error=None)  # the nginx test is not printed()

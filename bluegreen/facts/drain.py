@@ -323,7 +323,10 @@ LEFT_MARK = "still draining"  # still draining: <pids>, or what kept the port bu
 def noted(script: str) -> str:
     """``script`` (a drain that exits 1 on timeout) that never fails: prints ``drained`` or
     ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
-    return f"if (\n{script}\n); then echo {DRAINED}; else echo {TIMED_OUT}; fi"
+    return f"if (\n{script}\n){NOTED_TAIL}"
+
+
+NOTED_TAIL = f"; then echo {DRAINED}; else echo {TIMED_OUT}; fi"  # (the fake host's cue)
 
 
 def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = None,

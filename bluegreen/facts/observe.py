@@ -9,7 +9,7 @@ nginx serves for the idle one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from bluegreen.config import SLOTS
@@ -19,7 +19,7 @@ from bluegreen.releases import probe_script
 from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
-__all__ = ["Observation", "new_marker", "observe_script", "parse_observation"]
+__all__ = ["Observation", "new_marker", "observe_script", "parse_observation", "printed"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,30 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         nginx_error=_nginx_error(sections.get("nginx-test")),
         leftovers=parse_leftovers(sections.get("leftover", [])),
     )
+
+
+SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock")
+
+
+def printed(obs: Observation, marker: str, asked: Collection[str] = SECTIONS) -> str:
+    """What :func:`observe_script` prints on a host that has ``obs`` (the sections in
+    ``asked``): its parser's inverse, for the fake host of the unit tests, so the format
+    is written here only. A file's text is printed as the file holds it, then a newline."""
+    def file(text: str | None) -> str:
+        return "" if text is None else text + "\n"
+
+    bodies = {
+        "state": file(obs.state_raw or None),
+        "upstream": file(obs.upstream),
+        "backup": file(obs.backup),
+        "links": "".join(f"{slot} {'../releases/' + t if (t := obs.links.get(slot)) else ''}\n"
+                         for slot in SLOTS),
+        "alive": "".join(f"{slot}\n" for slot in SLOTS if obs.alive.get(slot)),
+        "release": file(obs.release_sha or None),
+        "env": file(obs.env_sha or None),
+        "lock": file(obs.lock),
+    }
+    return "".join(f"{marker} {name}\n{bodies[name]}" for name in SECTIONS if name in asked)
 
 
 def _nginx_error(lines: list[str] | None) -> str | None:
