@@ -250,7 +250,7 @@ def test_the_site_bg_init_writes_passes_upgrades(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-def test_parse_retire() -> None:
+def test_read_retire() -> None:
     from bluegreen.facts.drain import Drain
     from bluegreen.facts.retire import Retire, read_retire
 
