@@ -6,6 +6,10 @@ decides what its exit codes and markers mean: a typed result, or the :class:`BgE
 raised with its message, decided once. ``ops/`` runs these scripts and acts on the
 results; it writes no shell and matches no marker itself (``tests/test_arch.py``).
 
-Every script that prints more than one thing uses one stdout protocol,
-:mod:`bluegreen.facts.sections`.
+The families: ``observe`` (what a host has, read under the lock), ``check`` with
+``listeners`` and ``checkmaster`` (`bg check`), ``upstream`` (the switch's stage, commit,
+abort), ``drain`` (nginx's master, reload, old workers), ``retire`` (the old slot's stop
+after the drain), ``hooks``. Scripts that print named parts use one stdout protocol,
+:mod:`bluegreen.facts.sections`; golden outputs captured on a real nginx
+(``tests/golden_capture.py``) drive the parser tests.
 """
