@@ -131,13 +131,12 @@ def check_script(test_command: str, reload_command: str) -> str:
         wanted.append("-s reload")
     says_sudo = any(c.split()[:1] == ["sudo"] for c in (test_command, reload_command))
     if not wanted and not says_sudo:
-        return "echo '@@ sudo'; echo not-needed"
+        return "echo not-needed"
     probes = "".join(
         f'  if sudo -n -l "$b" {args} >/dev/null 2>&1; then echo "allowed $b {args}";'
         f' else echo "refused $b {args}"; fi\n' for args in wanted)
     helper = q(QUIT_HELPER)
-    return f"""echo '@@ sudo'
-if [ "$(id -u)" = 0 ]; then echo not-needed
+    return f"""if [ "$(id -u)" = 0 ]; then echo not-needed
 elif ! command -v sudo >/dev/null 2>&1; then echo "user $(id -un)"; echo no-sudo
 else
   echo "user $(id -un)"; b=$( {find_script()} ); b=${{b:-{DEFAULT_NGINX}}}

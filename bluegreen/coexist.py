@@ -14,12 +14,12 @@ from bluegreen.nginxconf import nginx_ident
 OK, FAIL, SKIP = "ok", "fail", "skip"
 
 
-def host_script(config: Config, dump: str | None) -> str:
+def host_scripts(config: Config, dump: str | None) -> list[tuple[str, str]]:
     """Sections ``layout`` (nginx -T's server blocks, when ``dump`` is known) and
     ``bg-files`` (bg's upstream files beside this app's, readable without root)."""
-    layout = f"echo '@@ layout'; ({dump}) 2>/dev/null | {sites.DUMP_FILTER}\n" if dump else ""
+    layout = [("layout", f"({dump}) 2>/dev/null | {sites.DUMP_FILTER}")] if dump else []
     directory = posixpath.dirname(config.nginx.upstream_file)
-    return f"{layout}echo '@@ bg-files'; {ports.bg_files_script(directory)}"
+    return [*layout, ("bg-files", ports.bg_files_script(directory))]
 
 
 def bg_apps(layout: list[str] | None, files: list[str]) -> list[ports.BgApp]:

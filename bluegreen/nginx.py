@@ -1,4 +1,5 @@
-"""The nginx switch: render, stage, test, swap, reload, confirm, restore, drain.
+"""The nginx switch: render the upstream, confirm through nginx (the stage, commit and
+restore scripts: :mod:`bluegreen.facts.upstream`; the drain: :mod:`bluegreen.facts.drain`).
 
 A switch is two-phase so that many hosts switch all-or-nothing:
 
@@ -9,38 +10,46 @@ A switch is two-phase so that many hosts switch all-or-nothing:
 * commit: reload, then a probe through nginx confirms the new slot answers.
 * abort (any host failed): the old file goes back and, where nginx was already reloaded,
   nginx reloads again.
-
-Staged and backup files sit next to the upstream file (so ``mv`` is an atomic rename) and
-start with a dot, which nginx's ``include *.conf`` glob never matches.
 """
 
 from __future__ import annotations
 
 import functools
-import posixpath
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bluegreen import asroot, sites
+from bluegreen import sites
 from bluegreen.config import Config
-
-# The drain lives in bluegreen.drain; the executor calls these as nginx.*.
-from bluegreen.drain import METHOD_NONE as METHOD_NONE
-from bluegreen.drain import drain_script as drain_script
-from bluegreen.drain import invocation as invocation
-from bluegreen.drain import master_discovery_script as master_discovery_script
-from bluegreen.drain import method_name as method_name
-from bluegreen.drain import parse_master as parse_master
-from bluegreen.drain import parse_old_workers as parse_old_workers
-from bluegreen.drain import reload_script as reload_script
 from bluegreen.errors import ConfigError
+
+# The drain lives in bluegreen.facts.drain; the executor calls these as nginx.*.
+from bluegreen.facts.drain import METHOD_NONE as METHOD_NONE
+from bluegreen.facts.drain import drain_script as drain_script
+from bluegreen.facts.drain import invocation as invocation
+from bluegreen.facts.drain import master_discovery_script as master_discovery_script
+from bluegreen.facts.drain import method_name as method_name
+from bluegreen.facts.drain import parse_master as parse_master
+from bluegreen.facts.drain import parse_old_workers as parse_old_workers
+from bluegreen.facts.drain import reload_script as reload_script
+
+# The switch's host scripts live in bluegreen.facts.upstream; the executor calls them as nginx.*.
+from bluegreen.facts.upstream import UpstreamFiles as UpstreamFiles
+from bluegreen.facts.upstream import abort_script as abort_script
+from bluegreen.facts.upstream import commit_script as commit_script
+from bluegreen.facts.upstream import discard_backup_script as discard_backup_script
+from bluegreen.facts.upstream import discard_staged_script as discard_staged_script
+from bluegreen.facts.upstream import files as files
+from bluegreen.facts.upstream import parse_layout as parse_layout
+from bluegreen.facts.upstream import raise_if_rejected as raise_if_rejected
+from bluegreen.facts.upstream import read_layout as read_layout
+from bluegreen.facts.upstream import site_refusal as site_refusal
+from bluegreen.facts.upstream import stage_script as stage_script
 from bluegreen.nginxconf import nginx_ident as nginx_ident
 from bluegreen.probe import Answer, ProbeError, Prober
 from bluegreen.resources import resource_dir
-from bluegreen.shell import ScriptExit, q, remove_files
 from bluegreen.state import now_iso
 
 if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need neither
@@ -48,19 +57,6 @@ if TYPE_CHECKING:  # imported where used: `bg --version` and `bg status` need ne
 
 
 SLOT_HEADER = "X-BG-Slot"
-
-
-@dataclass(frozen=True)
-class UpstreamFiles:
-    live: str
-    staged: str
-    backup: str
-
-
-def files(config: Config) -> UpstreamFiles:
-    live = config.nginx.upstream_file
-    d, name = posixpath.split(live)
-    return UpstreamFiles(live=live, staged=f"{d}/.{name}.bg-new", backup=f"{d}/.{name}.bg-prev")
 
 
 def _template(config: Config) -> jinja2.Template:
@@ -145,15 +141,6 @@ def render_upstream(config: Config, *, slot: str, version: str,
     if "\x00" in text:
         raise ConfigError("nginx template rendered a NUL byte")
     return text
-
-
-def abort_script(config: Config) -> str:
-    """Put the previous upstream file back, byte for byte."""
-    f = files(config)
-    backup, live = q(f.backup), q(f.live)
-    # An empty backup stands for "there was no upstream file before".
-    return (f"if [ -s {backup} ]; then mv -f {backup} {live};"
-            f" elif [ -f {backup} ]; then rm -f {backup} {live}; fi; rm -f {q(f.staged)}")
 
 
 def parse_nginx_version(text: str) -> tuple[int, ...] | None:
@@ -245,91 +232,6 @@ def confirm(host: Prober, config: Config, slot: str, *, timeout: float = 10.0,
         if time.monotonic() - started >= timeout:
             return Confirmation(False, attempts, time.monotonic() - started, detail)
         time.sleep(0.005 if attempts < 20 else 0.05)
-
-
-def discard_backup_script(config: Config) -> str:
-    """The switch is recorded: its backup file must not be mistaken for an interrupted one."""
-    f = files(config)
-    return remove_files(f.backup, f.staged)
-
-
-def stage_script(config: Config, content: str) -> str:
-    """Phase one of a switch: stage the new upstream beside the live file and test it.
-
-    The staged file is moved into place for the test only and the live file is put back
-    at once, so nothing a reload could pick up changes before phase two; on a failed test
-    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
-    """
-    from bluegreen.checks import dump_command  # (checks imports this module)
-
-    f = files(config)
-    live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
-    # No `set -e`: sh ignores it in a subshell whose status is tested, so every step that
-    # can fail (a full disk) says so itself.
-    fail = f"{{ echo 'staging the upstream failed'; rm -f {staged}; exit 1; }}"
-    # `nginx -T` tests exactly as `nginx -t` does and prints the configuration it tested:
-    # its server blocks tell whether the app's site is shadowed (:mod:`bluegreen.sites`).
-    dump = dump_command(config.nginx.test_command)
-    layout = "" if dump is None else (
-        f"echo {LAYOUT_BEGIN}; printf '%s\\n' \"$out\" | {sites.DUMP_FILTER}; echo {LAYOUT_END}")
-    return f"""(
-mkdir -p {q(posixpath.dirname(f.live))} || {fail}
-printf '%s' {q(content)} > {staged} || {fail}
-if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
-{{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
-rc=0; out=$( ({asroot.command(dump or config.nginx.test_command)}) 2>&1 ) || rc=$?
-if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
-if [ $rc -ne 0 ]; then
-  rm -f {staged}
-  printf '%s\\n' "$out"
-  exit {ScriptExit.NGINX_TEST_FAILED}
-fi
-{layout}
-) || exit $?"""
-
-
-LAYOUT_BEGIN, LAYOUT_END = "@@bg-layout-begin", "@@bg-layout-end"
-
-
-def site_refusal(config: Config, host: str, layout: list[sites.Block] | None
-                 ) -> ConfigError | None:
-    """Why a switch on ``host`` would go unseen: another server block shadows the app's
-    site (or answers ``probe_url``) in the configuration nginx just tested; None if not."""
-    if layout is None:
-        return None
-    verdict = sites.judge(layout, nginx_ident(config.app.name), config.nginx.probe_url)
-    if not verdict.blocking:
-        return None
-    return ConfigError(f"{host}: nginx would not pass requests to {config.app.name}'s site:"
-                       " another server block answers them (`bg check` shows it)",
-                       detail=verdict.detail, hint=verdict.hint)
-
-
-def parse_layout(stdout: str) -> list[sites.Block] | None:
-    """The server blocks a stage script's ``nginx -T`` printed; None when it printed none
-    (a test command bg cannot turn into ``nginx -T``)."""
-    begin = stdout.find(LAYOUT_BEGIN + "\n")
-    end = stdout.find(LAYOUT_END, begin)
-    if begin < 0 or end < 0:
-        return None
-    return sites.parse(stdout[begin + len(LAYOUT_BEGIN) + 1:end])
-
-
-def commit_script(config: Config) -> str:
-    """Phase two: keep the live file as the backup (an interrupted switch is undone from
-    it), move the tested staged file in, reload (printing the old workers to drain)."""
-    f = files(config)
-    live, staged, backup = q(f.live), q(f.staged), q(f.backup)
-    return f"""if [ ! -f {staged} ]; then echo "the staged upstream file is gone"; exit 1; fi
-if [ -f {live} ]; then cp -p {live} {backup}; else : > {backup}; fi
-mv -f {staged} {live}
-{reload_script(config)}"""
-
-
-def discard_staged_script(config: Config) -> str:
-    """Drop a staged upstream that will not be committed (a failed or interrupted start)."""
-    f = files(config)
-    return remove_files(f.staged, f.staged + ".held")
 
 
 def _judge(r: Answer, url: str, slot: str, port: int | None, app: str, *, ours: bool,

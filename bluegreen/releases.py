@@ -144,7 +144,7 @@ def setup_script(paths: Layout, *, upstream_file: str | None, initial_upstream: 
         '  created="$created state"',
         "fi",
         runner_setup,
-        'echo "created:$created"',
+        f'echo "{CREATED_MARK}$created"',
     )
 
 
@@ -180,4 +180,12 @@ def point_slot_script(paths: Layout, slot: str, version: str) -> str:
 def lb_setup_script(upstream_file: str, initial_upstream: str) -> str:
     """A load balancer's part of `bg setup`: the upstream file when absent."""
     return lines('created=""', upstream_install_script(upstream_file, initial_upstream),
-                 'echo "created:$created"')
+                 f'echo "{CREATED_MARK}$created"')
+
+
+CREATED_MARK = "created:"  # setup_script, lb_setup_script: what they made (none: set up)
+
+
+def read_created(stdout: str) -> list[str]:
+    """What :func:`setup_script` or :func:`lb_setup_script` made ([] when all was there)."""
+    return stdout.split(CREATED_MARK, 1)[-1].split() if CREATED_MARK in stdout else []

@@ -58,9 +58,12 @@ def safe_token(value: str, what: str) -> str:
     return value
 
 
-def subshell(script: str, *, or_exit: int | None = None) -> str:
-    """``script`` in a subshell; with ``or_exit``, the caller exits with that code on failure."""
+def subshell(script: str, *, or_exit: int | None = None, propagate: bool = False) -> str:
+    """``script`` in a subshell; with ``or_exit``, the caller exits with that code on
+    failure; with ``propagate``, with the subshell's own code."""
     body = f"(\n{script}\n)"
+    if propagate:
+        return f"{body} || exit $?"
     return f"{body} || exit {or_exit}" if or_exit is not None else body
 
 

@@ -1,6 +1,6 @@
 """`bg remove`, the engine half: who in nginx still uses the app's upstream, the 503 stand-in
 that keeps such a site valid, and the scripts that take the upstream file out of nginx and
-remove what `bg setup` made. Builders only build; ``ops/remove.py`` decides.
+remove what `bg setup` made, with what their runs mean (:func:`read_removal`).
 
 What "traffic is live" means here: a file of nginx's configuration other than bg's own
 upstream file names the upstream, the variables or the log formats that file defines (a
@@ -15,13 +15,18 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from bluegreen.checks import dump_command
 from bluegreen.config import Config
-from bluegreen.drain import reload_script
+from bluegreen.errors import SwitchError
+from bluegreen.facts.check import dump_command
+from bluegreen.facts.drain import parse_old_workers, reload_script
+from bluegreen.host import CommandResult, Host, check
 from bluegreen.layout import Layout
 from bluegreen.runners import runner_for
 from bluegreen.shell import ScriptExit, lines, q
+
+NOT_RELOADED = "not-reloaded"  # nginx_script: the reload failed (nginx not running?)
 
 _UPSTREAM = re.compile(r"^\s*upstream\s+([A-Za-z0-9_]+)\s*\{", re.M)
 _VARIABLE = re.compile(r"^\s*map\s+\S+\s+\$([A-Za-z0-9_]+)\s*\{", re.M)
@@ -113,7 +118,27 @@ fi
 rm -f {held}
 if (
 {reload_script(config)}
-); then echo reloaded; else echo not-reloaded; fi"""
+); then echo reloaded; else echo {NOT_RELOADED}; fi"""
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What :func:`nginx_script` did: nginx's old workers to drain, and whether it reloaded."""
+
+    old_workers: list[int]
+    reloaded: bool
+
+
+def read_removal(result: CommandResult, host: Host, config: Config) -> Removal:
+    """:func:`nginx_script`'s run: nginx rejected its configuration without the file
+    (SwitchError: the file was put back), or what it did (HostError: it failed otherwise)."""
+    if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
+        raise SwitchError(
+            f"{host.name}: nginx rejects its configuration without {config.nginx.upstream_file};"
+            " the file was put back", detail=result.output,
+            hint="an include that names the file itself? remove it, then run bg remove again")
+    check(result, "taking the upstream out of nginx", host)
+    return Removal(parse_old_workers(result.stdout), NOT_RELOADED not in result.stdout)
 
 
 def removed_paths(paths: Layout, *, purge: bool) -> tuple[str, ...]:

@@ -42,6 +42,8 @@ from bluegreen import config as bgconfig
 from bluegreen import lock, nginx, probe
 from bluegreen import state as st
 from bluegreen.config import SLOTS, Config
+from bluegreen.facts import drain, observe, sections
+from bluegreen.facts.observe import Observation
 from bluegreen.host import CommandResult, Host
 from bluegreen.layout import Layout
 from bluegreen.ops.core import Context, StepTiming
@@ -292,8 +294,8 @@ class FakeHost:
                                              where="fake")
         if nginx.discard_backup_script(config) in script:
             m.backup = m.staged = None
-        if "then echo drained; else echo drain-timeout; fi" in script:
-            out.append("drained\n")
+        if drain.NOTED_TAIL in script:
+            out.append(drain.DRAINED + "\n")
 
         marker = _MARKER.search(script)
         if marker:
@@ -304,39 +306,18 @@ class FakeHost:
 
     def _observation(self, marker: str, script: str) -> str:
         m = self.model
-        parts = [f"{marker} state\n"]
-        if m.state is not None:
-            parts.append(m.state.to_json().decode() + "\n")
-        if f"{marker} upstream" in script:
-            parts.append(f"{marker} upstream\n")
-            if m.upstream is not None:
-                parts.append(m.upstream + "\n")
-        if f"{marker} backup" in script:
-            parts.append(f"{marker} backup\n")
-            if m.backup is not None:
-                parts.append(m.backup + "\n")
-        parts.append(f"{marker} links\n")
-        for slot in SLOTS:
-            target = m.links.get(slot)
-            parts.append(f"{slot} {'../releases/' + target if target else ''}\n")
-        parts.append(f"{marker} alive\n")
-        parts.extend(f"{slot}\n" for slot in SLOTS if slot in m.alive)
         release = re.search(r"(?:cat |< )'?" + re.escape(self.paths.releases)
                             + r"/([^/]+)/\.bg-sha256", script)
-        if f"{marker} release" in script:
-            parts.append(f"{marker} release\n")
-            if release and release.group(1) in m.releases:
-                parts.append(m.releases[release.group(1)] + "\n")
-        if f"{marker} env" in script:
-            parts.append(f"{marker} env\n")
-            env = self.files.get(self.paths.env_file)
-            if env is not None:
-                parts.append(hashlib.sha256(env).hexdigest() + "\n")
-        if f"{marker} lock" in script:
-            parts.append(f"{marker} lock\n")
-            if m.lock is not None:
-                parts.append(json.dumps(m.lock) + "\n\n")  # holder.json's line, then `echo`
-        return "".join(parts)
+        env = self.files.get(self.paths.env_file)
+        obs = Observation(
+            state_raw=m.state.to_json().decode() if m.state is not None else "",
+            upstream=m.upstream, backup=m.backup, links=dict(m.links),
+            alive={slot: slot in m.alive for slot in SLOTS},
+            release_sha=m.releases.get(release.group(1), "") if release else "",
+            env_sha=hashlib.sha256(env).hexdigest() if env is not None else "",
+            lock=json.dumps(m.lock) + "\n" if m.lock is not None else None)  # holder.json
+        asked = [n for n in observe.SECTIONS if sections.header(marker, n) in script]
+        return observe.printed(obs, marker, asked)
 
     def _tail(self, result: CommandResult, body: str) -> CommandResult:
         """Journal entries later in a script (with the lock release, at the end of the

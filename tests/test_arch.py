@@ -363,20 +363,3 @@ def test_pending_entries_still_offend(guard: str) -> None:
     """A fix landed: drop its entry, so the guard holds the ground gained."""
     stale = sorted(PENDING[guard] - offenders(guard).keys())
     assert not stale, f"no longer offending; drop from PENDING[{guard!r}]: {stale}"
-
-
-def test_ops_formats_no_shell() -> None:
-    """ops/ orchestrates; every script comes from an engine builder. The quoting helpers
-    are the tell: a module that imports them is writing shell itself."""
-    offenders = []
-    for path in sorted((Path(__file__).parent.parent / "bluegreen" / "ops").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in (
-                    "bluegreen.shell", "bluegreen.host", "shlex"):
-                bad = {a.name for a in node.names} & {"q", "join", "quote"}
-                if bad:
-                    offenders.append(f"{path.name} imports {sorted(bad)} from {node.module}")
-            if isinstance(node, ast.Import) and any(a.name == "shlex" for a in node.names):
-                offenders.append(f"{path.name} imports shlex")
-    assert offenders == []

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import asroot, checks
+from bluegreen import asroot
+from bluegreen.facts import check as checks
 from tests.debian_host import freeze_after_fork, settled_workers, stat_state, title
 from tests.helpers import Workspace, need
 from tests.test_check import GOOD, cfg
@@ -136,7 +137,7 @@ def test_sudo_rule_check_lines() -> None:
 @pytest.mark.unit
 def test_check_script_asks_sudo_only_what_the_commands_need() -> None:
     assert asroot.check_script("/usr/sbin/nginx -p /x -t", "/usr/sbin/nginx -s reload") \
-        == "echo '@@ sudo'; echo not-needed"
+        == "echo not-needed"
     both = asroot.check_script("nginx -t", "nginx -s reload")
     assert all(f'"$b" {a}' in both for a in ("-t", "-T", "-s reload"))
     assert asroot.QUIT_HELPER in asroot.check_script("sudo -n nginx -t", "sudo -n nginx -s reload")
@@ -145,7 +146,8 @@ def test_check_script_asks_sudo_only_what_the_commands_need() -> None:
 @pytest.mark.unit
 def test_bg_check_reports_the_sudo_rule_and_skips_include_without_a_dump() -> None:
     def names(output: str) -> dict[str, str]:
-        return {ln.name: ln.status for ln in checks.evaluate(cfg(), "web-1", output, local=False)}
+        return {ln.name: ln.status
+                for ln in checks.evaluate(cfg(), "web-1", output, marker="@@", local=False)}
 
     assert "sudo rule" not in names(GOOD)  # root, or no sudo needed: no line
     refused = GOOD.replace("@@ pid-file", "@@ sudo\nuser deploy\nrefused /usr/sbin/nginx -t\n"

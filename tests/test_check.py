@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bluegreen import checks
 from bluegreen.config import parse
 from bluegreen.errors import ExitCode
+from bluegreen.facts import check as checks
 from tests.helpers import Workspace
 from tests.operator_fixtures import envelope
 
@@ -83,7 +83,7 @@ largest-kb 1000
 
 
 def statuses(output: str, **nginx: Any) -> dict[str, str]:
-    lines = checks.evaluate(cfg(**nginx), "web-1", output, local=False)
+    lines = checks.evaluate(cfg(**nginx), "web-1", output, marker="@@", local=False)
     return {line.name: line.status for line in lines}
 
 
@@ -128,7 +128,7 @@ def test_each_broken_host_names_its_check(broken: tuple[str, str], name: str) ->
 def test_another_server_on_the_probe_port_fails() -> None:
     out = GOOD.replace("@@ layout", "# configuration file /etc/nginx/conf.d/b.conf:\n"
                                     "    listen 127.0.0.1:14001;\n@@ layout")
-    lines = checks.evaluate(cfg(), "web-1", out, local=False)
+    lines = checks.evaluate(cfg(), "web-1", out, marker="@@", local=False)
     probe = next(line for line in lines if line.name.startswith("probe port"))
     assert probe.status == "fail" and "b.conf" in probe.detail and "probe_port" in probe.hint
 
@@ -137,7 +137,7 @@ def test_another_server_on_the_probe_port_fails() -> None:
 def test_pid_file_wrong_says_where_nginx_is() -> None:
     out = GOOD.replace("pid=100\nnginx: master process /usr/sbin/nginx", "pid=\n").replace(
         "pid /run/nginx.pid;", "pid /var/run/nginx2.pid;")
-    master = next(ln for ln in checks.evaluate(cfg(), "w", out, local=False)
+    master = next(ln for ln in checks.evaluate(cfg(), "w", out, marker="@@", local=False)
                   if ln.name == "nginx master")
     assert "100" in master.detail and "/var/run/nginx2.pid" in master.hint
 

@@ -12,8 +12,8 @@ import pytest
 from bluegreen import config as configuration
 from bluegreen import nginx
 from bluegreen.errors import ConfigError, ExitCode
+from bluegreen.facts.observe import Observation
 from bluegreen.host import LocalHost
-from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, open_lbs
 from bluegreen.ops.plan import Finish, HostFacts, Switch, plan_deploy

@@ -22,7 +22,7 @@ from bluegreen.errors import (
     LockHeldError,
     StaleLockError,
 )
-from bluegreen.observe import Observation
+from bluegreen.facts.observe import Observation
 from bluegreen.ops.admin import status
 from bluegreen.ops.reconcile import reconcile
 from bluegreen.ops.session import Session

@@ -204,14 +204,14 @@ def test_prune_without_marks_keeps_the_newest_as_before(tmp_path: Path) -> None:
 
 
 def test_check_with_nginx_stopped_says_so_not_other_masters() -> None:
-    from bluegreen import checks
+    from bluegreen.facts import check as checks
     from tests.test_check import GOOD, cfg
 
     # Debian's nginx stopped (it removes /run/nginx.pid); another program runs its own.
     out = GOOD.replace("pid=100\nnginx: master process /usr/sbin/nginx", "pid=\n").replace(
         "  100 nginx: master process /usr/sbin/nginx",
         "  4242 nginx: master process /opt/gitlab/embedded/sbin/nginx -p /var/opt/gitlab/nginx")
-    master = next(ln for ln in checks.evaluate(cfg(), "w", out, local=False)
+    master = next(ln for ln in checks.evaluate(cfg(), "w", out, marker="@@", local=False)
                   if ln.name == "nginx master")
     assert master.status == "fail"
     assert "nginx is not running" in master.detail, master.detail
@@ -219,14 +219,14 @@ def test_check_with_nginx_stopped_says_so_not_other_masters() -> None:
 
 
 def test_check_finds_this_configurations_master_without_its_pid_file() -> None:
-    from bluegreen import checks
+    from bluegreen.facts import check as checks
     from tests.test_check import GOOD, cfg
 
     out = GOOD.replace("pid=100\nnginx: master process /usr/sbin/nginx", "pid=\n").replace(
         "  100 nginx: master process /usr/sbin/nginx",
         "  100 nginx: master process /usr/sbin/nginx -g daemon on; master_process on;\n"
         "  4242 nginx: master process nginx -p /tmp/other -c conf/nginx.conf")
-    master = next(ln for ln in checks.evaluate(cfg(), "w", out, local=False)
+    master = next(ln for ln in checks.evaluate(cfg(), "w", out, marker="@@", local=False)
                   if ln.name == "nginx master")
     assert master.status == "fail"
     assert "100" in master.detail and "4242" not in master.detail, master.detail
@@ -237,7 +237,7 @@ def test_check_finds_this_configurations_master_without_its_pid_file() -> None:
 
 
 def test_check_before_setup_says_run_bg_setup() -> None:
-    from bluegreen import checks
+    from bluegreen.facts import check as checks
     from tests.test_check import GOOD, cfg
 
     # The site is included, the upstream file it proxies to is not there yet.
@@ -245,7 +245,7 @@ def test_check_before_setup_says_run_bg_setup() -> None:
                        ' "shop_live" in /etc/nginx/sites-enabled/shop:6').replace(
         "# configuration file /etc/nginx/conf.d/shop.bluegreen.conf:\n", "") + \
         "@@ upstream-file\nmissing\n"
-    lines = {ln.name: ln for ln in checks.evaluate(cfg(), "w", out, local=False)}
+    lines = {ln.name: ln for ln in checks.evaluate(cfg(), "w", out, marker="@@", local=False)}
     assert lines["nginx -t"].status == "fail"
     assert "bg setup" in lines["nginx -t"].hint, lines["nginx -t"]
     assert lines["upstream included"].status == "warn"
@@ -253,10 +253,11 @@ def test_check_before_setup_says_run_bg_setup() -> None:
 
 
 def test_check_with_the_upstream_file_there_says_nothing_of_setup() -> None:
-    from bluegreen import checks
+    from bluegreen.facts import check as checks
     from tests.test_check import GOOD, cfg
 
-    lines = checks.evaluate(cfg(), "w", GOOD + "@@ upstream-file\npresent\n", local=False)
+    lines = checks.evaluate(cfg(), "w", GOOD + "@@ upstream-file\npresent\n", marker="@@",
+                            local=False)
     assert all(ln.status == "ok" and "bg setup" not in ln.hint for ln in lines), lines
 
 
@@ -311,7 +312,7 @@ def test_remove_finds_the_sites_that_use_the_upstream() -> None:
 
 
 def test_the_observation_carries_nginx_s_verdict_on_the_configuration_as_it_is() -> None:
-    from bluegreen.observe import parse_observation
+    from bluegreen.facts.observe import parse_observation
 
     m = "@@bg-00"
     broken = parse_observation(f"{m} state\n{m} nginx-test\nrc=1\nnginx: [emerg] unknown"

@@ -248,9 +248,11 @@ def test_the_site_bg_init_writes_passes_upgrades(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-def test_parse_retire() -> None:
-    from bluegreen.retire import parse_retire
+def test_read_retire() -> None:
+    from bluegreen.facts.drain import Drain
+    from bluegreen.facts.retire import Retire, read_retire
 
-    assert parse_retire("drained\n") == (None, [])
+    assert read_retire("drained\n") == Retire(None, [], False, Drain(False), False)
     out = "open: 50 0 1130\nstop: killed after 2s\ndrained\n"
-    assert parse_retire(out) == ((50, "0", 1.13), ["killed after 2s"])
+    assert read_retire(out) == Retire((50, "0", 1.13), ["killed after 2s"], False,
+                                      Drain(False), True)

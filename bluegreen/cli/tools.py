@@ -61,7 +61,7 @@ def init(
 @app.command("check")
 def check_cmd(ctx: typer.Context, hosts: HostsOpt = None) -> None:
     """Is the target ready for bg? A line per check and host; exits non-zero on a failure."""
-    from bluegreen.checks import FAIL
+    from bluegreen.facts.check import FAIL
     from bluegreen.ops.check import check
 
     opts = options(ctx)

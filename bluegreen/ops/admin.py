@@ -12,15 +12,15 @@ from typing import Any
 from bluegreen import asroot, lock, nginx
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HookError
+from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
-from bluegreen.observe import Observation
 from bluegreen.ops import canary, lbtier
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
 from bluegreen.probe import ProbeError, Prober
-from bluegreen.releases import lb_setup_script, setup_script
+from bluegreen.releases import lb_setup_script, read_created, setup_script
 from bluegreen.results import (
     HistoryResult,
     HostOutcome,
@@ -100,7 +100,7 @@ def setup_host(ctx: Context, host: Host, scripts: SetupScripts) -> str:
             host.write_atomic(file.path, file.data)
             if file.install:
                 check(host.run(file.install), file.what, host)
-    made = out.split("created:", 1)[-1].split()
+    made = read_created(out)
     note = "created " + ", ".join(made) if made else "already set up"
     if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
         return note

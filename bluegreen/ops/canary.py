@@ -25,8 +25,8 @@ from typing import Any
 
 from bluegreen import accesslog, nginx
 from bluegreen.errors import BgError, ConfigError, StateError
+from bluegreen.facts.observe import Observation
 from bluegreen.host import Host, check
-from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, OperationResult
 from bluegreen.ops.plan import (

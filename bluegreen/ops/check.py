@@ -1,14 +1,15 @@
 """`bg check`: is every host of a target ready for bg? One script per host (one round
-trip, built by :mod:`bluegreen.checks`), judged into a line per check."""
+trip, built by :mod:`bluegreen.facts.check`), judged into a line per check."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from bluegreen import checks
-from bluegreen.checks import FAIL, OK, CheckLine
 from bluegreen.errors import HostError, HostKeyError
+from bluegreen.facts import check as checks
+from bluegreen.facts.check import FAIL, OK, CheckLine
+from bluegreen.facts.sections import new_marker
 from bluegreen.host import Host, LocalHost
 from bluegreen.ops.core import Context
 
@@ -45,8 +46,9 @@ def config_lines(ctx: Context) -> list[CheckLine]:
 def check_host(ctx: Context, host: Host) -> list[CheckLine]:
     name = host.name
     local = isinstance(host, LocalHost)
+    marker = new_marker()
     try:
-        result = host.run(checks.host_script(ctx.config), timeout=60)
+        result = host.run(checks.host_script(ctx.config, marker), timeout=60)
     except HostKeyError as exc:
         return [CheckLine(name, "reachable", OK, "answers"),
                 CheckLine(name, "host key known", FAIL, exc.message, exc.hint)]
@@ -54,7 +56,7 @@ def check_host(ctx: Context, host: Host) -> list[CheckLine]:
         return [CheckLine(name, "reachable", FAIL, exc.message, exc.hint)]
     lines = [CheckLine(name, "reachable", OK, "this machine" if local else "over SSH"),
              CheckLine(name, "host key known", OK, "no SSH" if local else "verified")]
-    return lines + checks.evaluate(ctx.config, name, result.stdout, local=local)
+    return lines + checks.evaluate(ctx.config, name, result.stdout, marker=marker, local=local)
 
 
 def check(ctx: Context) -> CheckReport:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen import nginx
+from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
-from bluegreen.observe import Observation
 from bluegreen.ops import canary as canaries
 from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, OperationResult, prefetch

@@ -12,11 +12,11 @@ import os
 import subprocess
 
 from bluegreen.errors import HookError
+from bluegreen.facts import hooks
 from bluegreen.host import Host
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Hook, Plan
 from bluegreen.ops.session import Session
-from bluegreen.shell import cd_quietly, exports, lines
 
 HOOK_TIMEOUT = 3600.0
 
@@ -56,16 +56,14 @@ def run_hook(ctx: Context, plan: Plan, hook: Hook, session: Session) -> None:
 
         def one(host: Host) -> None:
             hp = plan.host(host.name)
-            env = exports(hook_env(ctx, plan, host.name))
+            env = hook_env(ctx, plan, host.name)
             if cmd == "migrate":
-                script = lines(env, ctx.runner.eval_script(hp.slot, ctx.config.app.migrate))
+                script = hooks.migrate_script(
+                    env, ctx.runner.eval_script(hp.slot, ctx.config.app.migrate))
             else:
-                script = lines(cd_quietly(ctx.paths.slot(hp.slot)), env, cmd)
+                script = hooks.command_script(env, cmd, ctx.paths.slot(hp.slot))
             result = session.run(host, script, timeout=HOOK_TIMEOUT)
-            if not result.ok:
-                raise HookError(
-                    f"{host.name}: hook {hook.point} `{cmd}` failed (exit {result.exit_code})",
-                    detail=result.output)
+            hooks.raise_if_failed(result, host.name, hook.point, cmd)
 
         ctx.each(one, f"hook {hook.point}", hosts)
         note.append(", ".join(h.name for h in hosts))

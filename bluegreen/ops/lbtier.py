@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from bluegreen import asroot, nginx
-from bluegreen.drain import drain_noted_script
 from bluegreen.errors import SwitchError
+from bluegreen.facts.drain import drain_noted_script, read_drain
+from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.host import CommandResult, Host, check
-from bluegreen.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
 from bluegreen.probe import ProbeError
 from bluegreen.shell import lines
@@ -155,7 +155,7 @@ def drain(ctx: Context, lbs: Sequence[Host], run: Callable[[Host, str], CommandR
     title = "drain nginx workers on" if wait else "old nginx workers stop accepting on"
     with ctx.step(f"{title} {len(lbs)} load balancer(s)") as note:
         outputs = ctx.each(one, "drain", lbs)
-        if any("drain-timeout" in out for out in outputs.values()):
+        if any(read_drain(out).timed_out for out in outputs.values()):
             note.append(f"drain timed out after {timeout:g}s on some")
             return [f"nginx's old workers outlived drain_timeout ({timeout:g}s)"]
     return []

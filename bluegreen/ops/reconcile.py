@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, replace
 
 from bluegreen.config import SLOTS, Config
-from bluegreen.observe import Observation
+from bluegreen.facts.observe import Observation
 from bluegreen.shell import safe_token
 from bluegreen.state import HostState
 

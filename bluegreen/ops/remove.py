@@ -12,15 +12,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bluegreen import teardown
-from bluegreen.drain import drain_noted_script, parse_old_workers
-from bluegreen.errors import ConfigError, SwitchError
+from bluegreen.errors import ConfigError
+from bluegreen.facts.drain import drain_noted_script
+from bluegreen.facts.observe import Observation
 from bluegreen.host import Host, check
-from bluegreen.observe import Observation
 from bluegreen.ops.core import Context, OperationResult
 from bluegreen.ops.executor import interruptible
 from bluegreen.ops.reconcile import served_slot
 from bluegreen.ops.session import Session, observe
-from bluegreen.shell import ScriptExit, lines
+from bluegreen.shell import lines
 
 
 @dataclass(frozen=True)
@@ -150,17 +150,11 @@ def _execute(ctx: Context, session: Session, found: dict[str, HostRemoval], *, p
         upstream = session.observed[host.name].upstream
         content = teardown.stand_in(config, *teardown.defined_names(upstream),
                                     teardown.defined_formats(upstream)) if p.stand_in else None
-        result = session.run(host, teardown.nginx_script(config, content))
-        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
-            raise SwitchError(
-                f"{host.name}: nginx rejects its configuration without"
-                f" {config.nginx.upstream_file}; the file was put back", detail=result.output,
-                hint="an include that names the file itself? remove it, then run bg remove"
-                " again")
-        check(result, "taking the upstream out of nginx", host)
-        drains[host.name] = parse_old_workers(result.stdout)
+        done = teardown.read_removal(session.run(host, teardown.nginx_script(config, content)),
+                                     host, config)
+        drains[host.name] = done.old_workers
         notes[host.name].append("503 stand-in" if p.stand_in else "upstream removed")
-        if "not-reloaded" in result.stdout:
+        if not done.reloaded:
             notes[host.name].append("nginx not reloaded (is it running?)")
 
     with_upstream = [h for h in ctx.hosts if found[h.name].upstream_file]

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from bluegreen import nginx
-from bluegreen.drain import drain_noted_script, master_discovery_script
 from bluegreen.errors import (
     ArtifactError,
     BgError,
@@ -22,7 +21,13 @@ from bluegreen.errors import (
     HealthCheckError,
     SlotDiedError,
     StateError,
-    SwitchError,
+)
+from bluegreen.facts.drain import drain_noted_script, master_discovery_script
+from bluegreen.facts.retire import (
+    LEFT_RUNNING,
+    read_retire,
+    retire_drain_script,
+    stop_while_alive,
 )
 from bluegreen.health import wait_healthy
 from bluegreen.host import Host, check
@@ -42,7 +47,6 @@ from bluegreen.releases import (
     receive_script,
     require_script,
 )
-from bluegreen.retire import parse_retire, retire_drain_script
 from bluegreen.shell import ScriptExit, guard, lines, subshell
 from bluegreen.state import write_state_script
 
@@ -73,7 +77,7 @@ def _start_script(ctx: Context, slot: str, version: str, *, running: bool = Fals
     """Stop what the slot runs (after nginx stopped using it), point it at ``version``,
     start it. A switch that kept the old slot running did not wait for nginx's old workers
     (nothing stopped); a slot found ``running`` (kept warm, or its retire interrupted) is
-    retired here first, as the finish step would have (:mod:`bluegreen.retire`)."""
+    retired here first, as the finish step would have (:mod:`bluegreen.facts.retire`)."""
     runner, paths = ctx.runner, ctx.paths
     port = ctx.config.slots[slot]
     sw = ctx.config.switch
@@ -141,13 +145,10 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
             script = lines(head, receive_script(ctx.paths, ship.version),
                            session.journals[host.name].script(),
                            subshell(extract_script(ctx.paths, step.version, ship.sha256),
-                                    or_exit=None) + " || exit $?", script)
+                                    propagate=True), script)
         progress.started[host.name] = slot
         result = session.run(host, script, stdin=ship.path if ship else None)
-        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
-            raise SwitchError(
-                f"{host.name}: nginx rejected the new upstream ({ctx.config.nginx.test_command});"
-                " nothing was switched", detail=result.output)
+        nginx.raise_if_rejected(result, host.name, ctx.config)
         if result.exit_code == ScriptExit.SHA_MISMATCH:
             raise ArtifactError(f"{host.name}: the uploaded artifact's sha256 does not match")
         if result.exit_code == ScriptExit.EXTRACT_FAILED:
@@ -163,10 +164,8 @@ def _start(ctx: Context, session: Session, step: Boot, batch: list[str],
         check(result, f"starting {slot} ({step.version})", host)
         if not ctx.lbs:
             progress.staged.add(host.name)
-            layout = progress.layouts[host.name] = nginx.parse_layout(result.stdout)
-            refusal = nginx.site_refusal(ctx.config, host.name, layout)
-            if refusal is not None:  # before the health gate: the slot stops at once
-                raise refusal
+            # before the health gate: a refused layout stops the slot at once
+            progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name, ctx.config)
 
     shipped = art is not None and any(h in step.extract for h in batch)
     extract = (f"upload ({art.size / 1024:.0f} KiB, sha256 {art.sha256[:12]}), extract, "
@@ -263,7 +262,7 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
             subshell(write_state_script(ctx.paths, new), or_exit=ScriptExit.STATE_WRITE),
             nginx.discard_backup_script(ctx.config),
             # A slot about to stop needs nginx's old workers gone, or holding only what
-            # reached it (sockets: it closes them itself, see bluegreen.retire). One kept
+            # reached it (sockets: it closes them itself, see bluegreen.facts.retire). One kept
             # running only needs them to stop taking new connections (every new request then
             # reaches the new slot when bg returns); whatever stops it later drains it.
             _retire_drain(ctx, old, retire, step.slots[host.name]) if retire
@@ -324,8 +323,7 @@ def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
 def _retire_drain(ctx: Context, old: list[int], retire: str, new: str) -> str:
     """The drain before ``retire`` stops: past ``[switch] socket_grace`` the old slot gets
     its graceful stop (only while the new slot runs: else the guard after it says so)."""
-    stop = (f"if (\n{ctx.runner.alive_script(new)}\n); then\n{ctx.runner.stop_script(retire)}\n"
-            "else echo 'new slot not running: old slot left running'; fi")
+    stop = stop_while_alive(ctx.runner.alive_script(new), ctx.runner.stop_script(retire))
     sw = ctx.config.switch
     return retire_drain_script(old, sw.drain_timeout, port=ctx.config.slots[retire],
                                grace=sw.socket_grace, stop=stop)
@@ -337,30 +335,26 @@ def _retire_notes(ctx: Context, step: Finish, outputs: Mapping[str, str],
     sw, notes = ctx.config.switch, []
     for host, out in sorted(outputs.items()):
         retire = step.retire.get(host, "")
-        opened, stopped = parse_retire(out)
-        if opened is not None:
-            up, waiting, seconds = opened
+        done = read_retire(out)
+        if done.opened is not None:
+            up, waiting, seconds = done.opened
             note.append(f"{host}: {up} connection{'s' if up != 1 else ''} still open on"
                         f" {retire} after {seconds:.1f}s (socket_grace {sw.socket_grace:g}s):"
                         f" asked {retire} to shut down"
                         + (" (nginx's workers are another user's: requests it was still"
                            " reading could not be seen)" if waiting == "-" else ""))
-        for line in stopped:
-            if line.startswith("killed after"):
-                notes.append(
-                    f"{host}: {retire} did not exit on SIGTERM: {line} ([app] stop_timeout);"
-                    " its sockets were reset, not closed")
-            elif line.startswith("new slot not running"):
-                notes.append(f"{host}: {line}")
-        if "drain-timeout" in out:
-            left = next((ln for ln in out.splitlines() if ln.startswith("still draining")), "")
-            why = ("requests nginx was still reading kept them" if opened is None and retire
+        notes += [f"{host}: {retire} did not exit on SIGTERM: {line} ([app] stop_timeout);"
+                  " its sockets were reset, not closed" for line in done.killed]
+        if done.left_running:
+            notes.append(f"{host}: {LEFT_RUNNING}")
+        if done.drain.timed_out:
+            why = ("requests nginx was still reading kept them" if done.opened is None and retire
                    else "connections that did not close kept them")
             note.append(f"{host}: drain timed out after {sw.drain_timeout:g}s")
             notes.append(f"{host}: nginx's old workers outlived [switch] drain_timeout"
-                         f" ({sw.drain_timeout:g}s): {why} ({left or 'no detail'});"
+                         f" ({sw.drain_timeout:g}s): {why} ({done.drain.left or 'no detail'});"
                          " raise drain_timeout for longer requests")
-    if any("killed after" in out for out in outputs.values()):  # see stop_pid_script
+    if any(read_retire(out).killed_any for out in outputs.values()):
         note.append(f"killed what outlived stop_timeout ({ctx.config.app.stop_timeout:g}s)")
     return notes
 

@@ -15,7 +15,7 @@ from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Switch
 from bluegreen.ops.progress import FailpointFn, Progress
 from bluegreen.ops.session import Session
-from bluegreen.shell import ScriptExit, lines
+from bluegreen.shell import lines
 
 
 def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
@@ -44,18 +44,10 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         if host.name in progress.staged:
             return  # staged and tested in the round trip that started its slot
         result = session.run(host, nginx.stage_script(config, content))
-        if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
-            raise SwitchError(
-                f"{host.name}: nginx rejected the new upstream ({config.nginx.test_command});"
-                " nothing was reloaded",
-                detail=result.output,
-            )
+        nginx.raise_if_rejected(result, host.name, config)
         check(result, "staging the nginx upstream", host)
         progress.staged.add(host.name)
-        layout = progress.layouts[host.name] = nginx.parse_layout(result.stdout)
-        refusal = nginx.site_refusal(config, host.name, layout)
-        if refusal is not None:
-            raise refusal
+        progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name, config)
 
     def abort(reload_too: list[Host]) -> str:
         undo = nginx.abort_script(config)
@@ -106,21 +98,16 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
         result = session.run(host, script)
         if not result.ok:
             reloaded.remove(host)  # the reload failed: nginx kept its old configuration
-        if merged and result.exit_code == ScriptExit.NGINX_TEST_FAILED:
+        try:
+            nginx.raise_if_rejected(result, host.name, config)
+        except SwitchError:
             rejected.append(host.name)
-            raise SwitchError(
-                f"{host.name}: nginx rejected the new upstream ({config.nginx.test_command});"
-                " nothing was reloaded",
-                detail=result.output,
-            )
+            raise
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
         masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
         if merged:  # staged and tested in this round trip: its layout came with it
-            progress.layouts[host.name] = nginx.parse_layout(result.stdout)
-            refusal = nginx.site_refusal(config, host.name, progress.layouts[host.name])
-            if refusal is not None:
-                raise SwitchError(refusal.message, detail=refusal.detail, hint=refusal.hint)
+            progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name, config)
         conf = nginx.confirm(host, config, slot, layout=progress.layouts.get(host.name))
         if not conf.ok:
             raise SwitchError(

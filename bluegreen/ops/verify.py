@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bluegreen import accesslog
-from bluegreen.checks import dump_command
 from bluegreen.errors import BgError, VerifyError
+from bluegreen.facts.check import dump_command
 from bluegreen.host import Host
 from bluegreen.nginx import Server
 from bluegreen.ops.core import Context

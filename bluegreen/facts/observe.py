@@ -9,18 +9,17 @@ nginx serves for the idle one.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from bluegreen.config import SLOTS
+from bluegreen.facts.sections import header, new_marker, split
 from bluegreen.layout import Layout
 from bluegreen.releases import probe_script
 from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
-_SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock",
-             "nginx-test", "leftover")
+__all__ = ["Observation", "new_marker", "observe_script", "parse_observation", "printed"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,6 @@ class Observation:
     leftovers: Mapping[str, list[str]] = field(default_factory=dict)
 
 
-def new_marker() -> str:
-    """A section marker no file on the host can contain by accident."""
-    return "@@bg-" + os.urandom(8).hex()
-
-
 def observe_script(
     paths: Layout,
     marker: str,
@@ -57,7 +51,7 @@ def observe_script(
     """Read-only: prints each section after ``<marker> <name>``. ``nginx_test``: also run
     nginx's test command on the configuration as it is (before an operation changes it)."""
     def head(name: str) -> str:
-        return f"echo {q(marker + ' ' + name)}"
+        return header(marker, name)
 
     # `cat FILE && echo` (in builtins): the echo ends the file's last line, so the next
     # marker always starts a line of its own; an absent file prints nothing at all.
@@ -88,17 +82,7 @@ def observe_script(
 
 
 def parse_observation(stdout: str, marker: str) -> Observation:
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    raw_lines = stdout.split("\n")
-    if raw_lines and raw_lines[-1] == "":
-        raw_lines.pop()  # the newline ending the output is no empty line of the last section
-    for line in raw_lines:
-        if line.startswith(marker + " ") and line[len(marker) + 1:] in _SECTIONS:
-            current = sections.setdefault(line[len(marker) + 1:], [])
-            continue
-        if current is not None:
-            current.append(line)
+    sections = split(stdout, marker)
 
     def text(name: str) -> str | None:
         if name not in sections:
@@ -125,6 +109,30 @@ def parse_observation(stdout: str, marker: str) -> Observation:
         nginx_error=_nginx_error(sections.get("nginx-test")),
         leftovers=parse_leftovers(sections.get("leftover", [])),
     )
+
+
+SECTIONS = ("state", "upstream", "backup", "links", "alive", "release", "env", "lock")
+
+
+def printed(obs: Observation, marker: str, asked: Collection[str] = SECTIONS) -> str:
+    """What :func:`observe_script` prints on a host that has ``obs`` (the sections in
+    ``asked``): its parser's inverse, for the fake host of the unit tests, so the format
+    is written here only. A file's text is printed as the file holds it, then a newline."""
+    def file(text: str | None) -> str:
+        return "" if text is None else text + "\n"
+
+    bodies = {
+        "state": file(obs.state_raw or None),
+        "upstream": file(obs.upstream),
+        "backup": file(obs.backup),
+        "links": "".join(f"{slot} {'../releases/' + t if (t := obs.links.get(slot)) else ''}\n"
+                         for slot in SLOTS),
+        "alive": "".join(f"{slot}\n" for slot in SLOTS if obs.alive.get(slot)),
+        "release": file(obs.release_sha or None),
+        "env": file(obs.env_sha or None),
+        "lock": file(obs.lock),
+    }
+    return "".join(f"{marker} {name}\n{bodies[name]}" for name in SECTIONS if name in asked)
 
 
 def _nginx_error(lines: list[str] | None) -> str | None:

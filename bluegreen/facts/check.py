@@ -1,8 +1,8 @@
 """`bg check`, the engine half: one script that gathers what a host looks like (one round
 trip), and pure functions that judge its output. ``ops/check.py`` runs them per host.
 
-The script prints sections, each introduced by a line ``@@ NAME``; :func:`sections` splits
-them and :func:`evaluate` turns them into one :class:`CheckLine` per check.
+The script prints sections in the one protocol (:mod:`bluegreen.facts.sections`);
+:func:`evaluate` turns them into one :class:`CheckLine` per check.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bluegreen import asroot, coexist
-from bluegreen.checkmaster import master
-from bluegreen.config import EPHEMERAL_LOW, Config
+from bluegreen.config import Config
+from bluegreen.facts import listeners
+from bluegreen.facts.checkmaster import master
+from bluegreen.facts.sections import Sections, header, split
 from bluegreen.layout import Layout
 from bluegreen.runners.base import leftover_script, parse_leftovers
 from bluegreen.shell import q
@@ -54,19 +56,6 @@ def dump_command(test_command: str) -> str | None:
     return shlex.join(["-T" if w == "-t" else w for w in words])
 
 
-def _listeners(port: int) -> str:
-    """Who listens on ``port``: "pid COMM CWD CMDLINE" per process, or "free"."""
-    return f"""if ! command -v ss >/dev/null 2>&1; then echo "no-ss"; else
-  pids=$(ss -Htlnp "sport = :{int(port)}" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 \
-    | sort -u)
-  if [ -z "$(ss -Htln "sport = :{int(port)}" 2>/dev/null)" ]; then echo free; fi
-  for p in $pids; do
-    echo "pid $p $(cat /proc/$p/comm 2>/dev/null) $(readlink /proc/$p/cwd 2>/dev/null)" \
-      "$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)"
-  done
-fi"""
-
-
 def leftovers_of(config: Config, slot: str, port: int) -> str:
     """Processes a stopped slot left running (its session, or its port from the app's root)."""
     from bluegreen.runners import runner_for
@@ -76,91 +65,67 @@ def leftovers_of(config: Config, slot: str, port: int) -> str:
                            paths.root, slot)
 
 
-def host_script(config: Config) -> str:
+def host_script(config: Config, marker: str) -> str:
     """Everything `bg check` needs from one host, in one script that changes nothing
-    (a temporary file proves the root writable and is removed at once)."""
+    (a temporary file proves the root writable and is removed at once). Sections in the
+    one protocol (:mod:`bluegreen.facts.sections`), read by :func:`evaluate`."""
     n = config.nginx
     paths = Layout(config.app.root)
     binary = nginx_binary(n.test_command)
+    dump = dump_command(n.test_command)
     # A bare name is looked for as bg runs it: on the PATH, then in the sbin directories.
     find = asroot.find_script() if binary == "nginx" else f"command -v {q(binary)}"
-    parts = [
-        "set +e",
-        f"echo '@@ nginx-bin'; {find} || echo missing",
-        f"echo '@@ nginx-test'; out=$( ({asroot.command(n.test_command)}) 2>&1 ); "
-        "echo \"rc=$?\"; printf '%s\\n' \"$out\" | tail -n 5",
-        asroot.check_script(n.test_command, n.reload_command),
-        f"echo '@@ pid-file'; p=$(tr -dc 0-9 < {q(n.pid_file)} 2>/dev/null); echo \"pid=$p\"; "
-        "[ -n \"$p\" ] && tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null; echo",
-        "echo '@@ masters'; ps -eo pid=,args= 2>/dev/null | grep '[n]ginx: master' || true",
+    parts: list[tuple[str, str]] = [
+        ("nginx-bin", f"{find} || echo missing"),
+        ("nginx-test", f"out=$( ({asroot.command(n.test_command)}) 2>&1 ); "
+         "echo \"rc=$?\"; printf '%s\\n' \"$out\" | tail -n 5"),
+        ("sudo", asroot.check_script(n.test_command, n.reload_command)),
+        ("pid-file", f"p=$(tr -dc 0-9 < {q(n.pid_file)} 2>/dev/null); echo \"pid=$p\"; "
+         "[ -n \"$p\" ] && tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null; echo"),
+        ("masters", "ps -eo pid=,args= 2>/dev/null | grep '[n]ginx: master' || true"),
     ]
-    dump = dump_command(n.test_command)
     if dump is not None:
         # Only what the checks read: file markers and include/pid/listen directives.
-        parts.append(f"echo '@@ dump'; ({asroot.command(dump)}) 2>/dev/null | grep -E "
-                     "'^# configuration file |(^|[{;[:space:]])"
-                     "(include|pid|listen|access_log)[[:space:]]'")
-    parts.append(coexist.host_script(config, asroot.command(dump) if dump else None))
-    for slot, port in config.slots.items():
-        parts.append(f"echo '@@ port-{slot}'; echo \"bgpid $(cat {q(paths.pid(slot))} "
-                     f"2>/dev/null)\"; {_listeners(port)}")
-    parts += [f"echo '@@ leftover-{slot}'; ( {leftovers_of(config, slot, port)}\n)"
+        parts.append(("dump", f"({asroot.command(dump)}) 2>/dev/null | grep -E "
+                      "'^# configuration file |(^|[{;[:space:]])"
+                      "(include|pid|listen|access_log)[[:space:]]'"))
+    parts += coexist.host_scripts(config, asroot.command(dump) if dump else None)
+    parts += [(f"port-{slot}", f"{listeners.bg_pid_script(paths.pid(slot))}\n"
+               f"{listeners.script(port)}") for slot, port in config.slots.items()]
+    parts += [(f"leftover-{slot}", f"( {leftovers_of(config, slot, port)}\n)")
               for slot, port in config.slots.items()]
-    parts.append(f"echo '@@ probe-port'; {_listeners(n.probe_port)}")
-    parts.append(f"""echo '@@ root'; d={q(config.app.root)}
+    parts += [("probe-port", listeners.script(n.probe_port)),
+              ("root", _root_script(config.app.root, paths.releases)),
+              ("lock", f"if [ -d {q(paths.lock)} ]; then echo held; "
+               f"cat {q(paths.lock)}/holder.json 2>/dev/null; echo; fi"),
+              ("upstream-file", f"if [ -e {q(n.upstream_file)} ]; then echo present;"
+               " else echo missing; fi")]
+    return "set +e\n" + "\n".join(f"{header(marker, name)}\n{body}"
+                                   for name, body in parts) + "\n"
+
+
+def _root_script(root: str, releases: str) -> str:
+    """The app root's nearest existing directory, writable or not, and its free space."""
+    return f"""d={q(root)}
 while [ ! -e "$d" ]; do d=$(dirname "$d"); done
 echo "dir $d"
 if t=$(mktemp -p "$d" .bg-check.XXXXXX 2>&1); then rm -f "$t"; echo writable; \
 else echo "not-writable $t"; fi
 echo "free-kb $(df -Pk "$d" 2>/dev/null | awk 'NR==2 {{print $4}}')"
-echo "largest-kb $(du -sk {q(paths.releases)}/* 2>/dev/null | sort -n | tail -n 1 | cut -f1)\"""")
-    parts.append(f"echo '@@ lock'; if [ -d {q(paths.lock)} ]; then echo held; "
-                 f"cat {q(paths.lock)}/holder.json 2>/dev/null; echo; fi")
-    parts.append(f"echo '@@ upstream-file'; if [ -e {q(n.upstream_file)} ]; then echo present;"
-                 " else echo missing; fi")
-    return "\n".join(parts) + "\n"
+echo "largest-kb $(du -sk {q(releases)}/* 2>/dev/null | sort -n | tail -n 1 | cut -f1)\""""
 
 
-def sections(output: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in output.splitlines():
-        if line.startswith("@@ "):
-            current = out.setdefault(line[3:].strip(), [])
-        elif current is not None:
-            current.append(line)
-    return out
-
-
-def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[CheckLine]:
+def evaluate(config: Config, host: str, output: str, *, marker: str,
+             local: bool) -> list[CheckLine]:
     """One line per check from :func:`host_script`'s output. Pure."""
-    s = sections(output)
+    s = split(output, marker)
     n = config.nginx
     lines: list[CheckLine] = []
 
     def add(name: str, status: str, detail: str, hint: str = "") -> None:
         lines.append(CheckLine(host, name, status, detail, hint))
 
-    binary = (s.get("nginx-bin") or ["missing"])[0].strip()
-    if binary == "missing" or not binary:
-        where = " or in " + ", ".join(asroot.SEARCH_DIRS) if asroot.is_bare(n.test_command) \
-            else ""
-        add("nginx installed", FAIL, f"{nginx_binary(n.test_command)} not found on PATH"
-            + where, "install nginx (Debian: apt-get install nginx)")
-    else:
-        add("nginx installed", OK, binary)
-    sudo = asroot.evaluate(s.get("sudo", []))
-    test = s.get("nginx-test", [])
-    rc = test[0].removeprefix("rc=") if test else "?"
-    how = " (as root through sudo -n)" if sudo and asroot.is_bare(n.test_command) else ""
-    if rc == "0":
-        add("nginx -t", OK, n.test_command + how)
-    else:
-        add("nginx -t", FAIL, f"`{n.test_command}`{how} exited {rc}: "
-            + " / ".join(test[1:])[-300:])
-    if sudo is not None:
-        add("sudo rule", *sudo)
-
+    _nginx(add, s, n.test_command)
     dump = s.get("dump")
     files, includes, pid_directive, probe_listens = _read_dump(dump or [], n.probe_port)
     master(add, s, n.pid_file, pid_directive, n.test_command)
@@ -170,21 +135,13 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
     others = [a for a in apps if a.file != n.upstream_file and a.app != config.app.name]
     coexist.names(add, config.app.name, others)
     coexist.site(add, s.get("layout"), config)
-    for slot, port in config.slots.items():
-        name = f"slot {slot} port {port}"
-        if not coexist.other_app(add, name, port, others, "choose other [slots] ports"):
-            _port(add, name, s.get(f"port-{slot}", []), config.app.root, slot_pid=True)
-    for slot in config.slots:
-        left = parse_leftovers(s.get(f"leftover-{slot}", [])).get(slot)
-        add(f"slot {slot} leftovers", FAIL if left else OK,
-            f"not running, but left behind: {', '.join(left)}" if left else "none",
-            "stop them (kill PID); they hold what the slot's next start needs" if left else "")
+    _slots(add, s, config, others)
     if not coexist.other_app(add, f"probe port {n.probe_port}", n.probe_port, others,
                              "give each app on this nginx its own [nginx] probe_port"):
         # Without nginx -T's files (other server blocks unknown), bg's file stands for it.
         loaded = bool(files) or any(a.file == n.upstream_file for a in apps)
-        _probe(add, s.get("probe-port", []), n.probe_port, probe_listens, n.upstream_file,
-               loaded=loaded)
+        listeners.probe_port(add, s.get("probe-port", []), n.probe_port, probe_listens,
+                             n.upstream_file, loaded=loaded)
     _root(add, s.get("root", []), config)
     held = s.get("lock", [])
     if held and held[0] == "held":
@@ -193,6 +150,42 @@ def evaluate(config: Config, host: str, output: str, *, local: bool) -> list[Che
     else:
         add("lock free", OK, "free")
     return _before_setup(lines, s.get("upstream-file", []), n.upstream_file)
+
+
+def _nginx(add: Any, s: Sections, test_command: str) -> None:
+    """nginx installed, its test passing, and the sudo rule when one is needed."""
+    binary = (s.get("nginx-bin") or ["missing"])[0].strip()
+    if binary == "missing" or not binary:
+        where = " or in " + ", ".join(asroot.SEARCH_DIRS) if asroot.is_bare(test_command) \
+            else ""
+        add("nginx installed", FAIL, f"{nginx_binary(test_command)} not found on PATH"
+            + where, "install nginx (Debian: apt-get install nginx)")
+    else:
+        add("nginx installed", OK, binary)
+    sudo = asroot.evaluate(s.get("sudo", []))
+    test = s.get("nginx-test", [])
+    rc = test[0].removeprefix("rc=") if test else "?"
+    how = " (as root through sudo -n)" if sudo and asroot.is_bare(test_command) else ""
+    if rc == "0":
+        add("nginx -t", OK, test_command + how)
+    else:
+        add("nginx -t", FAIL, f"`{test_command}`{how} exited {rc}: "
+            + " / ".join(test[1:])[-300:])
+    if sudo is not None:
+        add("sudo rule", *sudo)
+
+
+def _slots(add: Any, s: Sections, config: Config, others: list[Any]) -> None:
+    """Each slot's port (free or bg's) and what a stopped slot left running."""
+    for slot, port in config.slots.items():
+        name = f"slot {slot} port {port}"
+        if not coexist.other_app(add, name, port, others, "choose other [slots] ports"):
+            listeners.slot_port(add, name, s.get(f"port-{slot}", []), config.app.root)
+    for slot in config.slots:
+        left = parse_leftovers(s.get(f"leftover-{slot}", [])).get(slot)
+        add(f"slot {slot} leftovers", FAIL if left else OK,
+            f"not running, but left behind: {', '.join(left)}" if left else "none",
+            "stop them (kill PID); they hold what the slot's next start needs" if left else "")
 
 
 def _before_setup(lines: list[CheckLine], found: list[str], upstream: str) -> list[CheckLine]:
@@ -284,68 +277,6 @@ def _access_log(add: Any, dump: list[str] | None, config: Config) -> None:
             " probes only", hint)
     else:
         add("access log", OK, f"no site writes {path} (needed only by [verify] window)")
-
-
-def _listener_lines(lines: list[str]) -> tuple[bool | None, list[list[str]], str]:
-    """(free?, [[pid, comm, cwd, cmdline...]], bg's pid from the slot's pid file)."""
-    bgpid = ""
-    procs = []
-    free: bool | None = False
-    for line in lines:
-        if line.startswith("bgpid"):
-            bgpid = line.removeprefix("bgpid").strip()
-        elif line == "free":
-            free = True
-        elif line == "no-ss":
-            free = None
-        elif line.startswith("pid "):
-            procs.append(line.split()[1:])
-    return free, procs, bgpid
-
-
-def _port(add: Any, name: str, lines: list[str], root: str, *, slot_pid: bool) -> None:
-    port = int(name.rsplit(" ", 1)[-1])
-    free, procs, bgpid = _listener_lines(lines)
-    warn = port >= EPHEMERAL_LOW
-    if free is None:
-        add(name, WARN, "cannot tell (no `ss` on the host)")
-        return
-    if free:
-        add(name, WARN if warn else OK, "free" + (" (in the ephemeral range)" if warn else ""))
-        return
-    others = [p for p in procs
-              if not (p[0] == bgpid or any(w.startswith(root + "/") or w == root
-                                           for w in p[2:]))]
-    if not others:
-        add(name, OK, "in use by bg's slot" + (f" (pid {bgpid})" if bgpid else ""))
-        return
-    who = ", ".join(f"{p[1] if len(p) > 1 else '?'} (pid {p[0]})" for p in others) or "?"
-    add(name, FAIL, f"taken by {who}, not started by bg",
-        "stop that process or choose other [slots] ports")
-
-
-def _probe(add: Any, lines: list[str], port: int, listens: list[str], upstream: str, *,
-           loaded: bool = True) -> None:
-    name = f"probe port {port}"
-    others = sorted({f for f in listens if f != upstream})
-    if others:
-        add(name, FAIL, f"another nginx server listens on it ({', '.join(others)})",
-            "give each app on this nginx its own [nginx] probe_port")
-        return
-    free, procs, _ = _listener_lines(lines)
-    if free is None:
-        add(name, WARN, "cannot tell (no `ss` on the host)")
-    elif free:
-        add(name, OK, "free (nginx listens on it once the upstream file is loaded)")
-    elif all(len(p) > 1 and p[1] == "nginx" for p in procs) and not loaded:
-        add(name, FAIL, f"nginx listens on it, but not for bg's probe server ({upstream} is"
-            " not loaded yet): another server block has it",
-            "set [nginx] probe_port to a port nothing listens on")
-    elif all(len(p) > 1 and p[1] == "nginx" for p in procs):
-        add(name, OK, "nginx's (bg's probe server)")
-    else:
-        who = ", ".join(f"{p[1] if len(p) > 1 else '?'} (pid {p[0]})" for p in procs)
-        add(name, FAIL, f"taken by {who}", "set [nginx] probe_port to a free port")
 
 
 def _root(add: Any, lines: list[str], config: Config) -> None:

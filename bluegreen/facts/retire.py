@@ -2,12 +2,23 @@
 server-sent events): what bg waits for before it stops the old slot after a switch.
 
 Built here as shell for the finish step (and the next start of a slot whose retire was
-interrupted); :mod:`bluegreen.drain` finds and drains nginx's old workers.
+interrupted); :mod:`bluegreen.facts.drain` finds and drains nginx's old workers.
 """
 
 from __future__ import annotations
 
-from bluegreen.drain import _TICK, _quit_old_script, drain_noted_script
+from dataclasses import dataclass
+
+from bluegreen.facts.drain import (
+    _TICK,
+    LEFT_MARK,
+    Drain,
+    _quit_old_script,
+    drain_noted_script,
+    noted,
+    read_drain,
+)
+from bluegreen.shell import q
 
 # After a switch, nginx's old workers hold two kinds of connection to the old slot: plain
 # requests in flight, which end by themselves, and upgraded ones (WebSockets, LiveView),
@@ -53,6 +64,7 @@ else
       else if ($4 == "01") print "E", ":" l[2], ":" r[2], $10 }}' \\
     /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -r)  # the L(isten) lines first
 fi
+# shellcheck disable=SC2046 # three numbers, split into $1 $2 $3
 set -- $(printf '%s\\n' "$conns" | awk -v p="$bg_p" -v inos="$ino" '
     BEGIN {{ n = split(inos, a, " "); for (i = 1; i <= n; i++) mine[a[i]] = 1 }}
     $1 == "L" {{ sub(/.*:/, "", $2); listen[$2] = 1; next }}
@@ -98,8 +110,7 @@ def retire_drain_script(pids: list[int] | None, timeout: float, *, port: int, gr
 def _retire_loop(timeout: float, *, port: int, grace: float, stop: str) -> str:
     """The loop of :func:`retire_drain_script` over the workers in ``$bg_old``."""
     # Time from /proc/uptime (centiseconds, a builtin read): the counting takes time too.
-    return f"""if (
-{_quit_old_script()}i=0; stopped=
+    return noted(f"""{_quit_old_script()}i=0; stopped=
 bg_now() {{ read -r t _ < /proc/uptime; t=${{t%.*}}${{t#*.}}; now=$((t * 10 - t0)); }}
 t0=0; bg_now; t0=$now; now=0
 while :; do
@@ -118,15 +129,36 @@ while :; do
       stopped=$i
     fi
   fi
-  [ $now -ge {int(timeout * 1000)} ] && {{ echo "still draining:$left"; exit 1; }}
+  [ $now -ge {int(timeout * 1000)} ] && {{ echo "{LEFT_MARK}:$left"; exit 1; }}
   sleep {_TICK}; i=$((i+1))
-done
-); then echo drained; else echo drain-timeout; fi"""
+done""")
 
 
-def parse_retire(stdout: str) -> tuple[tuple[int, str, float] | None, list[str]]:
-    """``((to the slot, not yet there, seconds after the switch) | None, stop output)``
-    from :func:`retire_drain_script`'s output; None when it did not stop early."""
+KILLED = "killed after"  # the runners' stop scripts: SIGTERM was not enough (stop_pid_script)
+LEFT_RUNNING = "new slot not running: old slot left running"
+
+
+def stop_while_alive(alive: str, stop: str) -> str:
+    """``stop`` (the old slot's graceful stop) only while ``alive`` (the new slot's check)
+    succeeds; else the old slot keeps running and the output says so."""
+    return f"if (\n{alive}\n); then\n{stop}\nelse echo {q(LEFT_RUNNING)}; fi"
+
+
+@dataclass(frozen=True)
+class Retire:
+    """What a finish's retire printed."""
+
+    # (connections to the slot, not yet there, seconds after the switch) when it asked the
+    # old slot to stop before its workers exited; None when it did not stop early
+    opened: tuple[int, str, float] | None
+    killed: list[str]  # the stop's "killed after ..." lines
+    left_running: bool  # the new slot was not running: the old one was not stopped
+    drain: Drain
+    killed_any: bool  # any stop of this script killed what outlived stop_timeout
+
+
+def read_retire(stdout: str) -> Retire:
+    """:func:`retire_drain_script`'s output (with the finish's stop after it)."""
     opened: tuple[int, str, float] | None = None
     stopped: list[str] = []
     for line in stdout.splitlines():
@@ -136,4 +168,6 @@ def parse_retire(stdout: str) -> tuple[tuple[int, str, float] | None, list[str]]
                 opened = (int(parts[0]), parts[1], int(parts[2]) / 1000)
         elif line.startswith(STOP_MARK) and line[len(STOP_MARK):].strip():
             stopped.append(line[len(STOP_MARK):].strip())
-    return opened, stopped
+    return Retire(opened, [ln for ln in stopped if ln.startswith(KILLED)],
+                  any(ln.startswith(LEFT_RUNNING) for ln in stopped), read_drain(stdout),
+                  KILLED in stdout)

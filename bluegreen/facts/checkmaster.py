@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-FAIL, OK = "fail", "ok"  # as bluegreen.checks names them
+FAIL, OK = "fail", "ok"  # as bluegreen.facts.check names them
 
 
 def _prefix_and_conf(words: list[str]) -> tuple[str | None, str | None]:

@@ -101,14 +101,7 @@ def master_discovery_script(config: Config) -> str:
     nginx_v = asroot.command(join([*inv.argv, "-V"]))
     conf_match = q(inv.conf or "")
     prefix = q(inv.prefix.rstrip("/") + "/" if inv.prefix else "")
-    return f"""bg_is_master() {{
-  case "$1" in ''|*[!0-9]*) return 1;; esac
-  c=$(tr '\\0' ' ' < /proc/$1/cmdline 2>/dev/null) || return 1
-  case "$c" in "nginx: master process"*) ;; *) return 1;; esac
-  [ -z {conf_match} ] && return 0
-  case "$c" in *{conf_match}*) return 0;; esac
-  return 1
-}}
+    return _is_master_function(conf_match) + f"""
 master=""; method={q(METHOD_NONE)}; where=""
 p=$(head -c 32 {q(config.nginx.pid_file)} 2>/dev/null | tr -dc '0-9')
 if bg_is_master "$p"; then master=$p; method={q(METHOD_PID_FILE)}; where={q(config.nginx.pid_file)}
@@ -140,6 +133,19 @@ else
 fi
 echo "{MASTER_MARK} ${{master:--}} $method${{where:+ $where}}"
 """
+
+
+def _is_master_function(conf_match: str) -> str:
+    """Shell function ``bg_is_master PID``: is PID an nginx master (of the quoted
+    ``conf_match`` config, when not empty)?"""
+    return f"""bg_is_master() {{
+  case "$1" in ''|*[!0-9]*) return 1;; esac
+  c=$(tr '\\0' ' ' < /proc/$1/cmdline 2>/dev/null) || return 1
+  case "$c" in "nginx: master process"*) ;; *) return 1;; esac
+  [ -z {conf_match} ] && return 0
+  case "$c" in *{conf_match}*) return 0;; esac
+  return 1
+}}"""
 
 
 def _children_script() -> str:
@@ -277,12 +283,17 @@ while :; do
     {done}left="$left $p"
   done
   [ -z "$left" ] && exit 0
-  [ $i -ge {ticks} ] && {{ echo "still draining:$left"; exit 1; }}
+  [ $i -ge {ticks} ] && {{ echo "{LEFT_MARK}:$left"; exit 1; }}
   sleep {_TICK}; i=$((i+1))
 done
 """
     if port is None:
         return 'echo "drain: skipped: no nginx workers and no port to watch"'
+    return _port_drain_script(port, ticks)
+
+
+def _port_drain_script(port: int, ticks: int) -> str:
+    """Without a worker list: wait until no established TCP connection uses ``port``."""
     hexport = f"{int(port):04X}"
     # A request nginx is still reading (its body buffered before proxying) has no
     # connection to the slot yet; the worker holding it is retitled "is shutting down"
@@ -297,7 +308,7 @@ while :; do
   w=$(grep -las 'nginx: worker process is shutting dow[n]' /proc/[0-9]*/cmdline | wc -l)
   [ "${{n:-0}}" = 0 ] && [ "${{w:-0}}" = 0 ] && exit 0
   if [ $i -ge {ticks} ]; then
-    echo "still draining: $n connections on port {int(port)}, $w nginx workers shutting down"
+    echo "{LEFT_MARK}: $n connections on port {int(port)}, $w nginx workers shutting down"
     exit 1
   fi
   sleep {_TICK}; i=$((i+1))
@@ -305,10 +316,34 @@ done
 """
 
 
+DRAINED, TIMED_OUT = "drained", "drain-timeout"
+LEFT_MARK = "still draining"  # still draining: <pids>, or what kept the port busy
+
+
+def noted(script: str) -> str:
+    """``script`` (a drain that exits 1 on timeout) that never fails: prints ``drained`` or
+    ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
+    return f"if (\n{script}\n){NOTED_TAIL}"
+
+
+NOTED_TAIL = f"; then echo {DRAINED}; else echo {TIMED_OUT}; fi"  # (the fake host's cue)
+
+
 def drain_noted_script(pids: list[int], timeout: float, *, port: int | None = None,
                        accepting_only: bool = False) -> str:
-    """:func:`drain_script` that never fails the script: prints ``drained`` or
-    ``drain-timeout`` (a drain that outlives its timeout is reported, not fatal)."""
-    script = drain_script(pids, timeout, port=port, accepting_only=accepting_only)
-    return (f"if (\n{script}\n); then echo drained;"
-            " else echo drain-timeout; fi")
+    """:func:`drain_script`, :func:`noted`; read back by :func:`read_drain`."""
+    return noted(drain_script(pids, timeout, port=port, accepting_only=accepting_only))
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What a noted drain printed: whether it timed out, and what it still waited for."""
+
+    timed_out: bool
+    left: str = ""  # the "still draining: ..." line ("" when it said none)
+
+
+def read_drain(stdout: str) -> Drain:
+    lines = stdout.splitlines()
+    left = next((ln for ln in lines if ln.startswith(LEFT_MARK)), "")
+    return Drain(TIMED_OUT in lines, left)

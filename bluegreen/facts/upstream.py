@@ -1,0 +1,149 @@
+"""The upstream file's two-phase switch, as host scripts: stage + test (phase one), commit
++ reload (phase two), abort, and the clean-ups; with what their runs mean: nginx rejected
+the new upstream (:func:`raise_if_rejected`), and the server blocks nginx tested
+(:func:`read_layout`), decided here once.
+
+Staged and backup files sit next to the upstream file (so ``mv`` is an atomic rename) and
+start with a dot, which nginx's ``include *.conf`` glob never matches.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from bluegreen import asroot, sites
+from bluegreen.config import Config
+from bluegreen.errors import ConfigError, SwitchError
+from bluegreen.facts.drain import reload_script
+from bluegreen.facts.sections import header, split
+from bluegreen.host import CommandResult
+from bluegreen.nginxconf import nginx_ident
+from bluegreen.shell import ScriptExit, q, remove_files
+
+# The stage script's sections: a fixed marker is safe here, because every line of the
+# layout section starts with its line number (sites.DUMP_FILTER).
+STAGE_MARKER = "@@bg-stage"
+
+
+@dataclass(frozen=True)
+class UpstreamFiles:
+    live: str
+    staged: str
+    backup: str
+
+
+def files(config: Config) -> UpstreamFiles:
+    live = config.nginx.upstream_file
+    d, name = posixpath.split(live)
+    return UpstreamFiles(live=live, staged=f"{d}/.{name}.bg-new", backup=f"{d}/.{name}.bg-prev")
+
+
+def abort_script(config: Config) -> str:
+    """Put the previous upstream file back, byte for byte."""
+    f = files(config)
+    backup, live = q(f.backup), q(f.live)
+    # An empty backup stands for "there was no upstream file before".
+    return (f"if [ -s {backup} ]; then mv -f {backup} {live};"
+            f" elif [ -f {backup} ]; then rm -f {backup} {live}; fi; rm -f {q(f.staged)}")
+
+
+def discard_backup_script(config: Config) -> str:
+    """The switch is recorded: its backup file must not be mistaken for an interrupted one."""
+    f = files(config)
+    return remove_files(f.backup, f.staged)
+
+
+def stage_script(config: Config, content: str) -> str:
+    """Phase one of a switch: stage the new upstream beside the live file and test it.
+
+    The staged file is moved into place for the test only and the live file is put back
+    at once, so nothing a reload could pick up changes before phase two; on a failed test
+    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
+    """
+    from bluegreen.facts.check import dump_command  # (checks imports this module)
+
+    f = files(config)
+    live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
+    # No `set -e`: sh ignores it in a subshell whose status is tested, so every step that
+    # can fail (a full disk) says so itself.
+    fail = f"{{ echo 'staging the upstream failed'; rm -f {staged}; exit 1; }}"
+    # `nginx -T` tests exactly as `nginx -t` does and prints the configuration it tested:
+    # its server blocks tell whether the app's site is shadowed (:mod:`bluegreen.sites`).
+    dump = dump_command(config.nginx.test_command)
+    layout = "" if dump is None else (
+        f"{header(STAGE_MARKER, 'layout')}\nprintf '%s\\n' \"$out\" | {sites.DUMP_FILTER}\n"
+        + header(STAGE_MARKER, "end"))
+    return f"""(
+mkdir -p {q(posixpath.dirname(f.live))} || {fail}
+printf '%s' {q(content)} > {staged} || {fail}
+if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
+{{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
+rc=0; out=$( ({asroot.command(dump or config.nginx.test_command)}) 2>&1 ) || rc=$?
+if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
+if [ $rc -ne 0 ]; then
+  rm -f {staged}
+  printf '%s\\n' "$out"
+  exit {ScriptExit.NGINX_TEST_FAILED}
+fi
+{layout}
+) || exit $?"""
+
+
+def raise_if_rejected(result: CommandResult, host: str, config: Config) -> None:
+    """A stage script whose test failed: SwitchError with nginx's words."""
+    if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
+        raise SwitchError(f"{host}: nginx rejected the new upstream"
+                          f" ({config.nginx.test_command}); nothing was reloaded",
+                          detail=result.output)
+
+
+def read_layout(stdout: str, host: str, config: Config) -> list[sites.Block] | None:
+    """The server blocks a stage script's ``nginx -T`` printed (None when it printed none:
+    a test command bg cannot turn into ``nginx -T``); ConfigError when another server
+    block would answer the app's requests in that configuration."""
+    layout = parse_layout(stdout)
+    refusal = site_refusal(config, host, layout)
+    if refusal is not None:
+        raise refusal
+    return layout
+
+
+def site_refusal(config: Config, host: str, layout: list[sites.Block] | None
+                 ) -> ConfigError | None:
+    """Why a switch on ``host`` would go unseen: another server block shadows the app's
+    site (or answers ``probe_url``) in the configuration nginx just tested; None if not."""
+    if layout is None:
+        return None
+    verdict = sites.judge(layout, nginx_ident(config.app.name), config.nginx.probe_url)
+    if not verdict.blocking:
+        return None
+    return ConfigError(f"{host}: nginx would not pass requests to {config.app.name}'s site:"
+                       " another server block answers them (`bg check` shows it)",
+                       detail=verdict.detail, hint=verdict.hint)
+
+
+def parse_layout(stdout: str) -> list[sites.Block] | None:
+    """The server blocks a stage script's ``nginx -T`` printed; None when it printed none
+    (a test command bg cannot turn into ``nginx -T``)."""
+    lines = split(stdout, STAGE_MARKER).get("layout")
+    return None if lines is None else sites.parse("\n".join(lines))
+
+
+def commit_script(config: Config) -> str:
+    """Phase two: keep the live file as the backup (an interrupted switch is undone from
+    it), move the tested staged file in, reload (printing the old workers to drain)."""
+    f = files(config)
+    live, staged, backup = q(f.live), q(f.staged), q(f.backup)
+    return f"""if [ ! -f {staged} ]; then echo "the staged upstream file is gone"; exit 1; fi
+if [ -f {live} ]; then cp -p {live} {backup}; else : > {backup}; fi
+mv -f {staged} {live}
+{reload_script(config)}"""
+
+
+def discard_staged_script(config: Config) -> str:
+    """Drop a staged upstream that will not be committed (a failed or interrupted start)."""
+    f = files(config)
+    return remove_files(f.staged, f.staged + ".held")
+
+
