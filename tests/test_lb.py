@@ -15,7 +15,8 @@ from bluegreen.errors import ConfigError, ExitCode
 from bluegreen.host import LocalHost
 from bluegreen.observe import Observation
 from bluegreen.ops import lbtier
-from bluegreen.ops.core import Context, open_lbs
+from bluegreen.ops.core import Context
+from bluegreen.ops.lbtier import LoadBalancers, open_lbs
 from bluegreen.ops.plan import Finish, HostFacts, Switch, plan_deploy
 from bluegreen.runners.base import BIND_ALL, bind_exports
 from bluegreen.sandbox.config import sandbox_config
@@ -177,7 +178,7 @@ def lb_config(**target: object) -> configuration.Config:
 def lb_context(cfg: configuration.Config) -> Context:
     # Fake LB hosts: no connection is ever opened by the pure functions under test.
     return Context(config=cfg, target=cfg.target(None), hosts=[],
-                   lbs=[LocalHost("deploy@10.0.0.2"), LocalHost("lb2")])
+                   tier=LoadBalancers([LocalHost("deploy@10.0.0.2"), LocalHost("lb2")]))
 
 
 @pytest.mark.unit
@@ -187,12 +188,12 @@ def test_plan_switches_on_the_lbs_with_the_whole_fleet() -> None:
     facts = {APPS[0]: HostFacts(v1.switched("green", "2.0.0"), {"green": True}),
              APPS[1]: HostFacts(v1, {"blue": True})}
     plan = plan_deploy(cfg, facts, "2.0.0", sha256="a" * 64, retire=True, boot_batch=5,
-                       lbs=cfg.target(None).lbs)
+                       front=cfg.target(None).lbs)
     switch = next(s for s in plan.steps if isinstance(s, Switch))
     finish = next(s for s in plan.steps if isinstance(s, Finish))
     assert switch.slots == {APPS[1]: "green"}  # only the host that moves
     assert switch.fleet == {APPS[0]: "green", APPS[1]: "green"}  # every planned host
-    assert switch.lbs == finish.lbs == ("deploy@10.0.0.2", "lb2")
+    assert switch.front == finish.front == ("deploy@10.0.0.2", "lb2")
     assert "on load balancers deploy@10.0.0.2, lb2" in switch.describe(cfg)
     assert "old workers on deploy@10.0.0.2, lb2" in finish.describe(cfg)
 

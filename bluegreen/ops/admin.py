@@ -24,13 +24,13 @@ def setup(ctx: Context) -> OperationResult:
     started = time.monotonic()
     config, paths = ctx.config, ctx.paths
     initial = nginx.render_upstream(config, slot="blue", version="none")
-    if ctx.lbs:  # nothing runs yet: every app host's blue slot, as one host's file says
+    if ctx.tier.hosts:  # nothing runs yet: every app host's blue slot, as one host's file says
         port = config.slots["blue"]
         initial = nginx.render_upstream(config, slot="blue", version="none", servers=[
             nginx.Server(ctx.target.address_of(h), port, h) for h in ctx.target.hosts])
     script = setup_script(
         paths,
-        upstream_file=None if ctx.lbs else nginx.files(config).live,
+        upstream_file=None if ctx.tier.hosts else nginx.files(config).live,
         initial_upstream=initial,
         initial_state=st.HostState(updated_at=st.now_iso()).to_json().decode(),
         runner_setup=runner_setup_script(ctx),
@@ -39,7 +39,7 @@ def setup(ctx: Context) -> OperationResult:
     outcomes: dict[str, str] = {}
 
     def one(host: Host) -> None:
-        is_lb = host in ctx.lbs
+        is_lb = host in ctx.tier.hosts
         out = check(host.run(lb_script if is_lb else script), "setting up directories",
                     host).stdout
         if config.app.runner == "systemd" and not is_lb:
@@ -50,7 +50,7 @@ def setup(ctx: Context) -> OperationResult:
             check(host.run(systemd.install_unit_script(config.app)),
                   "installing the systemd unit", host)
         made = out.split("created:", 1)[-1].split()
-        if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
+        if ctx.tier.hosts and not is_lb:  # nginx runs on the load balancers only
             outcomes[host.name] = "created " + ", ".join(made) if made else "already set up"
             return
         test = host.run(asroot.command(config.nginx.test_command))
@@ -66,7 +66,7 @@ def setup(ctx: Context) -> OperationResult:
         outcomes[host.name] = note
 
     with ctx.step(f"set up {paths.root}"):
-        ctx.each(one, "setup", [*ctx.hosts, *ctx.lbs])
+        ctx.each(one, "setup", [*ctx.hosts, *ctx.tier.hosts])
     env = config.app.env_file
     if env is not None:
         data = env.read_bytes()
@@ -77,11 +77,11 @@ def setup(ctx: Context) -> OperationResult:
         slot=None, previous_slot=None, previous_version=None,
         hosts=ctx.outcomes(outcomes) + tuple(
             HostOutcome(lb.name, f"load balancer: {outcomes.get(lb.name, '?')}",
-                        lb.commands_run) for lb in ctx.lbs),
+                        lb.commands_run) for lb in ctx.tier.hosts),
         steps=tuple(ctx.steps),
         seconds=time.monotonic() - started,
         summary=f"set up {config.app.name} in {paths.root} on {len(ctx.hosts)} host(s)"
-        + (f" and nginx on {len(ctx.lbs)} load balancer(s)" if ctx.lbs else ""),
+        + (f" and nginx on {len(ctx.tier.hosts)} load balancer(s)" if ctx.tier.hosts else ""),
     )
 
 
@@ -136,7 +136,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
         }
     upstream_slot = served_slot(config, obs.upstream)
     # Behind load balancers the app host has no nginx: status() probes each LB instead.
-    serving = None if ctx.lbs else probe_slot(host, nginx.probe_urls(config)[-1])
+    serving = None if ctx.tier.hosts else probe_slot(host, nginx.probe_urls(config)[-1])
     # Differences an operation makes as it goes: the idle slot booting a release the state
     # does not name yet, the upstream swapped before the state is recorded, nginx's new
     # workers starting.
@@ -145,7 +145,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
         moving.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     held = canary.parse(obs.upstream)  # a canary's answers name it, not one slot
     expected = canary.label(held.slot) if held else state.live
-    if state.live and serving != expected and not ctx.lbs:
+    if state.live and serving != expected and not ctx.tier.hosts:
         moving.append(f"nginx answers from slot {serving!r}, expected {expected}")
     problems = []
     if state.live and not slots[state.live]["running"]:
@@ -195,7 +195,7 @@ def probe_slot(host: Prober, url: str) -> str | None:
 
 def lb_status(ctx: Context) -> list[dict[str, Any]]:
     """Each load balancer: the servers its upstream lists and the slot a probe shows."""
-    observed = lbtier.observe(ctx)
+    observed = ctx.tier.observe(ctx)
 
     def one(lb: Host) -> dict[str, Any]:
         obs = observed[lb.name]
@@ -207,15 +207,15 @@ def lb_status(ctx: Context) -> list[dict[str, Any]]:
         return {"host": lb.name, "servers": [f"{a}:{p}" for a, p in listed.items()],
                 "serving": serving, "problems": problems}
 
-    found = ctx.each(one, "status", ctx.lbs)
-    return [found[lb.name] for lb in ctx.lbs]
+    found = ctx.each(one, "status", ctx.tier.hosts)
+    return [found[lb.name] for lb in ctx.tier.hosts]
 
 
 def status(ctx: Context) -> dict[str, Any]:
     observed = observe(ctx)
     hosts = ctx.each(lambda h: host_status(ctx, h, *observed[h.name]), "status")
     listed = [hosts[h.name] for h in ctx.hosts]
-    lbs = lb_status(ctx) if ctx.lbs else []
+    balancers = lb_status(ctx) if ctx.tier.hosts else []
     lives = {(h["live"], h["version"]) for h in listed}
     diverged = len(lives) > 1
     running = canary.status(ctx)  # one look at nginx's file, and its log when one runs
@@ -224,11 +224,11 @@ def status(ctx: Context) -> dict[str, Any]:
         "app": ctx.config.app.name,
         "target": ctx.target.name,
         "hosts": listed,
-        **({"lbs": lbs} if ctx.lbs else {}),
+        **({"lbs": balancers} if ctx.tier.hosts else {}),
         "diverged": diverged,
         "divergence": ", ".join(f"{h['host']}: {h['live'] or '-'} ({h['version'] or '-'})"
                                 for h in listed) if diverged else "",
-        "ok": all(not h["problems"] for h in [*listed, *lbs]),
+        "ok": all(not h["problems"] for h in [*listed, *balancers]),
     }
 
 
