@@ -269,3 +269,27 @@ def test_slots_bind_every_address_behind_lbs_and_loopback_otherwise() -> None:
                           ).stdout == "0.0.0.0 0.0.0.0"
     assert subprocess.run(["sh", "-c", "HOST=app.example; " + show], env=env,
                           capture_output=True, text=True).stdout == "0.0.0.0 app.example"
+
+
+@pytest.mark.unit
+def test_the_nginx_tier_is_chosen_once_from_the_target() -> None:
+    """A target with ``lbs`` gets the load-balancer tier (nginx on the LBs for every app
+    host, named in the plan's steps), one without gets nginx on each app host."""
+    from bluegreen.ops.tier import Colocated
+
+    cfg = lb_config()
+    behind = lb_context(cfg).tier
+    assert isinstance(behind, LoadBalancers)
+    assert behind.names == ("deploy@10.0.0.2", "lb2")
+    assert behind.nginx_names([APPS[0]]) == behind.names
+    assert behind.app_nginx_test(lb_context(cfg)) is None  # an app host's nginx is not used
+    assert behind.addresses(lb_context(cfg), "lb2", {APPS[0]: "green"}) == ["10.0.0.11:4002"]
+    alone_cfg = configuration.parse({
+        "app": {"name": "hello", "root": "/srv/hello", "command": "bin/server"},
+        "nginx": {"upstream_file": "/etc/nginx/conf.d/hello.bluegreen.conf"},
+    }, Path("/x/bluegreen.toml"))
+    alone = Context(config=alone_cfg, target=alone_cfg.target(None), hosts=[])
+    assert isinstance(alone.tier, Colocated) and alone.tier.hosts == []
+    assert alone.tier.nginx_names(["a", "b"]) == ("a", "b")
+    assert alone.tier.addresses(alone, "a", {"a": "green", "b": "blue"}) == ["127.0.0.1:4002"]
+    assert alone.tier.app_nginx_test(alone) is not None

@@ -170,7 +170,8 @@ def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
         run_hook(ctx, plan, step, session)
     except HookError as exc:
         session.record("hook", "failed", step.hosts, point=step.point, command=step.command)
-        if step.point in ("before_start", "before_switch"):
+        # Any ``before_*`` point runs before traffic moves: its failure refuses the operation.
+        if step.point.startswith("before_"):
             exc.hint = exc.hint or "nothing was switched; the previous release keeps serving"
             raise
         if ctx.config.hooks.rollback_on_failure and step.point == "after_switch":

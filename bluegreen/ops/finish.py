@@ -19,7 +19,7 @@ from bluegreen.ops.switch import slots_label as _slots
 from bluegreen.releases import mark_live_script, parse_pruned, prune_script
 from bluegreen.retire import parse_retire, retire_drain_script
 from bluegreen.shell import ScriptExit, guard, lines, subshell
-from bluegreen.state import write_state_script
+from bluegreen.state import HostState, write_state_script
 
 
 def finish(ctx: Context, session: Session, step: Finish, progress: Progress, *,
@@ -55,7 +55,7 @@ def _finish_one(ctx: Context, session: Session, step: Finish, progress: Progress
     retire = step.retire.get(host.name)
     if retire:
         progress.retiring[host.name] = retire
-    script = _finish_script(ctx, session, step, progress, host, keep)
+    script = _finish_script(ctx, session, step, progress, host, new, keep)
     if release:
         # Earlier entries go first; this step's outcome and the lock release run only
         # when everything before them succeeded (each part exits on failure).
@@ -80,9 +80,9 @@ def _finish_one(ctx: Context, session: Session, step: Finish, progress: Progress
 
 
 def _finish_script(ctx: Context, session: Session, step: Finish, progress: Progress,
-                   host: Host, keep: set[str]) -> str:
+                   host: Host, new: HostState, keep: set[str]) -> str:
+    """Record ``new``, drain, guard the new slot, retire the old one, mark live, prune."""
     state = session.states[host.name]
-    new = state.switched(step.slots[host.name], step.versions[host.name])
     retire = step.retire.get(host.name)
     old = progress.old_workers.get(host.name, [])
     timeout = ctx.config.switch.drain_timeout
