@@ -147,8 +147,8 @@ class StatusResult:
     app: str
     target: str
     hosts: tuple[HostStatus, ...]
-    lbs: tuple[LbStatus, ...] = ()
-    has_lbs: bool = False  # the target has load balancers (``lbs`` is then in the JSON)
+    balancers: tuple[LbStatus, ...] = ()
+    has_balancers: bool = False  # the target has load balancers ("lbs" is then in the JSON)
     canary: Json | None = None  # a running canary (ops/canary.py: status)
 
     @property
@@ -164,7 +164,7 @@ class StatusResult:
     @property
     def problems(self) -> list[str]:
         """Every problem, prefixed by its host (load balancers' too)."""
-        listed: list[HostStatus | LbStatus] = [*self.hosts, *self.lbs]
+        listed: list[HostStatus | LbStatus] = [*self.hosts, *self.balancers]
         return [f"{h.host}: {p}" for h in listed for p in h.problems]
 
     @property
@@ -177,7 +177,7 @@ class StatusResult:
             "app": self.app,
             "target": self.target,
             "hosts": [h.to_json() for h in self.hosts],
-            **({"lbs": [lb.to_json() for lb in self.lbs]} if self.has_lbs else {}),
+            **({"lbs": [lb.to_json() for lb in self.balancers]} if self.has_balancers else {}),
             "diverged": self.diverged,
             "divergence": self.divergence,
             "ok": self.ok,

@@ -313,7 +313,7 @@ def test_accept_new_host_keys_reaches_the_load_balancers(
                    'upstream_file = "/tmp/a.conf"\n[targets.prod]\n'
                    'hosts = ["deploy@web-1"]\nlbs = ["deploy@lb-1", "deploy@lb-2"]\n')
     opts = GlobalOptions(config=cfg, accept_new_host_keys=flag, quiet=True)
-    lbs = cast(list[SshHost], run(opts, "", lambda ctx: ctx.lbs))
+    lbs = cast(list[SshHost], run(opts, "", lambda ctx: ctx.tier.hosts))
     assert [lb.name for lb in lbs] == ["deploy@lb-1", "deploy@lb-2"]
     expected = "accept-new" if flag else "strict"
     assert all(lb._host_key_policy == expected for lb in lbs)

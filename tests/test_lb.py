@@ -15,7 +15,8 @@ from bluegreen.errors import ConfigError, ExitCode
 from bluegreen.facts.observe import Observation
 from bluegreen.host import LocalHost
 from bluegreen.ops import lbtier
-from bluegreen.ops.core import Context, open_lbs
+from bluegreen.ops.core import Context
+from bluegreen.ops.lbtier import LoadBalancers, open_lbs
 from bluegreen.ops.plan import Finish, HostFacts, Switch, plan_deploy
 from bluegreen.runners.base import BIND_ALL, bind_exports
 from bluegreen.sandbox.config import sandbox_config
@@ -177,7 +178,7 @@ def lb_config(**target: object) -> configuration.Config:
 def lb_context(cfg: configuration.Config) -> Context:
     # Fake LB hosts: no connection is ever opened by the pure functions under test.
     return Context(config=cfg, target=cfg.target(None), hosts=[],
-                   lbs=[LocalHost("deploy@10.0.0.2"), LocalHost("lb2")])
+                   tier=LoadBalancers([LocalHost("deploy@10.0.0.2"), LocalHost("lb2")]))
 
 
 @pytest.mark.unit
@@ -187,12 +188,12 @@ def test_plan_switches_on_the_lbs_with_the_whole_fleet() -> None:
     facts = {APPS[0]: HostFacts(v1.switched("green", "2.0.0"), {"green": True}),
              APPS[1]: HostFacts(v1, {"blue": True})}
     plan = plan_deploy(cfg, facts, "2.0.0", sha256="a" * 64, retire=True, boot_batch=5,
-                       lbs=cfg.target(None).lbs)
+                       front=cfg.target(None).lbs)
     switch = next(s for s in plan.steps if isinstance(s, Switch))
     finish = next(s for s in plan.steps if isinstance(s, Finish))
     assert switch.slots == {APPS[1]: "green"}  # only the host that moves
     assert switch.fleet == {APPS[0]: "green", APPS[1]: "green"}  # every planned host
-    assert switch.lbs == finish.lbs == ("deploy@10.0.0.2", "lb2")
+    assert switch.front == finish.front == ("deploy@10.0.0.2", "lb2")
     assert "on load balancers deploy@10.0.0.2, lb2" in switch.describe(cfg)
     assert "old workers on deploy@10.0.0.2, lb2" in finish.describe(cfg)
 
@@ -268,3 +269,27 @@ def test_slots_bind_every_address_behind_lbs_and_loopback_otherwise() -> None:
                           ).stdout == "0.0.0.0 0.0.0.0"
     assert subprocess.run(["sh", "-c", "HOST=app.example; " + show], env=env,
                           capture_output=True, text=True).stdout == "0.0.0.0 app.example"
+
+
+@pytest.mark.unit
+def test_the_nginx_tier_is_chosen_once_from_the_target() -> None:
+    """A target with ``lbs`` gets the load-balancer tier (nginx on the LBs for every app
+    host, named in the plan's steps), one without gets nginx on each app host."""
+    from bluegreen.ops.tier import Colocated
+
+    cfg = lb_config()
+    behind = lb_context(cfg).tier
+    assert isinstance(behind, LoadBalancers)
+    assert behind.names == ("deploy@10.0.0.2", "lb2")
+    assert behind.nginx_names([APPS[0]]) == behind.names
+    assert behind.app_nginx_test(lb_context(cfg)) is None  # an app host's nginx is not used
+    assert behind.addresses(lb_context(cfg), "lb2", {APPS[0]: "green"}) == ["10.0.0.11:4002"]
+    alone_cfg = configuration.parse({
+        "app": {"name": "hello", "root": "/srv/hello", "command": "bin/server"},
+        "nginx": {"upstream_file": "/etc/nginx/conf.d/hello.bluegreen.conf"},
+    }, Path("/x/bluegreen.toml"))
+    alone = Context(config=alone_cfg, target=alone_cfg.target(None), hosts=[])
+    assert isinstance(alone.tier, Colocated) and alone.tier.hosts == []
+    assert alone.tier.nginx_names(["a", "b"]) == ("a", "b")
+    assert alone.tier.addresses(alone, "a", {"a": "green", "b": "blue"}) == ["127.0.0.1:4002"]
+    assert alone.tier.app_nginx_test(alone) is not None

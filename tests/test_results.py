@@ -55,8 +55,8 @@ def test_the_envelope_carries_its_schema_version() -> None:
 
 def test_status_json_keeps_its_keys_and_counts_load_balancer_problems() -> None:
     lb = LbStatus("lb1", ("10.0.0.1:4001",), None, ("nginx does not answer with X-BG-Slot",))
-    result = StatusResult(app="hello", target="prod", hosts=(_host("a"),), lbs=(lb,),
-                          has_lbs=True)
+    result = StatusResult(app="hello", target="prod", hosts=(_host("a"),), balancers=(lb,),
+                          has_balancers=True)
     doc = result.to_json()
     assert list(doc) == ["app", "target", "hosts", "lbs", "diverged", "divergence", "ok"]
     assert list(doc["hosts"][0]) == [

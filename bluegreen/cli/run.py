@@ -43,7 +43,8 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
     ``show``, the result (an operation's, or a dry run's) is rendered while the context
     is still open (a dry run describes itself from it)."""
     from bluegreen import config as configuration
-    from bluegreen.ops.core import Context, open_hosts, open_lbs
+    from bluegreen.ops.core import Context, open_hosts
+    from bluegreen.ops.tier import open_tier
 
     printer = Printer(opts)
     try:
@@ -54,14 +55,14 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
                 printer.info(f"warning: {warning}")
             accept = opts.accept_new_host_keys
             opened = open_hosts(cfg, target, accept_new_host_keys=accept, only=hosts)
-            # The load balancers are every LB of the target, and the host-key flag covers
-            # them as it covers the app hosts.
-            lbs = open_lbs(cfg, target, accept_new_host_keys=accept)
+            # The nginx tier's own hosts (every load balancer of the target) are covered
+            # by the host-key flag as the app hosts are.
+            tier = open_tier(cfg, target, accept_new_host_keys=accept)
         except BgError as exc:
             printer.close()
             fail(opts, exc)
         ctx = Context(config=cfg, target=target, hosts=opened, reporter=printer, retire=retire,
-                      lbs=lbs)
+                      tier=tier)
         try:
             if title:
                 names = ", ".join(h.name for h in ctx.hosts)

@@ -47,13 +47,13 @@ class SetupScripts:
 def setup_scripts(ctx: Context) -> SetupScripts:
     config = ctx.config
     initial = nginx.render_upstream(config, slot="blue", version="none")
-    if ctx.lbs:  # nothing runs yet: every app host's blue slot, as one host's file says
+    if ctx.tier.hosts:  # nothing runs yet: every app host's blue slot, as one host's file says
         port = config.slots["blue"]
         initial = nginx.render_upstream(config, slot="blue", version="none", servers=[
             nginx.Server(ctx.target.address_of(h), port, h) for h in ctx.target.hosts])
     app = setup_script(
         ctx.paths,
-        upstream_file=None if ctx.lbs else nginx.files(config).live,
+        upstream_file=None if ctx.tier.hosts else nginx.files(config).live,
         initial_upstream=initial,
         initial_state=st.HostState(updated_at=st.now_iso()).to_json().decode(),
         runner_setup=ctx.runner.setup_script(),
@@ -67,7 +67,7 @@ def setup(ctx: Context) -> OperationResult:
     started = time.monotonic()
     config, paths = ctx.config, ctx.paths
     scripts = setup_scripts(ctx)
-    everywhere = [*ctx.hosts, *ctx.lbs]
+    everywhere = [*ctx.hosts, *ctx.tier.hosts]
     with lock.with_lock(ctx.each, everywhere, paths, "setup"):
         with ctx.step(f"set up {paths.root}"):
             outcomes = ctx.each(lambda h: setup_host(ctx, h, scripts), "setup", everywhere)
@@ -82,17 +82,17 @@ def setup(ctx: Context) -> OperationResult:
         slot=None, previous_slot=None, previous_version=None,
         hosts=ctx.outcomes(outcomes) + tuple(
             HostOutcome(lb.name, f"load balancer: {outcomes.get(lb.name, '?')}",
-                        lb.commands_run) for lb in ctx.lbs),
+                        lb.commands_run) for lb in ctx.tier.hosts),
         steps=tuple(ctx.steps),
         seconds=time.monotonic() - started,
         summary=f"set up {config.app.name} in {paths.root} on {len(ctx.hosts)} host(s)"
-        + (f" and nginx on {len(ctx.lbs)} load balancer(s)" if ctx.lbs else ""),
+        + (f" and nginx on {len(ctx.tier.hosts)} load balancer(s)" if ctx.tier.hosts else ""),
     )
 
 
 def setup_host(ctx: Context, host: Host, scripts: SetupScripts) -> str:
     """Set up one host; what it made, and how nginx took it."""
-    is_lb = host in ctx.lbs
+    is_lb = host in ctx.tier.hosts
     out = check(host.run(scripts.lb if is_lb else scripts.app), "setting up directories",
                 host).stdout
     if not is_lb:
@@ -102,7 +102,7 @@ def setup_host(ctx: Context, host: Host, scripts: SetupScripts) -> str:
                 check(host.run(file.install), file.what, host)
     made = read_created(out)
     note = "created " + ", ".join(made) if made else "already set up"
-    if ctx.lbs and not is_lb:  # nginx runs on the load balancers only
+    if ctx.tier.hosts and not is_lb:  # nginx runs on the load balancers only
         return note
     config = ctx.config
     test = host.run(asroot.command(config.nginx.test_command))
@@ -174,7 +174,7 @@ def moving_notes(ctx: Context, state: st.HostState, obs: Observation, notes: tup
         moving.append(f"nginx upstream points at {upstream_slot}, state says {state.live}")
     held = canary.parse(obs.upstream)  # a canary's answers name it, not one slot
     expected = canary.label(held.slot) if held else state.live
-    if state.live and serving != expected and not ctx.lbs:
+    if state.live and serving != expected and not ctx.tier.hosts:
         moving.append(f"nginx answers from slot {serving!r}, expected {expected}")
     return moving
 
@@ -202,7 +202,7 @@ def host_status(ctx: Context, host: Host, recorded: st.HostState, obs: Observati
     slots = slot_statuses(ctx, host, state, obs)
     upstream_slot = served_slot(ctx.config, obs.upstream)
     # Behind load balancers the app host has no nginx: status() probes each LB instead.
-    serving = None if ctx.lbs else probe_slot(host, nginx.probe_urls(ctx.config)[-1])
+    serving = None if ctx.tier.hosts else probe_slot(host, nginx.probe_urls(ctx.config)[-1])
     moving = moving_notes(ctx, state, obs, rec.notes, serving)
     problems = []
     if state.live and not slots[state.live].running:
@@ -238,7 +238,7 @@ def probe_slot(host: Prober, url: str) -> str | None:
 
 def lb_status(ctx: Context) -> tuple[LbStatus, ...]:
     """Each load balancer: the servers its upstream lists and the slot a probe shows."""
-    observed = lbtier.observe(ctx)
+    observed = ctx.tier.observe(ctx)
 
     def one(lb: Host) -> LbStatus:
         obs = observed[lb.name]
@@ -250,8 +250,8 @@ def lb_status(ctx: Context) -> tuple[LbStatus, ...]:
         return LbStatus(lb.name, tuple(f"{a}:{p}" for a, p in listed.items()), serving,
                         tuple(problems))
 
-    found = ctx.each(one, "status", ctx.lbs)
-    return tuple(found[lb.name] for lb in ctx.lbs)
+    found = ctx.each(one, "status", ctx.tier.hosts)
+    return tuple(found[lb.name] for lb in ctx.tier.hosts)
 
 
 def status(ctx: Context) -> StatusResult:
@@ -260,7 +260,7 @@ def status(ctx: Context) -> StatusResult:
     return StatusResult(
         app=ctx.config.app.name, target=ctx.target.name,
         hosts=tuple(hosts[h.name] for h in ctx.hosts),
-        lbs=lb_status(ctx) if ctx.lbs else (), has_lbs=bool(ctx.lbs),
+        balancers=lb_status(ctx) if ctx.tier.hosts else (), has_balancers=bool(ctx.tier.hosts),
         canary=canary.status(ctx),  # one look at nginx's file, and its log when one runs
     )
 

@@ -28,6 +28,7 @@ from bluegreen.errors import BgError, ConfigError, StateError
 from bluegreen.facts.observe import Observation
 from bluegreen.host import Host, check
 from bluegreen.ops import lbtier
+from bluegreen.facts.observe import Observation
 from bluegreen.ops.core import Context, OperationResult
 from bluegreen.ops.plan import (
     Action,
@@ -93,7 +94,7 @@ def served(observed: Observation) -> str | None:
 
 def running(ctx: Context, session: Session) -> dict[str, Running]:
     """nginx host -> the canary its upstream file records."""
-    names = ctx.target.lbs or tuple(session.states)
+    names = ctx.tier.nginx_names(tuple(session.states))
     found = {n: parse(served(session.observed[n])) for n in names if n in session.observed}
     return {n: r for n, r in found.items() if r is not None}
 
@@ -127,23 +128,8 @@ def render(ctx: Context, step: Switch, observed: Mapping[str, Observation]
         return [nginx.Server(address, ports[step.slots[app]], host, new_w),
                 nginx.Server(address, ports[spec.old[app]], host, old_w)]
 
-    out: dict[str, tuple[str, str]] = {}
-    if step.lbs:
-        current = lbtier.served_ports(ctx, observed)
-        servers: list[nginx.Server] = []
-        for spec_host in ctx.target.hosts:
-            addr = ctx.target.address_of(spec_host)
-            if spec_host in step.slots:
-                servers += pair(addr, spec_host, spec_host)
-            elif spec_host in current:
-                servers.append(nginx.Server(addr, current[spec_host], spec_host))
-        text = _render(ctx, slot, version, servers, marker)
-        out = dict.fromkeys(step.lbs, (text, label(slot)))
-    else:
-        for host in step.slots:
-            text = _render(ctx, slot, version, pair("127.0.0.1", "", host), marker)
-            out[host] = (text, label(slot))
-    return out
+    return {host: (_render(ctx, slot, version, servers, marker), label(slot))
+            for host, servers in ctx.tier.canary_servers(ctx, step, observed, pair).items()}
 
 
 def _render(ctx: Context, slot: str, version: str, servers: list[nginx.Server],
@@ -163,9 +149,10 @@ def plan_canary(ctx: Context, facts: Mapping[str, HostFacts], version: str, *, s
                 percent: int, since: float, promote_after: float | None) -> Plan:
     """A deploy whose switch is a canary, held (and judged) afterwards; with
     ``promote_after``, followed by the deploy's own full switch and retire."""
-    config, lbs = ctx.config, ctx.target.lbs
+    config, front = ctx.config, ctx.tier.names
     base = plan_deploy(config, facts, version, sha256=sha256, retire=ctx.should_retire,
-                       boot_batch=ctx.target.boot_batch(len(facts)), lbs=lbs, verify=False)
+                       boot_batch=ctx.target.boot_batch(len(facts)), front=front,
+                       verify=False)
     for h in base.hosts:
         if h.old_slot is None:
             raise BgError(f"{h.host}: nothing is live yet, so there is nothing to compare a"
@@ -173,9 +160,7 @@ def plan_canary(ctx: Context, facts: Mapping[str, HostFacts], version: str, *, s
         if h.action is Action.NOTHING:
             raise BgError(f"{h.host}: {version} is already live there; a canary needs a new"
                           " release")
-    if lbs and len({h.slot for h in base.hosts}) > 1:
-        raise StateError("the hosts are live on different slots: converge them first",
-                         hint="`bg deploy VERSION` without --canary")
+    ctx.tier.check_canary({h.slot for h in base.hosts})
     at = next(i for i, s in enumerate(base.steps) if isinstance(s, Switch))
     full = base.steps[at]
     assert isinstance(full, Switch)
@@ -184,7 +169,7 @@ def plan_canary(ctx: Context, facts: Mapping[str, HostFacts], version: str, *, s
                       sticky=config.verify.sticky, since=since)
     watch = promote_after if promote_after is not None else config.verify.window
     hold = Hold(slots=dict(full.slots), watch=watch, promote=promote_after is not None,
-                lbs=lbs)
+                front=front)
     steps = (*base.steps[:at], replace(full, canary=spec), hold)
     if promote_after is not None:
         steps += tuple(s for s in base.steps[at:] if not isinstance(s, Verify))
@@ -195,23 +180,24 @@ def judge(step: Hold, canary: CanarySpec) -> Verify | None:
     """The window that judges the canary's own requests (None: no watch)."""
     if not step.watch:
         return None
-    return Verify(step.watch, step.slots, canary.old, step.lbs, canary=True)
+    return Verify(step.watch, step.slots, canary.old, step.front, canary=True)
 
 
 def plan_abort(ctx: Context, session: Session, found: Mapping[str, Running]) -> Plan:
     """All traffic back to the old slots, then the canary's slots retired."""
-    lbs = ctx.target.lbs
+    front = ctx.tier.names
     r = next(iter(found.values()))
     states: Mapping[str, HostState] = session.states
+    # The app hosts an nginx host running the canary serves (behind LBs: every one).
     hosts = tuple(HostPlan(host=n, action=Action.SWITCH, slot=s.live or "",
                            version=s.live_version or "", old_slot=r.slot, old_version=r.version,
                            retire=r.slot)
-                  for n, s in states.items() if lbs or n in found)
+                  for n, s in states.items() if set(found) & set(ctx.tier.nginx_names((n,))))
     live = {h.host: h.slot for h in hosts}
     versions = {h.host: h.version for h in hosts}
-    steps = (Switch(slots=live, versions=versions, lbs=lbs, fleet=live if lbs else {}),
+    steps = (Switch(slots=live, versions=versions, front=front, fleet=live),
              Finish(slots=live, versions=versions, retire={h.host: r.slot for h in hosts},
-                    prune=False, lbs=lbs))
+                    prune=False, front=front))
     return Plan(operation="abort", version=hosts[0].version, hosts=hosts, steps=steps)
 
 
@@ -220,9 +206,10 @@ def hold(ctx: Context, session: Session, step: Hold) -> None:
     the canary running, for `bg status` to show and promote/abort to end)."""
     discard = nginx.discard_backup_script(ctx.config)
     version = str(session.version or "")  # a deploy's session names its release
+    nginx_hosts = set(ctx.tier.nginx_names(step.hosts))
 
     def one(host: Host) -> None:
-        script = discard if host.name in step.lbs or not step.lbs else ""
+        script = discard if host.name in nginx_hosts else ""
         if host.name in step.slots:  # the slot's release, recorded; live stays the old slot
             state = session.states[host.name]
             new = replace(state, versions={**state.versions, step.slots[host.name]: version})
@@ -234,8 +221,8 @@ def hold(ctx: Context, session: Session, step: Hold) -> None:
             check(session.run(host, script), "recording the canary", host)
 
     with ctx.step("record the canary"):
-        ctx.each(one, "record the canary", session.hosts((*step.hosts, *step.lbs)))
-    session.record("canary", "started", (*step.hosts, *step.lbs), slots=dict(step.slots),
+        ctx.each(one, "record the canary", session.hosts((*step.hosts, *step.front)))
+    session.record("canary", "started", (*step.hosts, *step.front), slots=dict(step.slots),
                    version=version)
 
 
@@ -255,7 +242,7 @@ def started(ctx: Context, result: OperationResult, percent: int) -> OperationRes
 
 def status(ctx: Context) -> dict[str, Any] | None:
     """The running canary and its figures from nginx's log since it started (None: none)."""
-    nginx_hosts = ctx.lbs or ctx.hosts
+    nginx_hosts = ctx.tier.nginx_hosts(ctx.hosts)
     upstream = ctx.config.nginx.upstream_file
 
     def marker(host: Host) -> Running | None:
@@ -269,9 +256,8 @@ def status(ctx: Context) -> dict[str, Any] | None:
     path = ctx.config.verify.log_path(ctx.config.app.root)
 
     def count(host: Host) -> tuple[int, int, int]:
-        new = ([f"127.0.0.1:{ctx.config.slots[r.slot]}"] if not ctx.lbs else
-               [f"{ctx.target.address_of(h)}:{ctx.config.slots[r.slot]}"
-                for h in ctx.target.hosts])
+        new = ctx.tier.addresses(ctx, host.name,
+                                 dict.fromkeys(ctx.tier.served_by(ctx, host.name), r.slot))
         out = host.run(accesslog.count_script(path, 0, new=new, old=[], mode="canary",
                                               since=r.since) + "\n"
                        + accesslog.count_script(path, 0, new=[], old=[], since=r.since))

@@ -20,8 +20,11 @@ from bluegreen.host import Host, LocalHost
 from bluegreen.layout import Layout
 from bluegreen.results import HostOutcome, OperationResult, StepTiming
 from bluegreen.runners import BIND_ALL, BIND_LOOPBACK, Runner, runner_for
+from bluegreen.ops.tier import NginxTier, open_tier
+from bluegreen.runners import Runner, runner_for
 
 T = TypeVar("T")
+_FROM_TARGET: Any = object()  # Context's tier when none is given
 
 # The result types are re-exported: operations import them from here.
 __all__ = ["HostOutcome", "OperationResult", "StepTiming"]
@@ -53,13 +56,13 @@ class Context:
     steps: list[StepTiming] = field(default_factory=list)
     # Set on Ctrl-C/SIGTERM: long waits in worker threads (health gates) stop early.
     cancelled: threading.Event = field(default_factory=threading.Event)
-    # The target's load balancers (``lbs``): nginx runs there, never on ``hosts``. Always
-    # every LB, whatever ``--hosts`` selects: each one's upstream lists the whole fleet.
-    lbs: list[Host] = field(default_factory=list)
+    # Where nginx runs (on ``hosts``, or on load balancers in front of them); by default
+    # the target's, opened here.
+    tier: NginxTier = _FROM_TARGET
 
     def __post_init__(self) -> None:
-        if self.target.lbs and not self.lbs:
-            self.lbs = open_lbs(self.config, self.target)
+        if self.tier is _FROM_TARGET:
+            self.tier = open_tier(self.config, self.target)
 
     @functools.cached_property
     def paths(self) -> Layout:
@@ -67,8 +70,7 @@ class Context:
 
     @functools.cached_property
     def runner(self) -> Runner:
-        # Behind load balancers a slot must be reachable from them, not only on loopback.
-        return runner_for(self.config, bind=BIND_ALL if self.target.lbs else BIND_LOOPBACK)
+        return runner_for(self.config, bind=self.tier.bind)
 
     @property
     def should_retire(self) -> bool:
@@ -126,8 +128,9 @@ class Context:
         return results
 
     def close(self) -> None:
-        for h in (*self.hosts, *self.lbs):
+        for h in self.hosts:
             h.close()
+        self.tier.close()
 
     def outcomes(self, outcome: str | dict[str, str]) -> tuple[HostOutcome, ...]:
         return tuple(
@@ -180,33 +183,6 @@ def open_hosts(
             connect_timeout=target.connect_timeout,
         )
         for spec in specs
-    ]
-
-
-def open_lbs(config: Config, target: TargetConfig, *, accept_new_host_keys: bool = False
-             ) -> list[Host]:
-    """Connections to the target's load balancers (none when nginx runs on the app hosts)."""
-    both = sorted(set(target.lbs) & set(target.hosts))
-    if both:
-        raise ConfigError(
-            f"{config.path}: {both[0]} is both an app host and a load balancer of target"
-            f" {target.name!r}",
-            hint="with `lbs`, nginx runs on the load balancers only: list each host once",
-        )
-    if not target.lbs:
-        return []
-    from bluegreen.ssh import SshHost
-
-    accept = accept_new_host_keys or target.host_key_policy == "accept-new"
-    return [
-        SshHost(
-            spec,
-            identity_file=target.identity_file,
-            known_hosts=target.known_hosts,
-            host_key_policy="accept-new" if accept else "strict",
-            connect_timeout=target.connect_timeout,
-        )
-        for spec in target.lbs
     ]
 
 

@@ -18,7 +18,6 @@ from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.ops import canary as canaries
-from bluegreen.ops import lbtier
 from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.executor import counted, execute, interruptible
 from bluegreen.ops.plan import HostFacts, Plan, Switch, plan_deploy, plan_rollback, plan_switch
@@ -85,17 +84,9 @@ def _dry_run(ctx: Context, version: str | None,
         rec = reconcile(ctx.config, recorded, obs)
         states[name], notes[name] = rec.state, rec.notes
     plan = make(_facts(ctx, states, {n: o for n, (_, o) in raw.items()}, _all_slots))
-    diffs = {}
     switch = next((s for s in plan.steps if isinstance(s, Switch)), None)
-    if switch is not None and switch.lbs:
-        lb_obs = lbtier.observe(ctx)
-        new, _ = lbtier.render(ctx, switch.fleet, switch.versions, lb_obs)
-        for lb, obs in lb_obs.items():
-            diffs[lb] = _diff(ctx, obs.upstream or "", new)
-    else:
-        for h in plan.acting:
-            new = nginx.render_upstream(ctx.config, slot=h.slot, version=h.version)
-            diffs[h.host] = _diff(ctx, raw[h.host][1].upstream or "", new)
+    upstreams = ctx.tier.preview(ctx, plan, switch, {n: o for n, (_, o) in raw.items()})
+    diffs = {host: _diff(ctx, old, new) for host, (old, new) in upstreams.items()}
     return DryRun(plan=plan, diffs=diffs, notes={k: v for k, v in notes.items() if v})
 
 
@@ -131,7 +122,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
                                         percent=canary, since=time.time(),
                                         promote_after=promote_after)
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
-                           retire=ctx.should_retire, boot_batch=batch, lbs=ctx.target.lbs,
+                           retire=ctx.should_retire, boot_batch=batch, front=ctx.tier.names,
                            verify=verify)
 
     def wanted(state: HostState) -> set[str]:
@@ -155,7 +146,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         return plan_rollback(ctx.config, facts, retire=ctx.should_retire, boot_batch=batch,
-                             lbs=ctx.target.lbs)
+                             front=ctx.tier.names)
 
     if dry_run:
         return _dry_run(ctx, None, make)
@@ -174,7 +165,7 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         return plan_switch(ctx.config, facts, to=to, retire=ctx.should_retire,
-                           boot_batch=batch, lbs=ctx.target.lbs)
+                           boot_batch=batch, front=ctx.tier.names)
 
     if dry_run:
         return _dry_run(ctx, None, make)

@@ -32,6 +32,7 @@ from bluegreen.errors import (
 from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
 from bluegreen.ops import canary, steps
+from bluegreen.ops import finish as finishing
 from bluegreen.ops import switch as switching
 from bluegreen.ops import verify as verifying
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
@@ -43,6 +44,7 @@ from bluegreen.ops.plan import (
     Hold,
     Hook,
     Plan,
+    Step,
     Switch,
     Upload,
     Verify,
@@ -79,64 +81,87 @@ def execute(ctx: Context, session: Session, plan: Plan, art: Artifact | None, *,
             started: float | None = None) -> OperationResult:
     """``started``: when the operation began (a deploy's artifact check comes first)."""
     started = time.monotonic() if started is None else started
-    failpoint = FailpointFn(os.environ.get("BG_FAILPOINT", ""))
-    progress = Progress()
-    notes: list[str] = list(plan.notes)
+    run = _Run(ctx, session, plan, art)
     session.record("plan", "intent", version=plan.version,
                    actions={h.host: h.action.value for h in plan.hosts})
-    checking = _window_step(plan)
-    window: verifying.Window | None = None
     try:
-        failpoint("locked")
+        run.failpoint("locked")
         for step in plan.steps:
-            if isinstance(step, Upload):
-                steps.upload(ctx, session, step)
-                failpoint("uploaded")
-            elif isinstance(step, Boot):
-                steps.boot(ctx, session, step, progress, art)
-                failpoint("healthy")
-            elif isinstance(step, Hook):
-                notes += _hook(ctx, session, plan, step, progress)
-            elif isinstance(step, Switch):
-                if checking is not None and window is None:
-                    # the log's length before any request reaches the new slots
-                    window = verifying.begin(ctx, session, checking)
-                if step.canary is not None:  # what the boot staged is the full switch
-                    progress.staged.clear()
-                switching.switch(ctx, session, step, progress, failpoint)
-                progress.staged.clear()  # committed: a later switch stages its own
-                progress.started.clear()  # live now: never stopped by an undo
-                failpoint("switched")
-                try:
-                    switching.verify_switched(ctx, session, step)
-                except SwitchError:
-                    session.record("verify", "failed", step.hosts)
-                    _switch_back(ctx, session, plan, progress)
-                    raise
-            elif isinstance(step, Verify) and window is not None:
-                notes += _verify(ctx, session, plan, step, window, progress)
-            elif isinstance(step, Hold):
-                canary.hold(ctx, session, step)
-                if checking is not None and window is not None:
-                    notes += _verify(ctx, session, plan, checking, window, progress)
-            elif isinstance(step, Finish):
-                last = step is plan.steps[-1]
-                try:
-                    notes += steps.finish(ctx, session, step, progress, release=last)
-                except HostFailures as exc:
-                    dead = tuple(n for n, e in exc.errors.items() if isinstance(e, SlotDiedError))
-                    if dead:
-                        session.record("verify", "failed", dead, reason="new slot died")
-                        _switch_back(ctx, session, plan, progress, only=dead, recorded=True)
-                    raise
-                failpoint("finished")
+            run.step(step)
     except BaseException as exc:
-        error = _undo(ctx, session, plan, progress, exc)
+        error = _undo(ctx, session, plan, run.progress, exc)
         if error is exc:
             raise
         raise error from exc
     session.record("done", "ok", version=plan.version)
-    return _result(ctx, plan, started, notes)
+    return _result(ctx, plan, started, run.notes)
+
+
+class _Run:
+    """One plan's run: what it changed so far and the notes it gathered."""
+
+    def __init__(self, ctx: Context, session: Session, plan: Plan,
+                 art: Artifact | None) -> None:
+        self.ctx, self.session, self.plan, self.art = ctx, session, plan, art
+        self.failpoint = FailpointFn(os.environ.get("BG_FAILPOINT", ""))
+        self.progress = Progress()
+        self.notes: list[str] = list(plan.notes)
+        self.checking = _window_step(plan)
+        self.window: verifying.Window | None = None
+
+    def step(self, step: Step) -> None:
+        ctx, session, plan, progress = self.ctx, self.session, self.plan, self.progress
+        if isinstance(step, Upload):
+            steps.upload(ctx, session, step)
+            self.failpoint("uploaded")
+        elif isinstance(step, Boot):
+            steps.boot(ctx, session, step, progress, self.art)
+            self.failpoint("healthy")
+        elif isinstance(step, Hook):
+            self.notes += _hook(ctx, session, plan, step, progress)
+        elif isinstance(step, Switch):
+            self.switch(step)
+        elif isinstance(step, Verify) and self.window is not None:
+            self.notes += _verify(ctx, session, plan, step, self.window, progress)
+        elif isinstance(step, Hold):
+            canary.hold(ctx, session, step)
+            if self.checking is not None and self.window is not None:
+                self.notes += _verify(ctx, session, plan, self.checking, self.window,
+                                      progress)
+        elif isinstance(step, Finish):
+            self.finish(step)
+
+    def switch(self, step: Switch) -> None:
+        ctx, session, progress = self.ctx, self.session, self.progress
+        if self.checking is not None and self.window is None:
+            # the log's length before any request reaches the new slots
+            self.window = verifying.begin(ctx, session, self.checking)
+        if step.canary is not None:  # what the boot staged is the full switch
+            progress.staged.clear()
+        switching.switch(ctx, session, step, progress, self.failpoint)
+        progress.staged.clear()  # committed: a later switch stages its own
+        progress.started.clear()  # live now: never stopped by an undo
+        self.failpoint("switched")
+        try:
+            switching.verify_switched(ctx, session, step)
+        except SwitchError:
+            session.record("verify", "failed", step.hosts)
+            _switch_back(ctx, session, self.plan, progress)
+            raise
+
+    def finish(self, step: Finish) -> None:
+        last = step is self.plan.steps[-1]
+        try:
+            self.notes += finishing.finish(self.ctx, self.session, step, self.progress,
+                                           release=last)
+        except HostFailures as exc:
+            dead = tuple(n for n, e in exc.errors.items() if isinstance(e, SlotDiedError))
+            if dead:
+                self.session.record("verify", "failed", dead, reason="new slot died")
+                _switch_back(self.ctx, self.session, self.plan, self.progress, only=dead,
+                             recorded=True)
+            raise
+        self.failpoint("finished")
 
 
 def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
@@ -145,7 +170,8 @@ def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
         run_hook(ctx, plan, step, session)
     except HookError as exc:
         session.record("hook", "failed", step.hosts, point=step.point, command=step.command)
-        if step.point in ("before_start", "before_switch"):
+        # Any ``before_*`` point runs before traffic moves: its failure refuses the operation.
+        if step.point.startswith("before_"):
             exc.hint = exc.hint or "nothing was switched; the previous release keeps serving"
             raise
         if ctx.config.hooks.rollback_on_failure and step.point == "after_switch":
@@ -189,13 +215,13 @@ def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress,
     acting = [h for h in plan.acting if only is None or h.host in only]
     back = {h.host: h.old_slot for h in acting if h.old_slot}
     versions = {h.host: h.old_version or "" for h in acting if h.old_slot}
-    lbs = ctx.target.lbs
     # Behind load balancers every planned host is listed again as it was before.
-    fleet = {h.host: h.old_slot for h in plan.hosts if h.old_slot} if lbs else {}
+    fleet = {h.host: h.old_slot for h in plan.hosts if h.old_slot}
     returned = Progress()
     if back:
         switching.switch(ctx, session,
-                         Switch(slots=back, versions=versions, lbs=lbs, fleet=fleet),
+                         Switch(slots=back, versions=versions, front=ctx.tier.names,
+                                fleet=fleet),
                          returned, FailpointFn(""))
     progress.started = {h.host: h.slot for h in acting}
     # nginx's workers from before the switch back still proxy to the new slots.
@@ -208,7 +234,8 @@ def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress,
 
         ctx.each(restore, "restore state", session.hosts(tuple(back)))
     else:
-        ctx.each(lambda h: session.run(h, undo), "cleanup", session.hosts(lbs or tuple(back)))
+        ctx.each(lambda h: session.run(h, undo), "cleanup",
+                 session.hosts(ctx.tier.nginx_names(tuple(back))))
 
 
 def _left_running(plan: Plan, progress: Progress) -> str:

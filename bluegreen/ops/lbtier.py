@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from bluegreen import asroot, nginx
 from bluegreen.errors import SwitchError
@@ -24,8 +26,19 @@ from bluegreen.facts.drain import drain_noted_script, read_drain
 from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.ops.core import Context
+from bluegreen.facts.drain import drain_noted_script
+from bluegreen.errors import ConfigError, SwitchError
 from bluegreen.probe import ProbeError
+from bluegreen.runners import BIND_ALL
 from bluegreen.shell import lines
+
+if TYPE_CHECKING:
+    from bluegreen.config import Config, TargetConfig
+    from bluegreen.ops.core import Context
+    from bluegreen.ops.plan import Plan, Switch
+    from bluegreen.ops.progress import Progress
+    from bluegreen.ops.session import Session
+    from bluegreen.ops.tier import Rendered, _Pair
 
 MIXED = "mixed"  # the X-BG-Slot label of an upstream whose app hosts serve different slots
 _SERVER = re.compile(r"(?:^|[{;])\s*server\s+(\[[^\]]+\]|[^\s:;\[]+):(\d+)\b", re.M)
@@ -41,18 +54,15 @@ def observation_script(ctx: Context, marker: str, *, nginx_test: bool = False) -
                                       if nginx_test else None))
 
 
-def observe(ctx: Context) -> dict[str, Observation]:
-    """Each LB's upstream files, read-only (dry runs and status); empty without LBs."""
-    if not ctx.lbs:
-        return {}
-
+def observe(ctx: Context, lbs: Sequence[Host]) -> dict[str, Observation]:
+    """Each LB's upstream files, read-only (dry runs and status)."""
     def one(host: Host) -> Observation:
         marker = new_marker()
         result = check(host.run(observation_script(ctx, marker)), "reading nginx's upstream",
                        host)
         return parse_observation(result.stdout, marker)
 
-    return ctx.each(one, "reading the load balancers", ctx.lbs)
+    return ctx.each(one, "reading the load balancers", lbs)
 
 
 def parse_servers(upstream: str | None) -> dict[str, int]:
@@ -169,3 +179,131 @@ def drain_script(ctx: Context, pids: list[int], *, accepting_only: bool = False)
         drain_noted_script(pids, ctx.config.switch.drain_timeout,
                            accepting_only=accepting_only),
     )
+
+
+def open_lbs(config: Config, target: TargetConfig, *, accept_new_host_keys: bool = False
+             ) -> list[Host]:
+    """Connections to the target's load balancers (none when nginx runs on the app hosts)."""
+    both = sorted(set(target.lbs) & set(target.hosts))
+    if both:
+        raise ConfigError(
+            f"{config.path}: {both[0]} is both an app host and a load balancer of target"
+            f" {target.name!r}",
+            hint="with `lbs`, nginx runs on the load balancers only: list each host once",
+        )
+    if not target.lbs:
+        return []
+    from bluegreen.ssh import SshHost
+
+    accept = accept_new_host_keys or target.host_key_policy == "accept-new"
+    return [
+        SshHost(
+            spec,
+            identity_file=target.identity_file,
+            known_hosts=target.known_hosts,
+            host_key_policy="accept-new" if accept else "strict",
+            connect_timeout=target.connect_timeout,
+        )
+        for spec in target.lbs
+    ]
+
+
+class LoadBalancers:
+    """nginx on the target's ``lbs`` only (see the module's docstring); the
+    :class:`~bluegreen.ops.tier.NginxTier` the session, steps and switch call."""
+
+    bind = BIND_ALL  # a slot must be reachable from the LBs, not only on loopback
+
+    def __init__(self, lbs: list[Host]) -> None:
+        self.hosts = lbs
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hosts)
+
+    def nginx_names(self, app_hosts: Sequence[str]) -> tuple[str, ...]:
+        return self.names
+
+    def nginx_hosts(self, app_hosts: Sequence[Host]) -> list[Host]:
+        return list(self.hosts)  # each one's upstream covers every app host
+
+    def served_by(self, ctx: Context, nginx_host: str) -> tuple[str, ...]:
+        return ctx.target.hosts
+
+    def app_nginx_test(self, ctx: Context) -> str | None:
+        return None  # an app host's files are not nginx's
+
+    def lock_tail(self, ctx: Context, marker: str, *, nginx_test: bool) -> str:
+        return lines(nginx.discard_staged_script(ctx.config),
+                     observation_script(ctx, marker, nginx_test=nginx_test))
+
+    def observe(self, ctx: Context) -> dict[str, Observation]:
+        return observe(ctx, self.hosts)
+
+    def served(self, ctx: Context, nginx_seen: Mapping[str, Observation],
+               app_seen: Mapping[str, Observation]) -> dict[str, Observation]:
+        served = served_upstreams(ctx, nginx_seen)
+        return {n: replace(obs, upstream=served.get(n), backup=None)
+                for n, obs in app_seen.items()}
+
+    def stage_with_start(self, ctx: Context, slot: str, version: str) -> str:
+        return ""  # staging is on the LBs only, in the switch
+
+    def staged_with_start(self, ctx: Context, host: Host, result: CommandResult,
+                          progress: Progress) -> None:
+        pass
+
+    def render(self, ctx: Context, step: Switch, observed: Mapping[str, Observation]
+               ) -> Rendered:
+        return dict.fromkeys(self.names, render(ctx, step.fleet, step.versions, observed))
+
+    def canary_servers(self, ctx: Context, step: Switch, observed: Mapping[str, Observation],
+                       pair: _Pair) -> dict[str, list[nginx.Server]]:
+        current = served_ports(ctx, observed)
+        listed: list[nginx.Server] = []
+        for spec in ctx.target.hosts:
+            addr = ctx.target.address_of(spec)
+            if spec in step.slots:
+                listed += pair(addr, spec, spec)
+            elif spec in current:
+                listed.append(nginx.Server(addr, current[spec], spec))
+        return dict.fromkeys(self.names, listed)
+
+    def check_canary(self, slots: set[str]) -> None:
+        from bluegreen.errors import StateError
+
+        if len(slots) > 1:  # one upstream for the fleet: one old slot and one new
+            raise StateError("the hosts are live on different slots: converge them first",
+                             hint="`bg deploy VERSION` without --canary")
+
+    def before_stage(self, ctx: Context, step: Switch, nginx_hosts: Sequence[Host]) -> None:
+        check_reach(ctx, step.slots, nginx_hosts)
+
+    def drain(self, ctx: Context, session: Session, old_workers: Mapping[str, list[int]],
+              *, wait: bool = True) -> list[str]:
+        return drain(ctx, session.hosts(self.names), session.run, old_workers, wait=wait)
+
+    @property
+    def app_drain(self) -> tuple[str, ...]:
+        return ()  # the LBs drained first, in a step of their own
+
+    def addresses(self, ctx: Context, nginx_host: str, slots: Mapping[str, str]
+                  ) -> list[str]:
+        out = []
+        for app_host, slot in slots.items():
+            server = nginx.Server(ctx.target.address_of(app_host), ctx.config.slots[slot],
+                                  app_host)
+            out.append(f"{server.to_template()['address']}:{server.port}")
+        return out
+
+    def preview(self, ctx: Context, plan: Plan, step: Switch | None,
+                observed: Mapping[str, Observation]) -> dict[str, tuple[str, str]]:
+        if step is None:
+            return {}
+        seen = self.observe(ctx)
+        new, _ = render(ctx, step.fleet, step.versions, seen)
+        return {lb: (obs.upstream or "", new) for lb, obs in seen.items()}
+
+    def close(self) -> None:
+        for h in self.hosts:
+            h.close()

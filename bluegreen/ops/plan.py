@@ -16,9 +16,15 @@ from typing import Any
 
 from bluegreen.config import Config
 from bluegreen.errors import BgError, StateError
-from bluegreen.ops.watchsteps import CanarySpec as CanarySpec  # steps of their own module,
-from bluegreen.ops.watchsteps import Hold as Hold  # planned here
-from bluegreen.ops.watchsteps import Verify as Verify
+from bluegreen.ops.plansteps import Boot as Boot  # the steps, planned here
+from bluegreen.ops.plansteps import CanarySpec as CanarySpec
+from bluegreen.ops.plansteps import Finish as Finish
+from bluegreen.ops.plansteps import Hold as Hold
+from bluegreen.ops.plansteps import Hook as Hook
+from bluegreen.ops.plansteps import Step as Step
+from bluegreen.ops.plansteps import Switch as Switch
+from bluegreen.ops.plansteps import Upload as Upload
+from bluegreen.ops.plansteps import Verify as Verify
 from bluegreen.state import HostState
 
 
@@ -43,137 +49,6 @@ class HostPlan:
         return {"host": self.host, "action": self.action.value, "slot": self.slot,
                 "version": self.version, "old_slot": self.old_slot,
                 "old_version": self.old_version, "retire": self.retire}
-
-
-# ----------------------------------------------------------------------------- steps
-
-
-@dataclass(frozen=True)
-class Upload:
-    """Env file and artifact to every host that lacks the release."""
-
-    version: str
-    hosts: tuple[str, ...]
-    env_hosts: tuple[str, ...]
-
-    def describe(self, config: Config) -> str:
-        env = (f"env file to shared/env (0600) on {_names(self.env_hosts)}, where it changed"
-               if self.env_hosts else "")
-        if not self.hosts:
-            return env
-        return f"upload release {self.version} to {_names(self.hosts)}" + (f"; {env}" if env
-                                                                            else "")
-
-
-@dataclass(frozen=True)
-class Boot:
-    """Stop what runs in the slot, point it at the release, start it, health-gate it; at
-    most ``batch`` hosts at a time (``boot_limit``)."""
-
-    version: str
-    slots: Mapping[str, str]  # host -> slot
-    extract: tuple[str, ...]  # hosts that extract the uploaded tarball first
-    batch: int
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(self.slots)
-
-    def describe(self, config: Config) -> str:
-        h = config.health
-        gate = (f"GET {h.path} until {h.expect} x{h.successes} ({h.deadline:g}s at most)")
-        per = _per_slot(self.slots, config)
-        batch = f", {self.batch} host(s) at a time" if self.batch < len(self.slots) else ""
-        return f"start {self.version} in {per}; health gate: {gate}{batch}"
-
-
-@dataclass(frozen=True)
-class Hook:
-    point: str
-    command: str
-    hosts: tuple[str, ...]
-
-    def describe(self, config: Config) -> str:
-        where = ("the controller" if self.command.startswith("local:")
-                 else "the first host" if self.command == "migrate" else _names(self.hosts))
-        return f"hook {self.point}: {self.command} (on {where})"
-
-
-@dataclass(frozen=True)
-class Switch:
-    """Two-phase nginx switch of every listed host: stage + test everywhere, then reload
-    and confirm each; any failure restores every host."""
-
-    slots: Mapping[str, str]  # host -> slot it switches to
-    versions: Mapping[str, str]
-    # Load-balancer tier: nginx runs on these hosts only, and each one's upstream lists
-    # every app host's live slot (``fleet``: every planned host -> its slot afterwards).
-    lbs: tuple[str, ...] = ()
-    fleet: Mapping[str, str] = field(default_factory=dict)
-    canary: CanarySpec | None = None
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(self.slots)
-
-    def describe(self, config: Config) -> str:
-        where = f" on load balancers {_names(self.lbs)}" if self.lbs else ""
-        if self.canary is not None:
-            sticky = ", sticky per client address" if self.canary.sticky else ""
-            return (f"canary: nginx{where} sends {self.canary.percent}% of new requests to"
-                    f" {_per_slot(self.slots, config)}{sticky}, the rest to"
-                    f" {_per_slot(self.canary.old, config)}: stage,"
-                    f" {config.nginx.test_command}, reload, confirm through nginx")
-        reach = "; every load balancer reaches each new slot first" if self.lbs else ""
-        return (f"switch nginx{where} to {_per_slot(self.slots, config)}{reach}: stage,"
-                f" {config.nginx.test_command}, reload, confirm through nginx")
-
-
-@dataclass(frozen=True)
-class Finish:
-    """Record the state, wait for nginx's old workers, retire old slots, prune."""
-
-    slots: Mapping[str, str]  # host -> live slot after the operation
-    versions: Mapping[str, str]
-    retire: Mapping[str, str]  # host -> slot to stop
-    prune: bool
-    lbs: tuple[str, ...] = ()  # nginx's old workers are drained there, not on the app hosts
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        return tuple(self.slots)
-
-    def describe(self, config: Config) -> str:
-        out = "record state"
-        if self.retire:
-            where = f" on {_names(self.lbs)}" if self.lbs else ""
-            sockets = ("" if self.lbs else
-                       f", open sockets {config.switch.socket_grace:g}s, then a graceful stop")
-            out += (f"; wait for nginx's old workers{where}"
-                    f" (<= {config.switch.drain_timeout:g}s{sockets});"
-                    f" stop {_per_slot(self.retire, config, ports=False)}")
-        if self.prune:
-            out += f"; prune releases beyond {config.app.keep_releases}"
-        return out
-
-
-Step = Upload | Boot | Hook | Switch | Verify | Hold | Finish
-
-
-def _names(hosts: tuple[str, ...]) -> str:
-    return ", ".join(hosts) if len(hosts) <= 4 else f"{len(hosts)} hosts"
-
-
-def _per_slot(slots: Mapping[str, str], config: Config, *, ports: bool = True) -> str:
-    groups: dict[str, list[str]] = {}
-    for host, slot in slots.items():
-        groups.setdefault(slot, []).append(host)
-    parts = []
-    for slot, hosts in groups.items():
-        port = f" (:{config.slots[slot]})" if ports else ""
-        where = "" if len(groups) == 1 and len(slots) == 1 else f" on {_names(tuple(hosts))}"
-        parts.append(f"{slot}{port}{where}")
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -218,7 +93,7 @@ class HostFacts:
 
 
 def plan_deploy(config: Config, facts: Mapping[str, HostFacts], version: str, *,
-                sha256: str, retire: bool, boot_batch: int, lbs: tuple[str, ...] = (),
+                sha256: str, retire: bool, boot_batch: int, front: tuple[str, ...] = (),
                 verify: bool = True) -> Plan:
     """Goal: ``version`` live on every host. Per host: nothing, switch only, or ship;
     with ``[verify] window`` (and ``verify``), a verification window after the switch."""
@@ -239,11 +114,11 @@ def plan_deploy(config: Config, facts: Mapping[str, HostFacts], version: str, *,
             slot = s.idle
         hosts.append(_host_plan(name, s, action, slot, version, retire))
     return _assemble(config, "deploy", version, hosts, boot_batch=boot_batch, prune=True,
-                     lbs=lbs, window=config.verify.window if verify else 0.0)
+                     front=front, window=config.verify.window if verify else 0.0)
 
 
 def plan_switch(config: Config, facts: Mapping[str, HostFacts], *, to: str | None,
-                retire: bool, boot_batch: int, lbs: tuple[str, ...] = ()) -> Plan:
+                retire: bool, boot_batch: int, front: tuple[str, ...] = ()) -> Plan:
     """Goal: traffic on slot ``to`` (default: the idle slot, when hosts agree on one)."""
     states = {n: f.state for n, f in facts.items()}
     if all(s.live is None for s in states.values()):
@@ -277,11 +152,11 @@ def plan_switch(config: Config, facts: Mapping[str, HostFacts], *, to: str | Non
         raise BgError(f"{to} is already live ({live.live_version})")
     label = versions.pop() if len(versions) == 1 else "mixed"
     return _assemble(config, "switch", label, hosts, boot_batch=boot_batch, prune=False,
-                     lbs=lbs)
+                     front=front)
 
 
 def plan_rollback(config: Config, facts: Mapping[str, HostFacts], *, retire: bool,
-                  boot_batch: int, lbs: tuple[str, ...] = ()) -> Plan:
+                  boot_batch: int, front: tuple[str, ...] = ()) -> Plan:
     """Goal: every host back on the release live before its current one."""
     states = {n: f.state for n, f in facts.items()}
     if all(s.live is None for s in states.values()):
@@ -310,7 +185,7 @@ def plan_rollback(config: Config, facts: Mapping[str, HostFacts], *, retire: boo
                                 s.previous, retire))
     version = hosts[0].version
     return _assemble(config, "rollback", version, hosts, boot_batch=boot_batch, prune=False,
-                     lbs=lbs)
+                     front=front)
 
 
 def _host_plan(name: str, s: HostState, action: Action, slot: str, version: str,
@@ -324,7 +199,7 @@ def _host_plan(name: str, s: HostState, action: Action, slot: str, version: str,
 
 
 def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan], *,
-              boot_batch: int, prune: bool, lbs: tuple[str, ...] = (),
+              boot_batch: int, prune: bool, front: tuple[str, ...] = (),
               window: float = 0.0) -> Plan:
     acting = [h for h in hosts if h.action is not Action.NOTHING]
     booting = [h for h in acting if h.action in (Action.START, Action.SHIP)]
@@ -349,21 +224,21 @@ def _assemble(config: Config, operation: str, version: str, hosts: list[HostPlan
         for cmd in config.hooks.before_switch:
             steps.append(Hook("before_switch", cmd, switching))
         steps.append(Switch(slots={h.host: h.slot for h in acting},
-                            versions={h.host: h.version for h in acting}, lbs=lbs,
-                            fleet={h.host: h.slot for h in hosts} if lbs else {}))
+                            versions={h.host: h.version for h in acting}, front=front,
+                            fleet={h.host: h.slot for h in hosts}))
         for cmd in config.hooks.after_switch:
             steps.append(Hook("after_switch", cmd, switching))
         back = {h.host: h.old_slot for h in acting if h.old_slot and h.old_slot != h.slot}
         if window > 0 and back:  # a first deploy has nothing to go back to
             steps.append(Verify(window, {h: s for h, s in
                                          ((h.host, h.slot) for h in acting) if h in back},
-                                back, lbs))
+                                back, front))
         steps.append(Finish(
             slots={h.host: h.slot for h in acting},
             versions={h.host: h.version for h in acting},
             retire={h.host: h.retire for h in acting if h.retire},
             prune=prune,
-            lbs=lbs,
+            front=front,
         ))
         if operation == "deploy":
             for cmd in config.hooks.after_deploy:

@@ -32,7 +32,7 @@ def promote(ctx: Context) -> OperationResult:
         facts = _facts(ctx, session.states, session.observed, lambda s: {slot})
         plan = plan_switch(ctx.config, facts, to=slot, retire=ctx.should_retire,
                            boot_batch=ctx.target.boot_batch(len(ctx.hosts)),
-                           lbs=ctx.target.lbs)
+                           front=ctx.tier.names)
         result = execute(ctx, session, replace(plan, operation="promote"), None)
     return counted(ctx, result)
 

@@ -105,7 +105,7 @@ def plan_host(ctx: Context, host: Host, obs: Observation, *, force: bool, purge:
 
 def remove(ctx: Context, *, purge: bool = False, force: bool = False, dry_run: bool = False
            ) -> OperationResult | RemovePlan:
-    if ctx.lbs:
+    if ctx.tier.hosts:  # nginx on hosts of its own
         raise ConfigError("bg remove does not handle a target with load balancers yet",
                           hint="remove the app's upstream from the load balancers by hand")
     started = time.monotonic()

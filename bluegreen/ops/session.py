@@ -10,11 +10,10 @@ reach the host before the next step starts without costing a round trip.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bluegreen import asroot, nginx
+from bluegreen import nginx
 from bluegreen import state as st
 from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
 from bluegreen.facts.drain import drain_noted_script
@@ -23,6 +22,7 @@ from bluegreen.host import CommandResult, Host, check
 from bluegreen.journal import Journal
 from bluegreen.lock import Locks, describe_holder, release_script
 from bluegreen.ops import lbtier
+from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.releases import clean_uploads_script, layout_script
@@ -39,8 +39,7 @@ def observation_script(ctx: Context, marker: str, version: str | None, *,
         upstream_file=files.live, backup_file=files.backup,
         alive_scripts=alive,
         version=version,
-        nginx_test=(asroot.command(ctx.config.nginx.test_command)
-                    if nginx_test and not ctx.lbs else None),
+        nginx_test=ctx.tier.app_nginx_test(ctx) if nginx_test else None,
         leftover_scripts={slot: leftover_script(alive[slot], ctx.paths.pid(slot), port,
                                                 ctx.paths.root, slot)
                           for slot, port in ctx.config.slots.items()} if leftovers else None,
@@ -59,11 +58,9 @@ def observe(ctx: Context, version: str | None = None) -> dict[str, tuple[st.Host
         return _parse_state(host, ctx, obs.state_raw), obs
 
     observed = ctx.each(one, "reading state")
-    if ctx.lbs:
-        served = lbtier.served_upstreams(ctx, lbtier.observe(ctx))
-        observed = {n: (state, replace(obs, upstream=served.get(n), backup=None))
-                    for n, (state, obs) in observed.items()}
-    return observed
+    served = ctx.tier.served(ctx, ctx.tier.observe(ctx),
+                             {n: obs for n, (_, obs) in observed.items()})
+    return {n: (state, served[n]) for n, (state, _) in observed.items()}
 
 
 def _parse_state(host: Host, ctx: Context, raw: str) -> st.HostState:
@@ -92,7 +89,7 @@ class Session:
     # -------------------------------------------------------------------- enter / exit
 
     def __enter__(self) -> Session:
-        everywhere = [*self.ctx.hosts, *self.ctx.lbs]
+        everywhere = [*self.ctx.hosts, *self.ctx.tier.hosts]
         self.journals = {h.name: Journal(h, self.ctx.paths, self.op) for h in everywhere}
         begun = st.now_iso()  # `bg history` times the operation from here
         try:
@@ -119,12 +116,12 @@ class Session:
         paths = self.ctx.paths
         marker = new_marker()
         # Holding the lock, nothing staged by an earlier operation can still be committed.
-        discard = nginx.discard_staged_script(self.ctx.config)
-        if host in self.ctx.lbs:
-            tail = lines(discard, lbtier.observation_script(self.ctx, marker,
-                                                            nginx_test=self.nginx_test))
+        nginx_only = host in self.ctx.tier.hosts
+        if nginx_only:
+            tail = self.ctx.tier.lock_tail(self.ctx, marker, nginx_test=self.nginx_test)
         else:
-            tail = lines(layout_script(paths), discard, clean_uploads_script(paths),
+            tail = lines(layout_script(paths), nginx.discard_staged_script(self.ctx.config),
+                         clean_uploads_script(paths),
                          observation_script(self.ctx, marker, self.version,
                                             nginx_test=self.nginx_test))
         result, dead = self._locks.take(host, tail)
@@ -137,7 +134,7 @@ class Session:
                 interrupted=str(dead.get("command", "?")))
         obs = parse_observation(result.stdout, marker)
         self.observed[host.name] = obs
-        if host not in self.ctx.lbs:
+        if not nginx_only:
             self.recorded[host.name] = _parse_state(host, self.ctx, obs.state_raw)
 
     def _refuse_broken_nginx(self) -> None:
@@ -153,12 +150,10 @@ class Session:
     def _reconcile(self) -> None:
         """Each app host's recorded state against what nginx serves it: its own upstream
         file, or behind load balancers, what they list for it."""
-        served = lbtier.served_upstreams(self.ctx, self.observed) if self.ctx.lbs else {}
+        served = self.ctx.tier.served(self.ctx, self.observed,
+                                      {n: self.observed[n] for n in self.recorded})
         for name, recorded in self.recorded.items():
-            obs = self.observed[name]
-            if self.ctx.lbs:
-                obs = replace(obs, upstream=served.get(name), backup=None)
-            rec = reconcile(self.ctx.config, recorded, obs)
+            rec = reconcile(self.ctx.config, recorded, served[name])
             self.states[name] = rec.state
             self.notes[name] = rec.notes
             for n in rec.notes:
@@ -166,8 +161,7 @@ class Session:
 
     def _recover(self) -> int:
         """Undo switches an interrupted operation left staged or half done."""
-        # Behind load balancers only they run nginx: an app host's files are not nginx's.
-        hosts = [h for h in (self.ctx.lbs or self.ctx.hosts)
+        hosts = [h for h in self.ctx.tier.nginx_hosts(self.ctx.hosts)
                  if self.observed.get(h.name) and self.observed[h.name].backup is not None]
         if not hosts:
             return 0
@@ -230,12 +224,12 @@ class Session:
                 journal.record(step, outcome, **detail)
 
     def host(self, name: str) -> Host:
-        return next(h for h in (*self.ctx.hosts, *self.ctx.lbs) if h.name == name)
+        return next(h for h in (*self.ctx.hosts, *self.ctx.tier.hosts) if h.name == name)
 
     def hosts(self, names: Mapping[str, object] | tuple[str, ...]) -> list[Host]:
-        """The named app hosts and load balancers."""
+        """The named app hosts and nginx hosts, in that order."""
         wanted = set(names)
-        return [h for h in (*self.ctx.hosts, *self.ctx.lbs) if h.name in wanted]
+        return [h for h in (*self.ctx.hosts, *self.ctx.tier.hosts) if h.name in wanted]
 
     def common_live(self) -> tuple[str | None, st.HostState]:
         """The live slot all hosts agree on (for operations that need one, e.g. migrate)."""

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bluegreen import nginx
+from bluegreen.config import Config
 from bluegreen.errors import BgError, HostFailures, SlotDiedError, SwitchError
 from bluegreen.health import healthy_now
-from bluegreen.host import Host, check
-from bluegreen.ops import lbtier
+from bluegreen.host import CommandResult, Host, check
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Switch
 from bluegreen.ops.progress import FailpointFn, Progress
@@ -20,95 +20,133 @@ from bluegreen.shell import lines
 
 def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
            failpoint: FailpointFn) -> None:
-    """Two-phase nginx switch of every host of the step (or of every load balancer in
-    front of them); all or nothing."""
-    config = ctx.config
-    prepared: list[Host] = []
-    reloaded: list[Host] = []
-    # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
-    if step.canary is not None:
-        from bluegreen.ops import canary
+    """Two-phase nginx switch of every host of the step (on every nginx host that serves
+    them); all or nothing: prepare every host, commit each, restore all on any failure."""
+    run = _Switching(ctx, session, step, progress)
+    session.record("switch", "intent", (*step.hosts, *step.front), slots=dict(step.slots))
+    ctx.tier.before_stage(ctx, step, run.nginx_hosts)
+    run.prepare_all(failpoint)
+    run.commit_all(failpoint)
+    progress.switched = True
+    session.record("switch", "ok", (*step.hosts, *step.front), slots=dict(step.slots))
 
-        rendered = canary.render(ctx, step, session.observed)
-    elif step.lbs:
-        shared = lbtier.render(ctx, step.fleet, step.versions, session.observed)
-        rendered = dict.fromkeys(step.lbs, shared)
-    else:
-        rendered = {h: (nginx.render_upstream(config, slot=slot, version=step.versions[h]), slot)
-                    for h, slot in step.slots.items()}
-    nginx_hosts = session.hosts(tuple(rendered))
 
-    def do_prepare(host: Host) -> None:
-        content = rendered[host.name][0]
-        prepared.append(host)
-        if host.name in progress.staged:
+class _Switching:
+    """One switch's nginx hosts and what it did to each so far (what a restore undoes)."""
+
+    def __init__(self, ctx: Context, session: Session, step: Switch,
+                 progress: Progress) -> None:
+        self.ctx, self.config, self.session = ctx, ctx.config, session
+        self.step, self.progress = step, progress
+        # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
+        if step.canary is not None:
+            from bluegreen.ops import canary
+
+            self.rendered = canary.render(ctx, step, session.observed)
+        else:
+            self.rendered = ctx.tier.render(ctx, step, session.observed)
+        self.nginx_hosts = session.hosts(tuple(self.rendered))
+        # One nginx host has nothing to be all-or-nothing with: its stage and test ride the
+        # round trip that reloads (the script stops before the reload when the test fails).
+        self.merged = (len(self.nginx_hosts) == 1
+                       and self.nginx_hosts[0].name not in progress.staged)
+        self.prepared: list[Host] = []
+        self.reloaded: list[Host] = []
+        self.rejected: list[str] = []
+        self.masters: dict[str, str] = {}  # how each host's nginx master was found (drain)
+
+    # ------------------------------------------------------------------ prepare
+
+    def prepare_all(self, failpoint: FailpointFn) -> None:
+        """Stage and test the new upstream on every nginx host; any failure restores all."""
+        label = slots_label(self.step.slots)
+        with contextlib.nullcontext() if self.merged else self.ctx.step(
+                f"nginx test (stage upstream -> {label})"):
+            try:
+                if not self.merged:
+                    self.ctx.each(self.prepare_one, "nginx test", self.nginx_hosts)
+                failpoint("staged")
+            except BaseException as exc:
+                restored = self.restore_all([])
+                if isinstance(exc, BgError):
+                    exc.detail += restored
+                self.session.record("switch", "aborted", self.step.hosts, reason="nginx test")
+                raise
+
+    def prepare_one(self, host: Host) -> None:
+        self.prepared.append(host)
+        if host.name in self.progress.staged:
             return  # staged and tested in the round trip that started its slot
-        result = session.run(host, nginx.stage_script(config, content))
-        nginx.raise_if_rejected(result, host.name, config)
+        content = self.rendered[host.name][0]
+        result = self.session.run(host, nginx.stage_script(self.config, content))
+        nginx.raise_if_rejected(result, host.name, self.config)
         check(result, "staging the nginx upstream", host)
-        progress.staged.add(host.name)
-        progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name, config)
+        self.progress.staged.add(host.name)
+        self.progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name,
+                                                             self.config)
 
-    def abort(reload_too: list[Host]) -> str:
-        undo = nginx.abort_script(config)
-        if reload_too:
-            progress.abandoned = {}
+    # ------------------------------------------------------------------ commit
 
-        def one(host: Host) -> None:
-            reload = nginx.reload_script(config) if host in reload_too else ""
-            result = check(session.run(host, lines(undo, reload)),
-                           "restoring the previous nginx upstream", host)
-            if reload and progress.abandoned is not None:
-                progress.abandoned[host.name] = nginx.parse_old_workers(result.stdout)
+    def commit_all(self, failpoint: FailpointFn) -> None:
+        """Reload and confirm each nginx host; any failure restores every one."""
+        title = f"switch nginx -> {slots_label(self.step.slots)} (reload, confirm)"
+        with self.ctx.step(("stage, nginx test, " if self.merged else "") + title) as note:
+            try:
+                self.ctx.each(self.commit_one, "switch", self.nginx_hosts)
+                failpoint("reloaded")
+                found = sorted(set(self.masters.values()))
+                note.append("nginx master found by " + ", ".join(found)
+                            if nginx.METHOD_NONE not in found
+                            else "nginx master NOT found on some hosts: their drain waits"
+                            " for the old slot's port to go quiet")
+            except BaseException as exc:
+                restored = self.restore_all(self.reloaded)
+                if self.rejected and not self.reloaded:
+                    self.session.record("switch", "aborted", self.step.hosts,
+                                        reason="nginx test")
+                else:
+                    self.session.record("switch", "restored", self.step.hosts)
+                if isinstance(exc, BgError):
+                    exc.detail += restored
+                raise
 
+    def commit_one(self, host: Host) -> None:
+        # Any failure here (a reload that fails, a dropped connection) means this host's
+        # switch failed: one kind of error per host keeps every host's outcome together.
         try:
-            ctx.each(one, "restore", list(prepared))
-        except HostFailures as exc:
-            return f"\nNOT RESTORED, check by hand: {exc.message}"
-        return ""
-
-    session.record("switch", "intent", (*step.hosts, *step.lbs), slots=dict(step.slots))
-    if step.lbs:
-        lbtier.check_reach(ctx, step.slots, nginx_hosts)
-    # One nginx host has nothing to be all-or-nothing with: its stage and test ride the
-    # round trip that reloads (the script stops before the reload when the test fails).
-    merged = len(nginx_hosts) == 1 and nginx_hosts[0].name not in progress.staged
-    rejected: list[str] = []
-    with contextlib.nullcontext() if merged else ctx.step(
-            f"nginx test (stage upstream -> {slots_label(step.slots)})"):
-        try:
-            if not merged:
-                ctx.each(do_prepare, "nginx test", nginx_hosts)
-            failpoint("staged")
-        except BaseException as exc:
-            if isinstance(exc, BgError):
-                exc.detail += abort([])
-            else:
-                abort([])
-            session.record("switch", "aborted", step.hosts, reason="nginx test")
-            raise
-
-    def commit_one(host: Host) -> None:
-        slot = rendered[host.name][1]
-        script = nginx.commit_script(config)
-        if merged:
-            prepared.append(host)
-            script = lines(nginx.stage_script(config, rendered[host.name][0]), script)
-        reloaded.append(host)  # a connection lost mid-reload may have reloaded: undo it too
-        result = session.run(host, script)
-        if not result.ok:
-            reloaded.remove(host)  # the reload failed: nginx kept its old configuration
-        try:
-            nginx.raise_if_rejected(result, host.name, config)
+            self._reload(host)
+            self._confirm(host)
         except SwitchError:
-            rejected.append(host.name)
             raise
+        except BgError as exc:
+            raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
+
+    def _reload(self, host: Host) -> None:
+        config, progress = self.config, self.progress
+        script = nginx.commit_script(config)
+        if self.merged:
+            self.prepared.append(host)
+            script = lines(nginx.stage_script(config, self.rendered[host.name][0]), script)
+        self.reloaded.append(host)  # a connection lost mid-reload may have reloaded: undo it
+        result = self.session.run(host, script)
+        if not result.ok:
+            self.reloaded.remove(host)  # the reload failed: nginx kept its old configuration
+        if self.merged:
+            try:
+                nginx.raise_if_rejected(result, host.name, config)
+            except SwitchError:
+                self.rejected.append(host.name)
+                raise
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
         progress.old_workers[host.name] = nginx.parse_old_workers(result.stdout)
-        masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
-        if merged:  # staged and tested in this round trip: its layout came with it
+        self.masters[host.name] = nginx.method_name(nginx.parse_master(result.stdout)[1])
+        if self.merged:  # staged and tested in this round trip: its layout came with it
             progress.layouts[host.name] = nginx.read_layout(result.stdout, host.name, config)
-        conf = nginx.confirm(host, config, slot, layout=progress.layouts.get(host.name))
+
+    def _confirm(self, host: Host) -> None:
+        slot = self.rendered[host.name][1]
+        conf = nginx.confirm(host, self.config, slot,
+                             layout=self.progress.layouts.get(host.name))
         if not conf.ok:
             raise SwitchError(
                 f"{host.name}: nginx did not send traffic to {slot} after the reload"
@@ -116,38 +154,28 @@ def switch(ctx: Context, session: Session, step: Switch, progress: Progress,
                 detail=conf.detail,
             )
 
-    def do_commit(host: Host) -> None:
-        # Any failure here (a reload that fails, a dropped connection) means this host's
-        # switch failed: one kind of error per host keeps every host's outcome together.
-        try:
-            commit_one(host)
-        except SwitchError:
-            raise
-        except BgError as exc:
-            raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
+    # ------------------------------------------------------------------ restore
 
-    masters: dict[str, str] = {}  # how each host's nginx master was found (for the drain)
-    title = f"switch nginx -> {slots_label(step.slots)} (reload, confirm)"
-    with ctx.step(("stage, nginx test, " if merged else "") + title) as note:
+    def restore_all(self, reload_too: list[Host]) -> str:
+        """The previous upstream back on every host prepared (reloading those that
+        reloaded); what could not be restored, as a note for the error's detail."""
+        undo = nginx.abort_script(self.config)
+        progress = self.progress
+        if reload_too:
+            progress.abandoned = {}
+
+        def one(host: Host) -> None:
+            reload = nginx.reload_script(self.config) if host in reload_too else ""
+            result = check(self.session.run(host, lines(undo, reload)),
+                           "restoring the previous nginx upstream", host)
+            if reload and progress.abandoned is not None:
+                progress.abandoned[host.name] = nginx.parse_old_workers(result.stdout)
+
         try:
-            ctx.each(do_commit, "switch", nginx_hosts)
-            failpoint("reloaded")
-            found = sorted(set(masters.values()))
-            note.append("nginx master found by " + ", ".join(found)
-                        if nginx.METHOD_NONE not in found
-                        else "nginx master NOT found on some hosts: their drain waits for"
-                        " the old slot's port to go quiet")
-        except BaseException as exc:
-            restored = abort(reloaded)
-            if rejected and not reloaded:
-                session.record("switch", "aborted", step.hosts, reason="nginx test")
-            else:
-                session.record("switch", "restored", step.hosts)
-            if isinstance(exc, BgError):
-                exc.detail += restored
-            raise
-    progress.switched = True
-    session.record("switch", "ok", (*step.hosts, *step.lbs), slots=dict(step.slots))
+            self.ctx.each(one, "restore", list(self.prepared))
+        except HostFailures as exc:
+            return f"\nNOT RESTORED, check by hand: {exc.message}"
+        return ""
 
 
 def slots_label(slots: Mapping[str, str]) -> str:

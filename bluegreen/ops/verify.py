@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,7 +22,6 @@ from bluegreen import accesslog
 from bluegreen.errors import BgError, VerifyError
 from bluegreen.facts.check import dump_command
 from bluegreen.host import Host
-from bluegreen.nginx import Server
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Verify
 from bluegreen.ops.session import Session
@@ -78,24 +76,13 @@ class Window:
                        seconds=time.monotonic() - self.started if self.started else 0.0)
 
 
-def _nginx_hosts(session: Session, step: Verify) -> list[Host]:
-    return session.hosts(step.lbs) if step.lbs else session.hosts(step.hosts)
-
-
-def _addresses(ctx: Context, step: Verify, host: str, slots: Mapping[str, str]) -> list[str]:
-    """How nginx on ``host`` names the given slots in ``$upstream_addr``."""
-    if not step.lbs:
-        return [f"127.0.0.1:{ctx.config.slots[slots[host]]}"] if host in slots else []
-    out = []
-    for app_host, slot in slots.items():
-        server = Server(ctx.target.address_of(app_host), ctx.config.slots[slot], app_host)
-        out.append(f"{server.to_template()['address']}:{server.port}")
-    return out
+def _nginx_hosts(ctx: Context, session: Session, step: Verify) -> list[Host]:
+    return session.hosts(ctx.tier.nginx_names(step.hosts))
 
 
 def begin(ctx: Context, session: Session, step: Verify) -> Window:
     """Before the switch: the log's length on every nginx host (one round trip each)."""
-    hosts = _nginx_hosts(session, step)
+    hosts = _nginx_hosts(ctx, session, step)
     path = ctx.config.verify.log_path(ctx.config.app.root)
     script = accesslog.begin_script(path, dump_command(ctx.config.nginx.test_command))
 
@@ -120,8 +107,8 @@ def _read(ctx: Context, window: Window, host: Host) -> None:
     step = window.step
     script = accesslog.count_script(
         ctx.config.verify.log_path(ctx.config.app.root), offset,
-        new=_addresses(ctx, step, host.name, step.slots),
-        old=_addresses(ctx, step, host.name, step.old),
+        new=ctx.tier.addresses(ctx, host.name, step.slots),
+        old=ctx.tier.addresses(ctx, host.name, step.old),
         mode="canary" if step.canary else "all")
     count = accesslog.parse_count(host.run(script).stdout)
     if count is None:  # the file is gone: nginx no longer writes it here
@@ -193,7 +180,7 @@ def watch(ctx: Context, session: Session, step: Verify, window: Window) -> Figur
         note.append(figures.line())
         if figures.requests < v.min_requests:
             note.append(f"judged by probes: fewer than {v.min_requests} requests")
-    session.record("verify", "ok", (*step.hosts, *step.lbs), **figures.to_json())
+    session.record("verify", "ok", (*step.hosts, *step.front), **figures.to_json())
     return figures
 
 
@@ -206,7 +193,7 @@ def settle(ctx: Context, session: Session, window: Window, error: VerifyError) -
         error.attach(exc)
     figures = replace(window.figures(), seconds=time.monotonic() - window.started)
     step = window.step
-    session.record("verify", "failed", (*step.hosts, *step.lbs), reason=error.message,
+    session.record("verify", "failed", (*step.hosts, *step.front), reason=error.message,
                    **figures.to_json())
     slots = sorted(set(step.slots.values()))
     error.message += (f"; {figures.line()} until traffic went back to"

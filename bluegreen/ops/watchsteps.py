@@ -34,7 +34,7 @@ class Verify:
     window: float
     slots: Mapping[str, str]
     old: Mapping[str, str]
-    lbs: tuple[str, ...] = ()
+    front: tuple[str, ...] = ()  # the load balancers nginx runs on (empty: the app hosts)
     canary: bool = False  # judge only the requests the new slots served (a canary)
 
     @property
@@ -43,7 +43,7 @@ class Verify:
 
     def describe(self, config: Config) -> str:
         v = config.verify
-        where = f" on {_names(self.lbs)}" if self.lbs else ""
+        where = f" on {_names(self.front)}" if self.front else ""
         paths = ", ".join(v.paths or (config.health.path,))
         return (f"verify for {self.window:g}s: nginx's log{where} of the new slots' requests"
                 f" (switch back above {v.max_error_rate:.2%} failed of >= {v.min_requests}),"
@@ -58,7 +58,7 @@ class Hold:
     slots: Mapping[str, str]
     watch: float
     promote: bool  # the steps after this one promote the canary when the watch passed
-    lbs: tuple[str, ...] = ()
+    front: tuple[str, ...] = ()  # the load balancers nginx runs on (empty: the app hosts)
 
     @property
     def hosts(self) -> tuple[str, ...]:
