@@ -12,13 +12,13 @@ from bluegreen.config import Config
 from bluegreen.facts import check, drain, hooks, retire, upstream
 from bluegreen.facts.observe import observe_script
 from bluegreen.host import Host
+from bluegreen.journal import Journal
 from bluegreen.layout import Layout
+from bluegreen.lock import lock_script
 from bluegreen.runners.base import leftover_script, stop_pid_script
 from bluegreen.runners.command import CommandRunner
 from bluegreen.runners.elixir import ElixirRunner, cookie_script
 from bluegreen.runners.systemd import SystemdRunner
-from bluegreen.journal import Journal
-from bluegreen.lock import lock_script
 from bluegreen.state import HostState, write_state_script
 
 MARKER = "@@bg-0123456789abcdef"

@@ -27,8 +27,6 @@ from bluegreen import accesslog, nginx
 from bluegreen.errors import BgError, ConfigError, StateError
 from bluegreen.facts.observe import Observation
 from bluegreen.host import Host, check
-from bluegreen.ops import lbtier
-from bluegreen.facts.observe import Observation
 from bluegreen.ops.core import Context, OperationResult
 from bluegreen.ops.plan import (
     Action,

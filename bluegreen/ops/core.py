@@ -12,15 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bluegreen.config import Config, TargetConfig
 from bluegreen.errors import BgError, ConfigError, HostFailures
 from bluegreen.host import Host, LocalHost
 from bluegreen.layout import Layout
-from bluegreen.results import HostOutcome, OperationResult, StepTiming
-from bluegreen.runners import BIND_ALL, BIND_LOOPBACK, Runner, runner_for
 from bluegreen.ops.tier import NginxTier, open_tier
+from bluegreen.results import HostOutcome, OperationResult, StepTiming
 from bluegreen.runners import Runner, runner_for
 
 T = TypeVar("T")

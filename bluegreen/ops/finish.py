@@ -8,8 +8,14 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from bluegreen import nginx
-from bluegreen.facts.drain import drain_noted_script
 from bluegreen.errors import SlotDiedError
+from bluegreen.facts.drain import drain_noted_script
+from bluegreen.facts.retire import (
+    LEFT_RUNNING,
+    read_retire,
+    retire_drain_script,
+    stop_while_alive,
+)
 from bluegreen.host import Host, check
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Finish
@@ -17,12 +23,6 @@ from bluegreen.ops.progress import Progress
 from bluegreen.ops.session import Session
 from bluegreen.ops.switch import slots_label as _slots
 from bluegreen.releases import mark_live_script, parse_pruned, prune_script
-from bluegreen.facts.retire import (
-    LEFT_RUNNING,
-    read_retire,
-    retire_drain_script,
-    stop_while_alive,
-)
 from bluegreen.shell import ScriptExit, guard, lines, subshell
 from bluegreen.state import HostState, write_state_script
 

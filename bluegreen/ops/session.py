@@ -15,14 +15,12 @@ from typing import Any
 
 from bluegreen import nginx
 from bluegreen import state as st
-from bluegreen.errors import BgError, ConfigError, HostFailures, StateError
+from bluegreen.errors import ConfigError, StateError
 from bluegreen.facts.drain import drain_noted_script
 from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.journal import Journal
 from bluegreen.lock import Locks, describe_holder, release_script
-from bluegreen.ops import lbtier
-from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.releases import clean_uploads_script, layout_script

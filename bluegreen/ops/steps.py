@@ -22,10 +22,7 @@ from bluegreen.errors import (
 )
 from bluegreen.facts.drain import drain_noted_script, master_discovery_script
 from bluegreen.facts.retire import (
-    LEFT_RUNNING,
-    read_retire,
     retire_drain_script,
-    stop_while_alive,
 )
 from bluegreen.health import wait_healthy
 from bluegreen.host import CommandResult, Host, check
@@ -40,8 +37,6 @@ from bluegreen.releases import (
     receive_script,
     require_script,
 )
-from bluegreen.shell import ScriptExit, guard, lines, subshell
-from bluegreen.state import write_state_script
 from bluegreen.shell import ScriptExit, lines, subshell
 
 if TYPE_CHECKING:  # a switch or rollback never reads a tarball

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bluegreen import nginx
-from bluegreen.config import Config
 from bluegreen.errors import BgError, HostFailures, SlotDiedError, SwitchError
 from bluegreen.health import healthy_now
-from bluegreen.host import CommandResult, Host, check
+from bluegreen.host import Host, check
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Switch
 from bluegreen.ops.progress import FailpointFn, Progress

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bluegreen import asroot, nginx
-from bluegreen.host import CommandResult, Host
 from bluegreen.facts.observe import Observation
+from bluegreen.host import CommandResult, Host
 from bluegreen.runners import BIND_LOOPBACK
 
 if TYPE_CHECKING:
