@@ -108,6 +108,12 @@ class Server:
                 "weight": self.weight}
 
 
+def renderer_modules(config: Config) -> tuple[str, ...]:
+    """What rendering the upstream file imports (for ``prefetch``): Jinja2 only for a
+    user's ``[nginx] template``."""
+    return () if config.nginx.template is None else ("jinja2",)
+
+
 def render_upstream(config: Config, *, slot: str, version: str,
                     servers: Sequence[Server] | None = None,
                     canary: Mapping[str, object] | None = None) -> str:
