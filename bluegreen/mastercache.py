@@ -11,9 +11,13 @@ on the switch's critical path. The answer is kept in ``<app.root>/bg/nginx-maste
   nginx, a binary upgrade (a new master) or a reused pid all miss; and ``KEY`` must match
   the config's ``pid_file``, ``test_command`` and ``reload_command``, so pointing bg at
   another nginx misses too. A miss runs the full discovery and writes the file again.
+* and the pid file it was found through (``WHERE``, for the pid_file and nginx -T methods)
+  must still name it: during a binary upgrade the pid file names the new master while the
+  old one still runs, and a changed ``pid`` directive moves the file.
 * the same process that the discovery took for this configuration's master at the time
   is still that master (a master never becomes anything else), so a hit is as good as a
-  fresh discovery. The check reads /proc with shell builtins only: no command is forked.
+  fresh discovery. The check reads /proc and the pid file with shell builtins only: no
+  command is forked.
 
 Any write failure is ignored (e.g. an LB host without the app's directory): the full
 discovery then simply runs every time.
@@ -58,8 +62,9 @@ def cached(config: Config, discovery: str) -> str:
     return f"""{_START}bg_mc_hit=
 if {{ read -r bg_mc_k bg_mc_p bg_mc_s bg_mc_m bg_mc_w < {file}; }} 2>/dev/null \\
    && [ "$bg_mc_k" = {k} ] && [ -n "$bg_mc_s" ]; then
-  bg_mc_start "$bg_mc_p"
-  if [ "$bg_mc_start" = "$bg_mc_s" ]; then
+  bg_mc_start "$bg_mc_p"; bg_mc_f=$bg_mc_p
+  [ -z "$bg_mc_w" ] || {{ read -r bg_mc_f < "$bg_mc_w"; }} 2>/dev/null || bg_mc_f=
+  if [ "$bg_mc_start" = "$bg_mc_s" ] && [ "$bg_mc_f" = "$bg_mc_p" ]; then
     master=$bg_mc_p; method=$bg_mc_m; where=$bg_mc_w
     case "$method" in {unword} esac
     bg_mc_hit=1
