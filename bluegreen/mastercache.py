@@ -63,7 +63,9 @@ def cached(config: Config, discovery: str) -> str:
 if {{ read -r bg_mc_k bg_mc_p bg_mc_s bg_mc_m bg_mc_w < {file}; }} 2>/dev/null \\
    && [ "$bg_mc_k" = {k} ] && [ -n "$bg_mc_s" ]; then
   bg_mc_start "$bg_mc_p"; bg_mc_f=$bg_mc_p
-  [ -z "$bg_mc_w" ] || {{ read -r bg_mc_f < "$bg_mc_w"; }} 2>/dev/null || bg_mc_f=
+  if [ -n "$bg_mc_w" ]; then  # (a pid file without a final newline still counts)
+    bg_mc_f=; {{ read -r bg_mc_f < "$bg_mc_w"; }} 2>/dev/null || :
+  fi
   if [ "$bg_mc_start" = "$bg_mc_s" ] && [ "$bg_mc_f" = "$bg_mc_p" ]; then
     master=$bg_mc_p; method=$bg_mc_m; where=$bg_mc_w
     case "$method" in {unword} esac
