@@ -34,6 +34,11 @@ def bare_reloads(stand: Stand, timeline: Timeline, count: int, *, spacing: float
         pace(started, spacing, settle)
 
 
+# The site logs in bg's format (`access_log ... hello_bg`): the upstream file defines it.
+_LOG_FIELDS = "\\t".join(("$msec", "$status", "$upstream_addr", "$upstream_status",
+                         "$remote_addr", "$request"))
+
+
 def point_nginx_at(stand: Stand, port: int, label: str) -> None:
     """The traditional setup: nginx's upstream is one fixed port (bg is out of the way)."""
     Path(stand.nginx.upstream_file).write_text(textwrap.dedent(f"""\
@@ -48,6 +53,7 @@ def point_nginx_at(stand: Stand, port: int, label: str) -> None:
         map "" ${APP}_version {{
             default "single";
         }}
+        log_format {APP}_bg '{_LOG_FIELDS}';
         """))
     subprocess.run(stand.nginx.argv("-q", "-t"), check=True, capture_output=True)
     subprocess.run(stand.nginx.argv("-s", "reload"), check=True, capture_output=True)

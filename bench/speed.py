@@ -1,8 +1,11 @@
-"""Speed of bg itself, each figure beside its floor, from one run (issue 11).
+"""Speed of bg itself, each figure beside its floor, from one run (issues 11 and 23).
 
-    python bench/speed.py [--runs 5] [--ssh] [--elixir] [--fleet] [--out bench/out]
+    python bench/speed.py [--runs 7] [--ssh] [--elixir] [--fleet] [--out bench/out]
 
-Figures (median of --runs, at least 5):
+Two columns (bench/speed_local.py): ``stock``, the default, is a user's config
+(``pid_file`` at its default, so nginx's master is found through ``nginx -T``, and
+``probe_url`` through the site); ``tuned`` sets ``pid_file`` (issue 11's shape).
+Figures (median of --runs, at least 7; each run beside its floor, in turn):
   start-up     `bg --version`                 vs `python -c pass`
   status       `bg status`, local target       vs `python -c pass`
   switch       `bg switch` to a warm slot      vs the same switch by hand (rewrite the
@@ -25,79 +28,23 @@ the sandbox's namespaces.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-from bluegreen import nginx as bg_nginx
-from bluegreen import tomlwriter
 from bluegreen.config import load
-from bluegreen.sandbox.nginx import NginxServer
 from bluegreen.sandbox.sample import build_sample
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
-ENV.pop("PYTHONDONTWRITEBYTECODE", None)
-TARGETS = {"version": 0.12, "status": 0.2, "switch": 0.3, "deploy": 0.5, "deploy_ssh": 0.8,
-           "commands": 4, "elixir": 1.0, "fleet": 2.0}
+from speed_local import ENV, REPO, SHAPES, bg, log, measure_shapes, run, wall
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return free_port_below() if port >= 32768 else port
-
-
-def free_port_below() -> int:
-    """A free port below the ephemeral range, never one handed out before."""
-    for port in range(21000 + 37 * len(_GIVEN), 32000, 7):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            if port in _GIVEN:
-                continue
-            _GIVEN.add(port)
-            return port
-    raise SystemExit("no free port below 32768")
-
-
-_GIVEN: set[int] = set()
-
-
-def wall(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env or ENV, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
-
-
-def bg(config: Path, *args: str, env: dict[str, str] | None = None
-       ) -> subprocess.CompletedProcess[str]:
-    return run(sys.executable, "-m", "bluegreen", "-c", str(config), *args, env=env)
-
-
-def log(text: str) -> None:
-    print(f"[speed] {text}", file=sys.stderr, flush=True)
+# Issue 23's targets (stock column); the tuned column is held to the same.
+TARGETS = {"version": 0.05, "status": 0.12, "switch": 0.2, "switch_ratio": 8.0,
+           "deploy": 0.4, "deploy_ssh": 0.6, "commands": 4, "elixir": 1.0, "fleet": 2.0}
 
 
 def median(samples: list[float]) -> float:
@@ -111,103 +58,26 @@ def app_boot(workdir: Path, runs: int) -> list[float]:
     return app_boot_samples(workdir, runs, every=0.002)
 
 
-class Local:
-    """A private nginx and the sample app on this machine, driven by the real `bg`."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.listen = free_port_below()
-        blue, green = free_port_below(), free_port_below()
-        while green == blue:
-            green = free_port_below()
-        self.nginx = NginxServer(prefix=workdir / "nginx", listen=f"127.0.0.1:{self.listen}",
-                                 app="hello")
-        self.nginx.render()
-        self.config = workdir / "bluegreen.toml"
-        self.config.write_text(tomlwriter.dumps({
-            "app": {"name": "hello", "root": str(workdir / "srv" / "hello"),
-                    "runner": "command", "command": "bin/server", "stop_timeout": 10},
-            "slots": {"blue": blue, "green": green},
-            "health": {"interval": 0.02, "timeout": 1.0, "deadline": 15.0},
-            "nginx": {"upstream_file": self.nginx.upstream_file,
-                      "test_command": self.nginx.test_command,
-                      "reload_command": self.nginx.reload_command,
-                      "pid_file": self.nginx.pid_file},
-            "switch": {"drain_timeout": 10.0},
-        }))
-        bg(self.config, "setup")
-        self.nginx.start()
-
-    def stop(self) -> None:
-        for pidfile in (self.dir / "srv" / "hello" / "run").glob("*.pid"):
-            with contextlib.suppress(ValueError, OSError):
-                os.killpg(int(pidfile.read_text().strip()), 9)
-        self.nginx.stop()
-
-    def by_hand_switch(self, slot: str) -> float:
-        """The floor: what a switch must do at least, done directly."""
-        config = load(self.config)
-        content = bg_nginx.render_upstream(config, slot=slot, version="x")
-        test = self.nginx.test_command.split()
-        reload = self.nginx.reload_command.split()
-        url = config.nginx.probe_server_url + config.health.path
-        deadline = time.monotonic() + 10
-        started = time.perf_counter()
-        Path(config.nginx.upstream_file).write_text(content)
-        subprocess.run(test, check=True, capture_output=True)
-        subprocess.run(reload, check=True, capture_output=True)
-        with httpx.Client(timeout=2) as client:
-            while client.get(url, headers={"Connection": "close"}).headers.get(
-                    "X-BG-Slot") != slot:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"nginx did not switch to {slot} by hand")
-                time.sleep(0.002)
-        return time.perf_counter() - started
-
-
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     n = args.runs
-    out: dict[str, Any] = {"runs": n}
-    py = [wall(lambda: run(sys.executable, "-c", "pass")) for _ in range(n)]
-    version = [wall(lambda: run(sys.executable, "-m", "bluegreen", "--version"))
-               for _ in range(n)]
-    out["python_pass_s"], out["version_s"] = py, version
-
-    log(f"start-up: python {median(py):.3f} s, bg --version {median(version):.3f} s")
-    local = Local(workdir / "local")
-    try:
-        art = workdir / "art"
-        bg(local.config, "deploy", str(build_sample(art, "1.0.0")))
-        bg(local.config, "deploy", str(build_sample(art, "2.0.0")), "--keep-old")
-        log("local stand deployed")
-        out["status_s"] = [wall(lambda: bg(local.config, "status")) for _ in range(n)]
-        out["switch_s"] = [wall(lambda: bg(local.config, "switch", "--keep-old"))
-                           for _ in range(n)]
-        live = json.loads(bg(local.config, "--json", "status").stdout)["result"]["hosts"][0]
-        log(f"status {median(out['status_s']):.3f} s, switch {median(out['switch_s']):.3f} s")
-        slots = [live["live"], "green" if live["live"] == "blue" else "blue"]
-        out["switch_by_hand_s"] = [local.by_hand_switch(slots[i % 2]) for i in range(n)]
-        local.by_hand_switch(slots[0])  # back to what state.json says is live
-        log(f"by hand {median(out['switch_by_hand_s']):.3f} s")
-        boot = app_boot(workdir, n)
-        log(f"app boot {median(boot):.3f} s")
-        deploys, commands = [], []
-        for i in range(n):
-            artifact = str(build_sample(art, f"3.{i}.0"))
-            started = time.perf_counter()
-            doc = json.loads(bg(local.config, "--json", "deploy", artifact).stdout)
-            deploys.append(time.perf_counter() - started)
-            commands.append(doc["result"]["hosts"][0]["commands"])
-        out["app_boot_s"], out["deploy_local_s"] = boot, deploys
-        out["deploy_local_commands"] = commands
-    finally:
-        local.stop()
+    out: dict[str, Any] = {"runs": n, "python_pass_s": [], "version_s": []}
+    for _ in range(n):  # in turn, so that both see the same machine
+        out["version_s"].append(wall(lambda: run(sys.executable, "-m", "bluegreen",
+                                                 "--version")))
+        out["python_pass_s"].append(wall(lambda: run(sys.executable, "-c", "pass")))
+    log(f"start-up: python {median(out['python_pass_s']):.3f} s,"
+        f" bg --version {median(out['version_s']):.3f} s")
+    out["app_boot_s"] = app_boot(workdir, n)
+    log(f"app boot {median(out['app_boot_s']):.3f} s")
+    out["shapes"] = measure_shapes(n, workdir)
     if args.ssh:
         out.update(measure_ssh(n, workdir))
     if args.elixir:
         out.update(measure_elixir(n, workdir))
     if args.fleet:
         out.update(measure_fleet(n, workdir))
+    if args.controller_cpu:
+        out.update(measure_controller_cpu(args, workdir))
     return out
 
 
@@ -277,20 +147,75 @@ def measure_ssh(n: int, workdir: Path) -> dict[str, Any]:
                 "ssh_connect_and_first_command_s": connect, "ssh_round_trip_s": trips}
 
 
+# ------------------------------------------------------------------------------------
+# Controller CPU per host (issue 23, the SSH part): bg's own CPU in a deploy to 1, 4, 16
+# and 64 sandbox hosts. Filled in by the SSH side of issue 23; `--controller-cpu` runs it,
+# `controller_cpu_rows` prints its table under the main one.
+
+
+def measure_controller_cpu(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Samples for the per-host controller CPU table (key ``controller_cpu``)."""
+    return {}
+
+
+def controller_cpu_rows(m: dict[str, Any]) -> list[str]:
+    """The per-host controller CPU table's lines, printed after the main table."""
+    return []
+
+
+# ------------------------------------------------------------------------------------
+# The table: each figure in both columns, beside its floor.
+
+
+def _row(figure: str, values: dict[str, float], floor_name: str, floors: dict[str, float],
+         target: float | str, met: bool) -> dict[str, Any]:
+    return {"figure": figure, "value": values["stock"], "values": values,
+            "floor_name": floor_name, "floor": floors["stock"], "floors": floors,
+            "ratio": values["stock"] / floors["stock"],
+            "ratios": {k: values[k] / floors[k] for k in values}, "target": target,
+            "met": met}
+
+
 def report(m: dict[str, Any]) -> list[dict[str, Any]]:
     boot = median(m["app_boot_s"])
+    sh = m["shapes"]
+
+    def per(key: str) -> dict[str, float]:
+        return {s: median(sh[s][key]) for s in SHAPES}
+
+    def ratio(key: str, floor: str) -> dict[str, float]:  # pair by pair, then the median
+        return {s: median([a / b for a, b in zip(sh[s][key], sh[s][floor], strict=True)])
+                for s in SHAPES}
+
+    py = median(m["python_pass_s"])
+    version = median(m["version_s"])
+    status, switch, hand = per("status_s"), per("switch_s"), per("switch_by_hand_s")
+    switch_ratio = ratio("switch_s", "switch_by_hand_s")
+    deploy = {s: v - boot for s, v in per("deploy_local_s").items()}
+    commands = {s: float(median(sh[s]["deploy_local_commands"])) for s in SHAPES}
     rows = [
-        ("bg --version", median(m["version_s"]), "python -c pass", median(m["python_pass_s"]),
-         TARGETS["version"]),
-        ("bg status (local)", median(m["status_s"]), "python -c pass",
-         median(m["python_pass_s"]), TARGETS["status"]),
-        ("bg switch, warm slot (local)", median(m["switch_s"]), "by hand",
-         median(m["switch_by_hand_s"]), TARGETS["switch"]),
-        ("bg deploy - app boot (local)", median(m["deploy_local_s"]) - boot, "app boot", boot,
-         TARGETS["deploy"]),
-        ("commands per host, deploy (local)", float(median(m["deploy_local_commands"])),
-         "1 command", 1.0, TARGETS["commands"]),
+        _row("bg --version", {s: version for s in SHAPES}, "python -c pass",
+             {s: py for s in SHAPES}, TARGETS["version"], version <= TARGETS["version"]),
+        _row("bg status (local)", status, "python -c pass", per("status_floor_s"),
+             TARGETS["status"], status["stock"] <= TARGETS["status"]),
+        _row("bg switch, warm slot (local)", switch, "by hand", hand,
+             f"{TARGETS['switch']:g} s/{TARGETS['switch_ratio']:g}x",
+             switch["stock"] <= TARGETS["switch"]
+             and switch_ratio["stock"] <= TARGETS["switch_ratio"]),
+        _row("bg deploy - app boot (local)", deploy, "app boot", {s: boot for s in SHAPES},
+             TARGETS["deploy"], deploy["stock"] <= TARGETS["deploy"]),
+        _row("commands per host, deploy (local)", commands, "1 command",
+             {s: 1.0 for s in SHAPES}, TARGETS["commands"],
+             commands["stock"] <= TARGETS["commands"]),
     ]
+    rows[2]["ratios"] = switch_ratio  # the pairwise median, steadier than median/median
+    rows[2]["ratio"] = switch_ratio["stock"]
+    return rows + other_rows(m, boot)
+
+
+def other_rows(m: dict[str, Any], boot: float) -> list[dict[str, Any]]:
+    """The SSH, Elixir and fleet figures: one column (they do not depend on the shape)."""
+    rows = []
     if "deploy_ssh_s" in m:
         rows += [
             ("bg deploy - app boot (1 SSH host)", median(m["deploy_ssh_s"]) - boot,
@@ -315,28 +240,45 @@ def report(m: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _cell(r: dict[str, Any], shape: str | None) -> str:
+    unit = "" if any(w in r["figure"] for w in ("commands", "trips", "/")) else " s"
+    if shape is None:
+        floor = f"{r['floor_name']} {r['floor']:.3f}"
+        return f"{r['value']:>7.3f}{unit:2} {floor:>20} {r['ratio']:>6.1f}x"
+    floor = f"{r['floor_name']} {r['floors'][shape]:.3f}"
+    return f"{r['values'][shape]:>7.3f}{unit:2} {floor:>20} {r['ratios'][shape]:>6.1f}x"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    cols = " | ".join(f"{s + ' (value, floor, ratio)':^39}" for s in SHAPES)
+    print(f"{'figure':<34} {cols} {'target':>10}")
+    for r in rows:
+        cells = (" | ".join(_cell(r, s) for s in SHAPES) if "values" in r
+                 else _cell(r, None))
+        print(f"{r['figure']:<34} {cells} {r['target']!s:>10}{'' if r['met'] else ' MISSED'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--ssh", action="store_true", help="also one sandbox host (root)")
     parser.add_argument("--elixir", action="store_true", help="also a real mix release")
     parser.add_argument("--fleet", action="store_true", help="also 16 sandbox hosts (root)")
+    parser.add_argument("--controller-cpu", action="store_true",
+                        help="also bg's CPU per host for 1, 4, 16 and 64 hosts (root)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
-    args.runs = max(5, args.runs)
+    args.runs = max(7, args.runs)
     # What `pip install` does: bytecode on disk, not a compile of every module per run.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "bluegreen")],
                    check=True, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="bg-speed-") as tmp:
         m = measure(args, Path(tmp))
     rows = report(m)
-    print(f"{'figure':<36} {'median':>9} {'floor':>22} {'ratio':>7} {'target':>8}")
-    for r in rows:
-        unit = "" if any(w in r["figure"] for w in ("commands", "trips", "/")) else " s"
-        print(f"{r['figure']:<36} {r['value']:>7.3f}{unit:2} "
-              f"{r['floor_name'] + ' ' + format(r['floor'], '.3f'):>22} {r['ratio']:>6.1f}x"
-              f" {r['target']:>7}{'' if r['met'] else ' MISSED'}")
+    print_table(rows)
+    for line in controller_cpu_rows(m):
+        print(line)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps({"figures": rows, "samples": m}, indent=2))
     print(f"wrote {args.out / 'speed.json'}")

@@ -16,7 +16,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from bluegreen.rehearse.envs import free_port
 from bluegreen.sandbox.nginx import NGINX_BIN, NginxServer
 from bluegreen.sandbox.sample import build_sample
 from bluegreen.tomlwriter import dumps
+
+from untar import extract
 
 from loadgen import HOST, wait_http
 
@@ -167,8 +168,7 @@ class Stand:
     def extract(self, version: str, into: Path) -> Path:
         rel = into / version
         if not rel.exists():
-            with tarfile.open(self.artifact(version)) as tar:
-                tar.extractall(rel, filter="data")
+            extract(self.artifact(version), rel)
         return rel
 
     def bg(self, *args: str, timeout: float = 180.0) -> tuple[int, dict[str, Any], float, float]:

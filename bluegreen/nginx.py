@@ -19,9 +19,9 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bluegreen import sites
+from bluegreen import sites, upstream_builtin
 from bluegreen.config import Config
 from bluegreen.errors import ConfigError
 
@@ -104,6 +104,12 @@ class Server:
                 "weight": self.weight}
 
 
+def renderer_modules(config: Config) -> tuple[str, ...]:
+    """What rendering the upstream file imports (for ``prefetch``): Jinja2 only for a
+    user's ``[nginx] template``."""
+    return () if config.nginx.template is None else ("jinja2",)
+
+
 def render_upstream(config: Config, *, slot: str, version: str,
                     servers: Sequence[Server] | None = None,
                     canary: Mapping[str, object] | None = None) -> str:
@@ -116,25 +122,28 @@ def render_upstream(config: Config, *, slot: str, version: str,
     proxies to the live upstream and names the app, the slot and the upstream address
     that answered: :func:`confirm` needs nothing from the user's own site.
     """
-    import jinja2
-
     port = config.slots.get(slot, 0)
     if servers is None:
         servers = [Server("127.0.0.1", port, "")]
+    values: dict[str, Any] = dict(
+        app=config.app.name,
+        ident=nginx_ident(config.app.name),
+        slot=slot,
+        port=port,
+        version=version,
+        slots=dict(config.slots),
+        servers=[s.to_template() for s in servers],
+        time=now_iso(),
+        probe_port=config.nginx.probe_port,
+        probe_address=generation_address(slot),
+        canary=canary,
+    )
+    if config.nginx.template is None:  # the built-in template: the same bytes, no Jinja2
+        return upstream_builtin.render(**values)
+    import jinja2
+
     try:
-        text = _template(config).render(
-            app=config.app.name,
-            ident=nginx_ident(config.app.name),
-            slot=slot,
-            port=port,
-            version=version,
-            slots=dict(config.slots),
-            servers=[s.to_template() for s in servers],
-            time=now_iso(),
-            probe_port=config.nginx.probe_port,
-            probe_address=generation_address(slot),
-            canary=canary,
-        )
+        text = _template(config).render(**values)
     except jinja2.TemplateError as exc:
         where = config.nginx.template or "templates/upstream.conf.j2"
         raise ConfigError(f"nginx template {where} failed to render: {exc}") from exc

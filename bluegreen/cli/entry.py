@@ -10,8 +10,10 @@ from typing import Any
 
 import typer
 
-# Importing these modules registers their commands on the app.
-from bluegreen.cli import commands, tools  # noqa: F401
+# Importing a module registers its commands on the app: the operation commands always,
+# the tools (init, check, rehearse, ...) when the command line names one of them or needs
+# the whole tree (importing them costs an operation's start-up a few milliseconds).
+from bluegreen.cli import commands  # noqa: F401
 from bluegreen.cli.app import app
 from bluegreen.cli.options import GlobalOptions, install
 from bluegreen.errors import BgError, ConfigError, ExitCode
@@ -21,7 +23,12 @@ def build(args: list[str] | None = None) -> Any:
     """The click command tree with the global options on every command. Given the command
     line, only the command it names is built (each command costs Typer a signature walk):
     the whole tree for help, completion, or a word that names no command."""
-    return install(typer.main.get_command(_only(args) or app))
+    only = _only(args)
+    if only is None:
+        from bluegreen.cli import tools  # noqa: F401
+
+        only = _only(args)
+    return install(typer.main.get_command(only or app))
 
 
 # Global options that take a value: their value is not the command word.

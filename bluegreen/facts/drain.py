@@ -11,7 +11,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from bluegreen import asroot
+from bluegreen import asroot, mastercache
 from bluegreen.config import Config
 from bluegreen.shell import join, q
 
@@ -171,7 +171,8 @@ def reload_script(config: Config) -> str:
     """Reload, printing the master found (and how) and the pids of the workers that served
     before it (to drain later)."""
     return (
-        master_discovery_script(config)
+        # the master is remembered on the host while it is the same process (no nginx -T)
+        mastercache.cached(config, master_discovery_script(config))
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
         + asroot.early_quit_start("old", int(_RELOAD_WAITS * _TICK * 1000))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.facts.observe import Observation
+from bluegreen import nginx
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.ops import canary as canaries
@@ -106,7 +107,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
     from bluegreen import artifact as artifacts  # a switch or rollback never reads one
 
     started = time.monotonic()  # the reported total includes the artifact check
-    prefetch("jinja2", "httpx", "tenacity")
+    prefetch(*nginx.renderer_modules(ctx.config), "httpx", "tenacity")
     # Everything that can be refused is refused before any host is touched.
     with ctx.step("check artifact") as note:
         art = artifacts.inspect(artifact_path, app=ctx.config.app.name, version=version,
@@ -140,7 +141,8 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
 
 def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun:
-    prefetch("jinja2", "httpx", "tenacity")  # a cold previous slot boots
+    # a cold previous slot boots
+    prefetch(*nginx.renderer_modules(ctx.config), "httpx", "tenacity")
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:
@@ -159,7 +161,7 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
 def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
            ) -> OperationResult | DryRun:
-    prefetch("jinja2")
+    prefetch(*nginx.renderer_modules(ctx.config))
     batch = ctx.target.boot_batch(len(ctx.hosts))
 
     def make(facts: dict[str, HostFacts]) -> Plan:

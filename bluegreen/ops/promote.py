@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bluegreen import nginx
 from bluegreen.errors import BgError
 from bluegreen.ops import canary
 from bluegreen.ops.core import Context, OperationResult, prefetch
@@ -23,7 +24,7 @@ _HINT = "start one with `bg deploy --canary PERCENT ARTIFACT`"
 
 
 def promote(ctx: Context) -> OperationResult:
-    prefetch("jinja2")
+    prefetch(*nginx.renderer_modules(ctx.config))
     with interruptible(), Session(ctx, "promote") as session:
         found = canary.running(ctx, session)
         if not found:
@@ -38,7 +39,7 @@ def promote(ctx: Context) -> OperationResult:
 
 
 def abort(ctx: Context) -> OperationResult:
-    prefetch("jinja2")
+    prefetch(*nginx.renderer_modules(ctx.config))
     with interruptible(), Session(ctx, "abort") as session:
         found = canary.running(ctx, session)
         if not found:
