@@ -66,7 +66,7 @@ def app_boot_samples(workdir: Path, runs: int, every: float = 0.005) -> list[flo
     art = build_sample(workdir / "boot", "0.0.1")
     rel = workdir / "boot" / "rel"
     with tarfile.open(art) as tar:
-        tar.extractall(rel, filter="data")
+        tar.extractall(rel, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     times = []
     for _ in range(runs):
         with socket.socket() as s:
