@@ -13,6 +13,7 @@ Run as root: `python bench/big_release.py [--mb 150] [--runs 7]`.
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import json
 import os
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bluegreen
 from bench.deploy_hosts import app_boot_seconds, bg
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost, require_root_or_skip_reason
@@ -119,6 +121,8 @@ def main() -> int:
         print(f"cannot run: {reason or 'no scp'}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    # As users run it: bytecode compiled (this shell may set PYTHONDONTWRITEBYTECODE).
+    compileall.compile_dir(Path(bluegreen.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="bg-big-") as tmp:
         boot = app_boot_seconds(Path(tmp))
         data = measure(args, Path(tmp))

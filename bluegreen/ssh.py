@@ -23,7 +23,6 @@ import logging
 import os
 import posixpath
 import secrets
-import select
 import shlex
 import socket
 import threading
@@ -138,14 +137,12 @@ class SshHost:
     def _exec(self, script: str, source: IO[bytes] | None,
               timeout: float | None) -> CommandResult:
         """Run ``script`` with ``/bin/sh -c`` on a session channel of its own, ``source``
-        (a local file) on its stdin, else /dev/null. One loop woken by the channel (data,
-        EOF, exit): invoke's runner polls every 10 ms and starts two reader threads per
-        command, and its ``in_stream`` decodes text a byte at a time, unfit for a release.
-        The login shell only sees one quoted word, so its flavour (bash, zsh, fish...) is
-        moot."""
+        (a local file) on its stdin, else /dev/null. invoke's runner polls every 10 ms and
+        starts two reader threads per command, and its ``in_stream`` decodes text a byte at
+        a time, unfit for a release. The login shell only sees one quoted word, so its
+        flavour (bash, zsh, fish...) is moot."""
         transport = self._ensure_open()
-        started = time.monotonic()
-        out, err = bytearray(), bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout
         command = f"/bin/sh -c {shlex.quote(script)}" + ("" if source else " < /dev/null")
         try:
             chan = transport.open_session(timeout=timeout)
@@ -154,31 +151,15 @@ class SshHost:
             if source is None:
                 chan.shutdown_write()
             else:
-                def feed() -> None:
-                    try:
-                        while chunk := source.read(_CHUNK):
-                            chan.sendall(chunk)
-                        chan.shutdown_write()
-                    except (OSError, EOFError, paramiko.SSHException):
-                        pass  # the script ended early or the link dropped: its exit tells
-
-                feeder = threading.Thread(target=feed, name=f"bg-feed-{self.name}",
-                                          daemon=True)
+                feeder = threading.Thread(target=_feed, args=(chan, source),
+                                          name=f"bg-feed-{self.name}", daemon=True)
                 feeder.start()
-            while not (chan.exit_status_ready() and not chan.recv_ready()
-                       and not chan.recv_stderr_ready()):
-                if timeout is not None and time.monotonic() - started >= timeout:
-                    chan.close()
-                    raise HostError(f"{self.name}: command timed out after {timeout}s",
-                                    detail=script)
-                if chan.recv_ready():
-                    out += chan.recv(_CHUNK)
-                elif chan.recv_stderr_ready():
-                    err += chan.recv_stderr(_CHUNK)
-                elif chan.closed or not transport.is_active():
-                    break
-                else:
-                    select.select([chan], [], [], 0.05)  # data, EOF or close wake it
+            try:
+                out, err = _drain(chan, deadline)
+            except _TimedOut:
+                chan.close()
+                raise HostError(f"{self.name}: command timed out after {timeout}s",
+                                detail=script) from None
             code = chan.recv_exit_status() if chan.exit_status_ready() else -1
             if feeder is not None:
                 feeder.join(timeout=5)
@@ -336,6 +317,66 @@ def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
     options.ciphers = tuple(c for c in _GCM if c in offered) + tuple(
         c for c in offered if c not in _GCM)
     return transport
+
+
+def _feed(chan: paramiko.Channel, source: IO[bytes]) -> None:
+    """Copy ``source`` to the command's stdin, then close it (a thread of its own)."""
+    try:
+        while chunk := source.read(_CHUNK):
+            chan.sendall(chunk)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the script ended early or the link dropped: its exit tells
+
+
+_POLL = 0.05
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def _drain(chan: paramiko.Channel, deadline: float | None) -> tuple[bytes, bytes]:
+    """stdout and stderr until the channel's EOF and exit status; :class:`_TimedOut` past
+    ``deadline``. The wait is a blocking ``recv`` (a condition variable that paramiko's
+    transport thread signals), stderr read every ``_POLL`` seconds meanwhile: ``select`` on
+    a channel makes paramiko keep a pipe per channel, written on every packet, which cost
+    ~40% of a short command's controller CPU."""
+    out, err = bytearray(), bytearray()
+
+    def wait() -> None:
+        if deadline is None:
+            chan.settimeout(_POLL)
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _TimedOut
+        chan.settimeout(min(_POLL, left))
+
+    while True:  # stdout to its EOF, stderr drained meanwhile (they share the window)
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(_CHUNK)
+            continue
+        wait()
+        try:
+            data = chan.recv(_CHUNK)
+        except TimeoutError:
+            continue
+        if not data:  # EOF, or the channel closed: stderr ends with it
+            break
+        out += data
+    while True:
+        wait()
+        try:
+            data = chan.recv_stderr(_CHUNK)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        err += data
+    while not chan.status_event.wait(_POLL):  # the exit status follows EOF
+        wait()
+    return bytes(out), bytes(err)
 
 
 def _no_delay(transport: paramiko.Transport) -> None:
