@@ -7,8 +7,9 @@ start-up, imports, the config, the artifact check).
 Each size has hosts of its own; the sizes take turns, so each meets the same load of this
 shared machine. ``--parallel`` caps bg's connections at once (target ``parallel``); the
 64-host deploy runs with at most that many (default 16) threads and SSH handshakes at once.
-``--py-spy FILE``: one more deploy of the largest size under py-spy (every thread, native
-frames off), where the per-host cost goes (key exchange, channel set-up, rendering).
+``--profile FILE``: cProfile (every thread, by its CPU clock) of one more deploy of the
+largest size. ``--py-spy FILE``: one more deploy of the largest size under
+py-spy (every thread), where the per-host cost goes (key exchange, channel set-up, rendering).
 Goal (issue 23): ≤ 25 ms per host at 16 hosts.
 Run as root: `python bench/controller_cpu.py [--sizes 1 4 16 64] [--deploys 3]`.
 """
@@ -49,11 +50,16 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[int, list[float]]:
             artifact = str(build_sample(art, f"1.{i + 1}.0"))
             for size in args.sizes:
                 cpus[size].append(bg(configs[size], "deploy", artifact)["cpu_s"])
-        if args.py_spy:
+        env = {**os.environ, "HOME": str(workdir)}
+        env.pop("SSH_AUTH_SOCK", None)
+        if args.profile:  # every thread, by its CPU clock (bench/profile_threads.py)
             size = max(args.sizes)
-            config = configs[size]
-            env = {**os.environ, "HOME": str(config.parent)}
-            env.pop("SSH_AUTH_SOCK", None)
+            subprocess.run([sys.executable, "-m", "bench.profile_threads", str(args.profile),
+                            "-c", str(configs[size]), "--json", "deploy",
+                            str(build_sample(art, "8.0.0"))],
+                           env=env, check=True, capture_output=True)
+        if args.py_spy:
+            config = configs[max(args.sizes)]
             subprocess.run([args.py_spy_bin, "record", "-r", "500", "-f", "raw", "-o",
                             str(args.py_spy), "--", sys.executable, "-m", "bluegreen", "-c",
                             str(config), "--json", "deploy",
@@ -67,6 +73,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--deploys", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=16)
+    parser.add_argument("--profile", type=Path)
     parser.add_argument("--py-spy", type=Path)
     parser.add_argument("--py-spy-bin", default="py-spy")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))

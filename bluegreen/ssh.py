@@ -47,6 +47,7 @@ from bluegreen.hostkeys import (
 )
 from bluegreen.hostspec import SshTarget, parse_host_spec
 from bluegreen.probe import Answer, ProbeError, Stream, ask
+from bluegreen.ssh_exec import TimedOut, drain, feed
 from bluegreen.ssh_http import (
     ChannelBackend,
     ChannelOpenError,
@@ -151,12 +152,12 @@ class SshHost:
             if source is None:
                 chan.shutdown_write()
             else:
-                feeder = threading.Thread(target=_feed, args=(chan, source),
+                feeder = threading.Thread(target=feed, args=(chan, source),
                                           name=f"bg-feed-{self.name}", daemon=True)
                 feeder.start()
             try:
-                out, err = _drain(chan, deadline)
-            except _TimedOut:
+                out, err = drain(chan, deadline)
+            except TimedOut:
                 chan.close()
                 raise HostError(f"{self.name}: command timed out after {timeout}s",
                                 detail=script) from None
@@ -317,66 +318,6 @@ def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
     options.ciphers = tuple(c for c in _GCM if c in offered) + tuple(
         c for c in offered if c not in _GCM)
     return transport
-
-
-def _feed(chan: paramiko.Channel, source: IO[bytes]) -> None:
-    """Copy ``source`` to the command's stdin, then close it (a thread of its own)."""
-    try:
-        while chunk := source.read(_CHUNK):
-            chan.sendall(chunk)
-        chan.shutdown_write()
-    except (OSError, EOFError, paramiko.SSHException):
-        pass  # the script ended early or the link dropped: its exit tells
-
-
-_POLL = 0.05
-
-
-class _TimedOut(Exception):
-    pass
-
-
-def _drain(chan: paramiko.Channel, deadline: float | None) -> tuple[bytes, bytes]:
-    """stdout and stderr until the channel's EOF and exit status; :class:`_TimedOut` past
-    ``deadline``. The wait is a blocking ``recv`` (a condition variable that paramiko's
-    transport thread signals), stderr read every ``_POLL`` seconds meanwhile: ``select`` on
-    a channel makes paramiko keep a pipe per channel, written on every packet, which cost
-    ~40% of a short command's controller CPU."""
-    out, err = bytearray(), bytearray()
-
-    def wait() -> None:
-        if deadline is None:
-            chan.settimeout(_POLL)
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _TimedOut
-        chan.settimeout(min(_POLL, left))
-
-    while True:  # stdout to its EOF, stderr drained meanwhile (they share the window)
-        if chan.recv_stderr_ready():
-            err += chan.recv_stderr(_CHUNK)
-            continue
-        wait()
-        try:
-            data = chan.recv(_CHUNK)
-        except TimeoutError:
-            continue
-        if not data:  # EOF, or the channel closed: stderr ends with it
-            break
-        out += data
-    while True:
-        wait()
-        try:
-            data = chan.recv_stderr(_CHUNK)
-        except TimeoutError:
-            continue
-        if not data:
-            break
-        err += data
-    while not chan.status_event.wait(_POLL):  # the exit status follows EOF
-        wait()
-    return bytes(out), bytes(err)
 
 
 def _no_delay(transport: paramiko.Transport) -> None:
