@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import bluegreen
-from bench.deploy_hosts import app_boot_seconds, bg
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, SandboxHost, require_root_or_skip_reason
 from bluegreen.sandbox.sample import build_sample
+
+from deploy_hosts import app_boot_seconds, bg
 
 
 def big_release(out: Path, version: str, mb: int) -> Path:

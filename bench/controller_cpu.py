@@ -27,10 +27,11 @@ import tempfile
 from pathlib import Path
 
 import bluegreen
-from bench.deploy_hosts import bg
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, require_root_or_skip_reason
 from bluegreen.sandbox.sample import build_sample
+
+from deploy_hosts import bg
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[int, list[float]]:
@@ -54,7 +55,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[int, list[float]]:
         env.pop("SSH_AUTH_SOCK", None)
         if args.profile:  # every thread, by its CPU clock (bench/profile_threads.py)
             size = max(args.sizes)
-            subprocess.run([sys.executable, "-m", "bench.profile_threads", str(args.profile),
+            subprocess.run([sys.executable, str(Path(__file__).with_name("profile_threads.py")),
+                            str(args.profile),
                             "-c", str(configs[size]), "--json", "deploy",
                             str(build_sample(art, "8.0.0"))],
                            env=env, check=True, capture_output=True)

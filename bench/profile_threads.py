@@ -1,7 +1,7 @@
 """cProfile of every thread of `bg`, each timed by its own CPU clock: cProfile alone sees
 the main thread only, by the clock on the wall, and a fleet's per-host work runs on worker
 and paramiko transport threads. The threads' stats, merged, go to OUT.
-Usage: `python -m bench.profile_threads OUT bg-args...`."""
+Usage: `python bench/profile_threads.py OUT bg-args...`."""
 
 from __future__ import annotations
 
