@@ -12,10 +12,22 @@ _CHUNK = 32768
 
 
 def feed(chan: paramiko.Channel, source: IO[bytes]) -> None:
-    """Copy ``source`` to the command's stdin, then close it (a thread of its own)."""
+    """Copy ``source`` to the command's stdin, then close it (a thread of its own).
+
+    :func:`drain` gives the channel a timeout of ``_POLL``, and paramiko applies it to
+    sends too: a send that waited that long for the window (the host reads slowly) raises
+    TimeoutError having sent nothing, and is tried again. Channel.sendall would lose track
+    of what it sent."""
     try:
         while chunk := source.read(_CHUNK):
-            chan.sendall(chunk)
+            while chunk:
+                try:
+                    sent = chan.send(chunk)
+                except TimeoutError:
+                    continue
+                if sent == 0:  # the channel closed: the script ended early, its exit tells
+                    return
+                chunk = chunk[sent:]
         chan.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
         pass  # the script ended early or the link dropped: its exit tells
