@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import bluegreen
@@ -34,7 +35,12 @@ from bluegreen.sandbox.sample import build_sample
 from deploy_hosts import bg
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> dict[int, list[float]]:
+def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: int = 3,
+            parallel: int = 16, profile: Path | None = None, py_spy: Path | None = None,
+            py_spy_bin: str = "py-spy") -> dict[int, list[float]]:
+    """bg's CPU seconds per deploy, by fleet size (run as root)."""
+    args = argparse.Namespace(sizes=list(sizes), deploys=deploys, parallel=parallel,
+                              profile=profile, py_spy=py_spy, py_spy_bin=py_spy_bin)
     cpus: dict[int, list[float]] = {n: [] for n in args.sizes}
     with Sandbox(workdir / "sandbox", sum(args.sizes)) as sandbox:
         art = workdir / "art"
@@ -70,6 +76,21 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[int, list[float]]:
     return cpus
 
 
+def table(cpus: dict[int, list[float]]) -> list[str]:
+    """The per-host table (also for `speed.py --controller-cpu`: ``measure`` then this)."""
+    med = {n: statistics.median(v) for n, v in cpus.items()}
+    one = med.get(1)
+    lines = ["| hosts | bg CPU (median) | per host | marginal per host | runs |",
+             "|---:|---:|---:|---:|---|"]
+    for n in sorted(cpus):
+        marginal = (f"{(med[n] - one) / (n - 1) * 1000:.0f} ms" if one is not None and n > 1
+                    else "")
+        runs = ", ".join(f"{c * 1000:.0f}" for c in cpus[n])
+        lines.append(f"| {n} | {med[n] * 1000:.0f} ms | {med[n] / n * 1000:.1f} ms |"
+                     f" {marginal} | {runs} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -88,19 +109,11 @@ def main() -> int:
     # As users run it: bytecode compiled (this shell may set PYTHONDONTWRITEBYTECODE).
     compileall.compile_dir(Path(bluegreen.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="bg-cpu-") as tmp:
-        cpus = measure(args, Path(tmp))
-    med = {n: statistics.median(v) for n, v in cpus.items()}
-    one = med.get(1)
-    lines = [f"load average (2 cores, shared): {os.getloadavg()[0]:.1f}", "",
-             "| hosts | bg CPU (median) | per host | marginal per host | runs |",
-             "|---:|---:|---:|---:|---|"]
-    for n in args.sizes:
-        marginal = (f"{(med[n] - one) / (n - 1) * 1000:.0f} ms" if one is not None and n > 1
-                    else "")
-        runs = ", ".join(f"{c * 1000:.0f}" for c in cpus[n])
-        lines.append(f"| {n} | {med[n] * 1000:.0f} ms | {med[n] / n * 1000:.1f} ms |"
-                     f" {marginal} | {runs} |")
-    report = "\n".join(lines)
+        cpus = measure(Path(tmp), sizes=args.sizes, deploys=args.deploys,
+                       parallel=args.parallel, profile=args.profile, py_spy=args.py_spy,
+                       py_spy_bin=args.py_spy_bin)
+    report = "\n".join([f"load average (2 cores, shared): {os.getloadavg()[0]:.1f}", "",
+                        *table(cpus)])
     print(report)
     (args.out / "controller_cpu.md").write_text(report + "\n")
     (args.out / "controller_cpu.json").write_text(json.dumps(
