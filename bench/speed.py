@@ -149,18 +149,26 @@ def measure_ssh(n: int, workdir: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------
 # Controller CPU per host (issue 23, the SSH part): bg's own CPU in a deploy to 1, 4, 16
-# and 64 sandbox hosts. Filled in by the SSH side of issue 23; `--controller-cpu` runs it,
+# and 64 sandbox hosts (bench/controller_cpu.py); `--controller-cpu` runs it,
 # `controller_cpu_rows` prints its table under the main one.
 
 
 def measure_controller_cpu(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Samples for the per-host controller CPU table (key ``controller_cpu``)."""
-    return {}
+    import controller_cpu
+
+    (workdir / "controller-cpu").mkdir(exist_ok=True)
+    return {"controller_cpu": controller_cpu.measure(workdir / "controller-cpu")}
 
 
 def controller_cpu_rows(m: dict[str, Any]) -> list[str]:
     """The per-host controller CPU table's lines, printed after the main table."""
-    return []
+    if "controller_cpu" not in m:
+        return []
+    import controller_cpu
+
+    return ["", "controller CPU per host (bg's own user+sys, parallel = 16):",
+            *controller_cpu.table(m["controller_cpu"])]
 
 
 # ------------------------------------------------------------------------------------

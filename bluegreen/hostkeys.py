@@ -81,13 +81,36 @@ class AcceptNew(paramiko.MissingHostKeyPolicy):
         )
 
 
+_parsed_lock = threading.Lock()
+# known_hosts as last parsed, by path: (inode, size, mtime) and its entries. Each host of a
+# fleet loads the file at its connect; parsing it every time costs O(hosts x lines).
+_parsed: dict[str, tuple[tuple[int, int, int], list[Any]]] = {}
+
+
+def _known_entries(path: Path) -> list[Any]:
+    """The file's entries (paramiko ``HostKeyEntry``), parsed again whenever it changed."""
+    st = path.stat()
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _parsed_lock:
+        hit = _parsed.get(str(path))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    keys: Any = paramiko.HostKeys()
+    keys.load(str(path))
+    entries: list[Any] = list(keys._entries)  # no public way to list them
+    with _parsed_lock:
+        _parsed[str(path)] = (stamp, entries)
+    return entries
+
+
 def install_policy(
     conn: Any, name: str, known_hosts: Path, policy: HostKeyPolicy, *, hashed: bool
 ) -> None:
     """Replace Fabric's trust-anything policy, on the host and on every ProxyJump hop.
 
-    known_hosts is read at each connect, so keys trusted meanwhile (ssh-keyscan, another
-    host's accept-new) count. Only this file: never keys from anywhere else.
+    known_hosts is read at each connect (parsed again when its inode, size or mtime
+    changed), so keys trusted meanwhile (ssh-keyscan, another host's accept-new) count.
+    Only this file: never keys from anywhere else.
     """
     missing: paramiko.MissingHostKeyPolicy = (
         AcceptNew(known_hosts, hashed=hashed) if policy == "accept-new" else RefuseUnknown()
@@ -95,11 +118,14 @@ def install_policy(
     hop: Any = conn
     while isinstance(hop, Connection):
         client: paramiko.SSHClient = hop.client
-        keys = client.get_host_keys()
+        keys: Any = client.get_host_keys()
         keys.clear()
         try:
             if known_hosts.is_file():
-                keys.load(str(known_hosts))
+                # Copies: accept-new adds to a client's keys, never to the shared parse.
+                keys._entries.extend(
+                    paramiko.hostkeys.HostKeyEntry(list(e.hostnames), e.key)
+                    for e in _known_entries(known_hosts))
         except OSError as exc:
             raise HostError(f"{name}: cannot read {known_hosts}: {exc.strerror}") from exc
         client.set_missing_host_key_policy(missing)

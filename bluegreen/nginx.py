@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,17 @@ def _template(config: Config) -> jinja2.Template:
     return _load_template(str(resource_dir("templates")), "upstream.conf.j2")
 
 
+# The hosts of a fleet render at once: without it, each thread that misses jinja's cache
+# compiles the template again (8 compiles for 16 hosts, ~10 ms of CPU each).
+_TEMPLATE_LOCK = threading.Lock()
+
+
 def _load_template(directory: str, name: str) -> jinja2.Template:
     import jinja2
 
     try:
-        return _environment(directory).get_template(name)
+        with _TEMPLATE_LOCK:
+            return _environment(directory).get_template(name)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"nginx template {name}: {exc}") from exc
 

@@ -52,6 +52,13 @@ fi
 mv -f "$t" {q(upload)}) || exit $?"""
 
 
+# The sha256 of stdin, as "<hex> ...": OpenSSL's (SHA-NI, AVX2: ~1.5 GB/s) where the host
+# has it, else coreutils' (a third as fast here; 0.5 s of a 150 MB release). A hasher that
+# fails prints nothing: a mismatch, the release is refused.
+_SHA256 = ("if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r;"
+           " else sha256sum; fi")
+
+
 def extract_script(paths: Layout, version: str, sha256: str) -> str:
     """Verify the uploaded tarball, extract it beside its final place, rename it in.
 
@@ -66,7 +73,8 @@ def extract_script(paths: Layout, version: str, sha256: str) -> str:
               f" echo 'extracting release {version} failed'; exit {ScriptExit.EXTRACT_FAILED}; }}")
     # No `set -e`: sh ignores it when this script runs as a tested subshell, so every
     # step that can fail (a full disk, corrupt data) exits with a code of its own.
-    return f"""if ! echo {q(sha256 + "  " + upload)} | sha256sum -c --status; then
+    return f"""s=$({_SHA256} < {q(upload)})
+if [ "${{s%% *}}" != {q(sha256)} ]; then
   rm -f {q(upload)}; echo "checksum mismatch after upload"; exit {ScriptExit.SHA_MISMATCH}
 fi
 rm -rf {q(tmp)} {q(rel)} || {failed}

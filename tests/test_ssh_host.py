@@ -86,6 +86,17 @@ def test_write_atomic_read_roundtrip_with_mode(ssh_host: SshHost, tmp_path: Path
     assert [p.name for p in remote.iterdir()] == ["state.json"]  # no temporary left behind
 
 
+def test_run_stdin_larger_than_the_window_to_a_slow_reader(ssh_host: SshHost,
+                                                           tmp_path: Path) -> None:
+    """The release rides stdin: the host may read it late (a busy disk), longer than the
+    command loop's poll, while the channel's window (2 MiB) is full; every byte arrives."""
+    local = tmp_path / "release.bin"
+    local.write_bytes(os.urandom(6 * 1024 * 1024 + 5))
+    result = ssh_host.run("sleep 0.5; wc -c", stdin=local, timeout=30)
+    assert result.ok, result.output
+    assert result.stdout.strip() == str(6 * 1024 * 1024 + 5)
+
+
 def test_put_uploads_large_file_atomically(ssh_host: SshHost, tmp_path: Path) -> None:
     local = tmp_path / "release.tar.gz"
     local.write_bytes(os.urandom(3 * 1024 * 1024 + 17))

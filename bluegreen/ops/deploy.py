@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bluegreen.facts.observe import Observation
 from bluegreen import nginx
+from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.ops import canary as canaries
