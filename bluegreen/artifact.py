@@ -8,7 +8,6 @@ reaches a host's filesystem.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import posixpath
@@ -17,8 +16,9 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from bluegreen.artifactio import BLOCK, Counted, Gunzip, Hashed, TooBig
 from bluegreen.errors import ArtifactError
 from bluegreen.releases import SHA_FILE
 
@@ -74,92 +74,6 @@ DEFAULT_MAX_SIZE = 2 * 1024**3
 _FORBIDDEN_MODE = 0o6002  # setuid, setgid, world-writable
 
 
-_BLOCK = 1 << 20  # the artifact is read in blocks of this size (fewer Python calls)
-
-
-class _TooBig(Exception):
-    pass
-
-
-class _Hashed(io.RawIOBase):
-    """The artifact's raw bytes as gzip reads them, hashed on the way: the sha256 the host
-    verifies is that of the very bytes checked (one read of the file, not two)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
-        if n:
-            self.digest.update(memoryview(buffer)[:n])
-            self.size += n
-        return int(n or 0)
-
-
-class _Gunzip(io.RawIOBase):
-    """gunzip of ``raw`` (every member, as gzip and tar read them), in blocks of ``_BLOCK``:
-    ``gzip.GzipFile`` feeds zlib 8 KiB at a time and checks the CRC in Python, two thirds of
-    the check's time on a large release; zlib (wbits 31) checks the CRC and length itself."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.zlib = zlib.decompressobj(31)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        want = len(buffer)
-        while True:
-            z = self.zlib
-            if z.unconsumed_tail:
-                data = z.decompress(z.unconsumed_tail, want)
-            elif z.eof:  # the member ended: another one, zero padding or the end of the file
-                rest = z.unused_data.lstrip(b"\0")
-                while not rest:
-                    block = self.raw.read(_BLOCK)
-                    if not block:
-                        return 0
-                    rest = block.lstrip(b"\0")
-                if not rest.startswith(b"\x1f\x8b"):
-                    raise gzip.BadGzipFile("trailing data after the last gzip member")
-                self.zlib = zlib.decompressobj(31)
-                data = self.zlib.decompress(rest, want)
-            else:
-                block = self.raw.read(_BLOCK)
-                if not block:
-                    raise EOFError("the gzip stream is truncated")
-                data = z.decompress(block, want)
-            if data:
-                buffer[: len(data)] = data
-                return len(data)
-
-
-class _Counted(io.RawIOBase):
-    """The decompressed stream, counted: stops once more than ``limit`` bytes came out."""
-
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
-        self.inner = inner
-        self.limit = limit
-        self.seen = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.inner.read(min(len(buffer), _BLOCK))
-        self.seen += len(data)
-        if self.seen > self.limit:
-            raise _TooBig
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def _human(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB"):
@@ -190,14 +104,14 @@ def _scan(path: Path, *, max_size: int = DEFAULT_MAX_SIZE,
     stream_limit = max_size + max_size // 8 + (1 << 20)
     try:
         with path.open("rb", buffering=0) as raw:
-            hashed = _Hashed(raw)
-            counted = _Counted(_Gunzip(hashed), stream_limit)  # type: ignore[arg-type]
-            reader = io.BufferedReader(counted, buffer_size=_BLOCK)
+            hashed = Hashed(raw)
+            counted = Counted(Gunzip(hashed), stream_limit)  # type: ignore[arg-type]
+            reader = io.BufferedReader(counted, buffer_size=BLOCK)
             count, tree = _check_stream(path, reader, max_size)
             # Read to the end: a truncated or corrupt gzip tail fails here, not on the host.
-            while reader.read(_BLOCK):
+            while reader.read(BLOCK):
                 pass
-    except _TooBig:
+    except TooBig:
         raise ArtifactError(
             f"{path.name} unpacks to more than [app] max_release_size ({_human(max_size)});"
             " refusing the archive",
@@ -240,13 +154,13 @@ def _check_stream(path: Path, reader: IO[bytes], max_size: int) -> tuple[int, _T
     tree = _Tree()
     count = 0
     total = 0
-    with tarfile.open(fileobj=reader, mode="r|", bufsize=_BLOCK) as tar:
+    with tarfile.open(fileobj=reader, mode="r|", bufsize=BLOCK) as tar:
         for m in tar:
             count += 1
             where = f"{path.name}: member {m.name!r}"
             total += max(m.size, 0)
             if total > max_size:
-                raise _TooBig
+                raise TooBig
             parts = _check_name(where, m)
             norm = "/".join(parts)
             # Writing under (or over) a link planted earlier in the archive could land anywhere.

@@ -24,6 +24,7 @@ from bluegreen.config import CONFIG_NAME, NAME_RE, RUNNERS
 from bluegreen.errors import ConfigError
 from bluegreen.nginxconf import nginx_ident
 from bluegreen.resources import resource_dir
+from bluegreen.runners import suggested_runner
 
 ENV_NAME = "bluegreen.env"
 SITE_NAME = "bluegreen-site.conf"
@@ -254,7 +255,7 @@ def scaffold(directory: Path, *, app: str | None = None, runner: str | None = No
     if not NAME_RE.match(name):
         raise ConfigError(f"app name must match [a-z][a-z0-9_-]*, got {name!r}",
                           hint="pass --app NAME")
-    chosen = runner or ("elixir" if mix else "command")
+    chosen = runner or suggested_runner(mix is not None)
     if chosen not in RUNNERS:
         raise ConfigError(f"--runner must be one of {', '.join(RUNNERS)}, got {chosen!r}")
     phoenix = bool(mix and mix.phoenix)

@@ -25,7 +25,6 @@ from bluegreen.errors import ConfigError, SwitchError
 from bluegreen.facts.drain import drain_noted_script, read_drain
 from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
 from bluegreen.host import CommandResult, Host, check
-from bluegreen.ops.core import Context
 from bluegreen.probe import ProbeError
 from bluegreen.runners import BIND_ALL
 from bluegreen.shell import lines

@@ -44,6 +44,11 @@ __all__ = [
 # `[app] runner` -> the module and class that implement it, imported on first use: a
 # command app never loads the Elixir or systemd code. A new runner is a module in this
 # package, a line in this table and its name in the config schema (config/schema.py).
+def suggested_runner(mix_project: bool) -> str:
+    """The runner `bg init` picks when none is named: a Mix project's release is Elixir's."""
+    return "elixir" if mix_project else "command"
+
+
 RUNNERS: dict[str, tuple[str, str]] = {
     "command": ("bluegreen.runners.command", "CommandRunner"),
     "elixir": ("bluegreen.runners.elixir", "ElixirRunner"),
