@@ -144,8 +144,10 @@ def read_removal(result: CommandResult, host: Host, config: Config) -> Removal:
 def removed_paths(paths: Layout, *, purge: bool) -> tuple[str, ...]:
     """What `bg setup` and the operations made, except (without ``purge``) the releases with
     their marks of having gone live, the slots' logs and the journal. The root directory
-    itself always stays (it may be the deploy user's only writable place)."""
-    made = (paths.slots_dir, paths.shared, paths.run, paths.uploads, paths.state)
+    itself always stays (it may be the deploy user's only writable place). The nginx master
+    bg remembered (:mod:`bluegreen.mastercache`) is a cache: it goes too."""
+    made = (paths.slots_dir, paths.shared, paths.run, paths.uploads, paths.state,
+            f"{paths.bg}/nginx-master")
     return made + ((paths.releases, paths.logs, paths.bg) if purge else ())
 
 
