@@ -54,6 +54,11 @@ class Layout:
         return f"{self.root}/bg/lock"
 
     @property
+    def master_cache(self) -> str:
+        """The nginx master bg found last (:mod:`bluegreen.mastercache`): a cache."""
+        return f"{self.root}/bg/nginx-master"
+
+    @property
     def uploads(self) -> str:
         return f"{self.root}/bg/uploads"
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import zlib
 
 from bluegreen.config import Config
+from bluegreen.layout import Layout
 from bluegreen.shell import q
 
 # Method names with their spaces taken out, for one word in the cache line.
@@ -35,7 +36,7 @@ _WORDS = {"nginx -T": "nginx-T", "process tree": "process-tree"}
 
 
 def cache_file(config: Config) -> str:
-    return f"{config.app.root}/bg/nginx-master"
+    return Layout(config.app.root).master_cache
 
 
 def key(config: Config) -> str:

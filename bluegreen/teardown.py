@@ -147,7 +147,7 @@ def removed_paths(paths: Layout, *, purge: bool) -> tuple[str, ...]:
     itself always stays (it may be the deploy user's only writable place). The nginx master
     bg remembered (:mod:`bluegreen.mastercache`) is a cache: it goes too."""
     made = (paths.slots_dir, paths.shared, paths.run, paths.uploads, paths.state,
-            f"{paths.bg}/nginx-master")
+            paths.master_cache)
     return made + ((paths.releases, paths.logs, paths.bg) if purge else ())
 
 
