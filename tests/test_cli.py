@@ -208,7 +208,7 @@ def test_status_imports_only_what_it_needs(tmp_path: Path) -> None:
                 if line.startswith("import time:")}
     assert "bluegreen.ops.admin" in imported  # it did run
     assert not imported & {"jinja2", "paramiko", "fabric", "bluegreen.sandbox",
-                           "bluegreen.ssh", "rich"}
+                           "bluegreen.ssh", "rich", "typer"}
 
 
 class FakeTty(io.StringIO):
@@ -267,7 +267,7 @@ def test_only_the_named_command_is_built() -> None:
 
 _HANDLED_INTERRUPT = '''
 import os, signal, sys, threading
-from bluegreen.cli.entry import forget_handled_interrupts
+from bluegreen.cli.quick import forget_handled_interrupts
 threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 try:
     exec("while True: pass")  # as a dataclass or namedtuple being built during an import

@@ -1,11 +1,14 @@
 """The `bg` command line.
 
 Kept import-light: ``bg --version`` answers before Typer or any engine module is loaded;
-everything else goes through :mod:`bluegreen.cli.entry`. Modules: ``app`` (the Typer app
-and its root options), ``entry`` (builds the command tree, runs it, maps what escapes),
-``options`` (global options before or after the command), ``coerce`` (value conversion
-without pydantic), ``output`` (progress, JSON envelope, errors), ``run`` (one operation per
-command), ``commands`` and ``tools`` (the commands).
+the operation commands' usual command lines are read without Typer
+(:mod:`bluegreen.cli.quick`); everything else goes through :mod:`bluegreen.cli.entry`.
+Modules: ``app`` (the Typer app and its root options), ``entry`` (builds the command tree,
+runs it, maps what escapes), ``options`` (global options before or after the command),
+``globalopts`` (their merged value), ``quick`` (the fast path), ``actions`` (what the
+operation commands do, Typer-free), ``coerce`` (value conversion without pydantic),
+``output`` (progress, JSON envelope, errors), ``run`` (one operation per command),
+``commands`` and ``tools`` (the commands).
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ def main() -> None:
 
         print(f"bg {__version__}")
         return
-    from bluegreen.cli.entry import run_main
+    from bluegreen.cli import quick
 
     try:
+        call = quick.parse(args)
+        if call is not None:  # the operation commands' usual shapes: no Typer import
+            quick.run(call, args)
+        from bluegreen.cli.entry import run_main
+
         run_main(args)
     finally:
         # On the way out (sys.exit included): the interpreter's last garbage collection

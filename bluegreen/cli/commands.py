@@ -1,8 +1,10 @@
 """The operation commands: deploy, switch, rollback, migrate, setup, status, history, lock.
 
 Each command reads the global options from its context (:func:`options`), runs one
-operation through :func:`run` and renders its result. Engine modules are imported inside
-the commands so that `bg --version` or `bg status` load only what they use.
+operation through :func:`run` and renders its result. The commands the fast path also
+serves (:mod:`bluegreen.cli.quick`) only hand their arguments to :mod:`bluegreen.cli.actions`.
+Engine modules are imported inside the commands so that `bg --version` or `bg status` load
+only what they use.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from typing import Annotated
 
 import typer
 
+from bluegreen.cli import actions
+from bluegreen.cli.actions import SLOT_NAMES, hosts_of
 from bluegreen.cli.app import app, lock_app
 from bluegreen.cli.options import options
 from bluegreen.cli.output import emit, fail
-from bluegreen.cli.run import run, split_hosts
-from bluegreen.errors import ConfigError, StateError
-
-SLOT_NAMES = ("blue", "green")
+from bluegreen.cli.run import run
+from bluegreen.errors import ConfigError
 
 RetireOpt = Annotated[bool | None, typer.Option(
     "--retire/--keep-old", help="Stop the old slot after the drain (default: \\[switch] retire).")]
@@ -50,34 +52,21 @@ def deploy(
     ] = None,
 ) -> None:
     """Ship a release to the idle slot, health-gate it, switch nginx, retire the old slot."""
-    from bluegreen.ops import deploy as ops
-
-    opts = options(ctx)
-    only = _hosts(ctx, hosts)
-    if canary is not None and not 1 <= canary <= 99:
-        fail(opts, ConfigError(f"--canary takes a percentage from 1 to 99, got {canary}"))
-    if promote_after is not None and (canary is None or promote_after <= 0):
-        fail(opts, ConfigError("--promote-after takes SECONDS > 0 and needs --canary"))
-    run(opts, "deploy", lambda c: ops.deploy(c, artifact, version=version, dry_run=dry_run,
-                                             verify=not no_verify, canary=canary,
-                                             promote_after=promote_after),
-        retire=retire, hosts=only, show=True)
+    actions.deploy(options(ctx), artifact, version=version, retire=retire, dry_run=dry_run,
+                   hosts=hosts, no_verify=no_verify, canary=canary,
+                   promote_after=promote_after)
 
 
 @app.command()
 def promote(ctx: typer.Context, retire: RetireOpt = None) -> None:
     """Send all traffic to the running canary and retire the old slot."""
-    from bluegreen.ops import promote as ops
-
-    run(options(ctx), "promote", ops.promote, retire=retire, show=True)
+    actions.promote(options(ctx), retire=retire)
 
 
 @app.command()
 def abort(ctx: typer.Context) -> None:
     """Send all traffic back to the old slot and stop the running canary."""
-    from bluegreen.ops import promote as ops
-
-    run(options(ctx), "abort", ops.abort, show=True)
+    actions.abort(options(ctx))
 
 
 @app.command()
@@ -90,26 +79,14 @@ def switch(
     hosts: HostsOpt = None,
 ) -> None:
     """Flip traffic to the other slot (starting it again if it was retired)."""
-    from bluegreen.ops import deploy as ops
-
-    opts = options(ctx)
-    if to is not None and to not in SLOT_NAMES:
-        fail(opts, ConfigError(f"--to must be blue or green, got {to!r}"))
-    only = _hosts(ctx, hosts)
-    run(opts, "switch", lambda c: ops.switch(c, to=to, dry_run=dry_run), retire=retire,
-        hosts=only, show=True)
+    actions.switch(options(ctx), to=to, retire=retire, dry_run=dry_run, hosts=hosts)
 
 
 @app.command()
 def rollback(ctx: typer.Context, retire: RetireOpt = None, dry_run: DryRun = False,
              hosts: HostsOpt = None) -> None:
     """Return to the previous release: instant when its slot is still warm."""
-    from bluegreen.ops import deploy as ops
-
-    opts = options(ctx)
-    only = _hosts(ctx, hosts)
-    run(opts, "rollback", lambda c: ops.rollback(c, dry_run=dry_run), retire=retire,
-        hosts=only, show=True)
+    actions.rollback(options(ctx), retire=retire, dry_run=dry_run, hosts=hosts)
 
 
 @app.command()
@@ -139,25 +116,7 @@ def setup(ctx: typer.Context) -> None:
 @app.command()
 def status(ctx: typer.Context, hosts: HostsOpt = None) -> None:
     """What runs where: live slot, versions, health, nginx, lock."""
-    from bluegreen.cli.render import status_lines
-    from bluegreen.ops import admin
-
-    opts = options(ctx)
-    result = run(opts, "", admin.status, hosts=_hosts(ctx, hosts))
-    problems = result.problems
-    if opts.json:
-        if problems:
-            fail(opts, _problems(problems), result=result.to_json())
-        emit(opts, result.to_json())
-        return
-    print("\n".join(status_lines(result)))
-    if problems:
-        raise typer.Exit(int(StateError.exit_code))
-
-
-def _problems(problems: list[str]) -> StateError:
-    return StateError(f"{len(problems)} problem(s) found: " + "; ".join(problems),
-                      hint="`bg status` lists them per host")
+    actions.status(options(ctx), hosts=hosts)
 
 
 @app.command()
@@ -167,15 +126,7 @@ def history(ctx: typer.Context,
             steps: Annotated[bool, typer.Option("--steps", help="Every journal entry.")
                              ] = False) -> None:
     """The journal: who did what, when, with which outcome; a line per operation."""
-    from bluegreen.cli.render import history_lines
-    from bluegreen.ops import admin
-
-    opts = options(ctx)
-    result = run(opts, "", lambda c: admin.history(c, limit, steps=steps))
-    if opts.json:
-        emit(opts, result.to_json())
-        return
-    print("\n".join(history_lines(result)))
+    actions.history(options(ctx), limit=limit, steps=steps)
 
 
 @app.command()
@@ -193,7 +144,7 @@ def remove(
     from bluegreen.ops import remove as ops
 
     opts = options(ctx)
-    only = _hosts(ctx, hosts)
+    only = hosts_of(options(ctx), hosts)
     result = run(opts, "remove", lambda c: ops.remove(c, purge=purge, force=force,
                                                       dry_run=dry_run), hosts=only)
     if opts.json:
@@ -234,10 +185,3 @@ def lock_release(ctx: typer.Context) -> None:
         emit(opts, result.to_json())
         return
     print("\n".join(lock_release_lines(result)))
-
-
-def _hosts(ctx: typer.Context, value: str | None) -> tuple[str, ...]:
-    try:
-        return split_hosts(value)
-    except ConfigError as exc:
-        fail(options(ctx), exc)

@@ -15,7 +15,8 @@ import typer
 # the whole tree (importing them costs an operation's start-up a few milliseconds).
 from bluegreen.cli import commands  # noqa: F401
 from bluegreen.cli.app import app
-from bluegreen.cli.options import GlobalOptions, install
+from bluegreen.cli.options import install
+from bluegreen.cli.quick import fail_outside, forget_handled_interrupts, internal_error
 from bluegreen.errors import BgError, ConfigError, ExitCode
 
 
@@ -64,19 +65,6 @@ def _only(args: list[str] | None) -> typer.Typer | None:
     return only
 
 
-def forget_handled_interrupts() -> None:
-    """Keep a Ctrl-C that bg handled (undo, exit 130) from killing it by SIGINT at exit.
-
-    CPython 3.11 flags an "unhandled KeyboardInterrupt" whenever one leaves code run by
-    ``exec``/``eval`` of a string (dataclasses and namedtuple build their methods that way,
-    so an import can be such code), caught or not, and at exit re-sends itself SIGINT when
-    the flag is set: the exit status became -2 instead of 130 when Ctrl-C landed during an
-    import. Every exec of a string clears the flag first; a KeyboardInterrupt that really
-    escapes bg sets it again on the way out, so that case still exits by SIGINT.
-    """
-    exec("")  # a constant: its only effect is clearing that flag
-
-
 def run_main(argv: list[str] | None = None) -> None:
     try:
         _run_main(argv)
@@ -96,7 +84,7 @@ def _run_main(argv: list[str] | None) -> None:
         rv = group.main(args=args, prog_name="bg", standalone_mode=False)
     except ClickException as exc:  # bad command line: nothing was touched
         if as_json:
-            _fail_outside(args, ConfigError(exc.format_message()))
+            fail_outside(args, ConfigError(exc.format_message()))
         from typer import rich_utils
 
         rich_utils.rich_format_error(exc)
@@ -105,26 +93,7 @@ def _run_main(argv: list[str] | None) -> None:
         print("Aborted!", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except BgError as exc:  # raised outside an operation (e.g. by a callback)
-        _fail_outside(args, exc)
+        fail_outside(args, exc)
     except Exception:
-        import traceback
-
-        traceback.print_exc()
-        print("bg: internal error (a bug): please report it with the trace above", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERNAL))
+        internal_error()
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _fail_outside(args: list[str], exc: BgError) -> None:
-    from bluegreen.cli.output import fail
-
-    opts = GlobalOptions(json="--json" in args, command=_guess_command(args))
-    try:
-        fail(opts, exc)
-    except typer.Exit as ex:
-        sys.exit(ex.exit_code)
-
-
-def _guess_command(args: list[str]) -> str:
-    words = [a for a in args if not a.startswith("-")]
-    return words[0] if words else ""

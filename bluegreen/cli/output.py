@@ -20,9 +20,7 @@ import threading
 import time
 from typing import IO, Any, NoReturn
 
-import typer
-
-from bluegreen.cli.options import GlobalOptions
+from bluegreen.cli.globalopts import GlobalOptions
 from bluegreen.errors import BgError, HostFailures
 
 # The envelope's keys, documented in the README ("JSON output") and checked by tests.
@@ -64,7 +62,9 @@ def fail(opts: GlobalOptions, exc: BgError, *, result: Any = None) -> NoReturn:
             print(f"also: {other.message}", file=err)
         if exc.hint:
             print(f"hint: {exc.hint}", file=err)
-    raise typer.Exit(int(exc.exit_code))
+    # SystemExit, not Typer's Exit: the operation commands also run without Typer
+    # (bluegreen.cli.quick); under click it passes through to the same exit.
+    raise SystemExit(int(exc.exit_code))
 
 
 class Printer:

@@ -6,9 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
-
-from bluegreen.cli.options import GlobalOptions
+from bluegreen.cli.globalopts import GlobalOptions
 from bluegreen.cli.output import Printer, emit, fail
 from bluegreen.errors import BgError, ConfigError, ExitCode
 
@@ -78,7 +76,7 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
         except KeyboardInterrupt:
             printer.close()
             print("interrupted", file=sys.stderr)
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            raise SystemExit(int(ExitCode.INTERRUPTED)) from None
         finally:
             printer.close()
             if opts.verbose:
