@@ -116,6 +116,7 @@ READ = [
     ["-t", "deploy", "deploy", "status"], ["deploy", "--version=", "a.tgz"],
     ["deploy", "a.tgz", "--canary", "10", "--promote-after", "2.5", "--no-verify"],
     ["deploy", "a.tgz", "--canary", "150", "--promote-after", ".5", "--keep-old"],
+    ["deploy", "a.tgz", "--canary=5", "--promote-after=5."],
     ["rollback"], ["rollback", "--keep-old", "--dry-run", "-q"], ["promote", "--retire"],
     ["abort", "-t", "prod"], ["history"], ["history", "-n", "3", "--steps", "-q"],
     ["-c", "", "status"],
@@ -138,6 +139,8 @@ LEFT = [
     ["switch", "--to", "-x"], ["-t"], ["-c", "--json", "status"], ["status", "--json=1"],
     ["history", "-n", "5x"], ["history", "-n", "-1"], ["history", "-n", "+5"],
     ["deploy", "a.tgz", "--canary", "1e1"], ["deploy", "a.tgz", "--promote-after", "inf"],
+    ["deploy", "a.tgz", "--canary", " 5"], ["deploy", "a.tgz", "--canary", "\uff15"],
+    ["deploy", "a.tgz", "--promote-after", "1..2"], ["deploy", "a.tgz", "--promote-after", "."],
     ["deploy", "-", "x"], ["status", "--"], ["--", "status"], ["status", "-n", "3"],
     ["switch", "--dry-run=yes"],
 ]

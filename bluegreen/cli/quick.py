@@ -14,7 +14,6 @@ the Typer commands' parameters and both readings over a matrix of command lines.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -55,8 +54,6 @@ COMMANDS: Mapping[str, tuple[Table, tuple[tuple[str, str], ...]]] = {
 }
 
 _VALUED = frozenset({"str", "path", "int", "float"})
-_INT = re.compile(r"[0-9]+")
-_FLOAT = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
 class _Unread(Exception):
@@ -135,14 +132,11 @@ def _take(table: Table, args: list[str], i: int, into: dict[str, Any]) -> int:
 def _convert(kind: str, value: str) -> Any:
     if kind == "path":
         return Path(value)
-    if kind == "int":
-        if not _INT.fullmatch(value):
+    if kind in ("int", "float"):  # plain digits (and one point): nothing to guess
+        digits = value.replace(".", "", 1) if kind == "float" else value
+        if not (digits.isascii() and digits.isdigit()):
             raise _Unread
-        return int(value)
-    if kind == "float":
-        if not _FLOAT.fullmatch(value):
-            raise _Unread
-        return float(value)
+        return int(value) if kind == "int" else float(value)
     return value
 
 
