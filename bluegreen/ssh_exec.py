@@ -1,10 +1,15 @@
-"""How :class:`bluegreen.ssh.SshHost` runs one command on its session channel: the
-release (or nothing) on stdin, stdout and stderr read until EOF and the exit status."""
+"""The SSH plumbing under :class:`bluegreen.ssh.SshHost`: how its transport is set up,
+how one command runs on its session channel (the release, or nothing, on stdin; stdout
+and stderr read until EOF and the exit status), how a direct-tcpip channel opens, and what
+low-level errors say. Without httpx: ``bg status`` and ``bg switch`` over SSH probe
+through these channels and never import it."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
-from typing import IO
+from typing import IO, Any
 
 import paramiko
 
@@ -81,3 +86,77 @@ def drain(chan: paramiko.Channel, deadline: float | None) -> tuple[bytes, bytes]
     while not chan.status_event.wait(_POLL):  # the exit status follows EOF
         wait()
     return bytes(out), bytes(err)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
+        return ", ".join(sorted(causes)) or "connection refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class ChannelOpenError(Exception):
+    """The host's sshd did not open the TCP connection (``timed_out``: it timed out)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def open_direct_tcpip(transport: paramiko.Transport, name: str, host: str, port: int,
+                      timeout: float | None) -> paramiko.Channel:
+    """A TCP connection to ``host:port`` opened by the sshd of host ``name``."""
+    where = f"{host}:{port} on {name}"
+    try:
+        return transport.open_channel(
+            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+        )
+    except paramiko.ChannelException as exc:
+        raise ChannelOpenError(f"cannot connect to {where}: {exc.text}") from exc
+    except paramiko.SSHException as exc:
+        if "Timeout" in str(exc):
+            raise ChannelOpenError(f"timed out connecting to {where}", timed_out=True) from exc
+        raise ChannelOpenError(f"cannot connect to {where}: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise ChannelOpenError(f"cannot connect to {where}: {describe_error(exc)}") from exc
+
+
+# AES-GCM first: its MAC is the cipher's own tag (one call into OpenSSL per packet instead of
+# a cipher call and an HMAC), so a release moves with ~30% less controller CPU and wall time
+# than with paramiko's default, aes128-ctr + hmac-sha2. The rest stay, in paramiko's order,
+# for servers without GCM (OpenSSH has it since 6.2).
+_GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def transport_factory(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """The Transport paramiko's SSHClient connects with (its ``transport_factory``)."""
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    options.ciphers = tuple(c for c in _GCM if c in offered) + tuple(
+        c for c in offered if c not in _GCM)
+    return transport
+
+
+# How long paramiko's transport thread blocks in recv before it looks up (closed? keepalive
+# due? rekey wanted?). paramiko's 0.1 s wakes every idle connection ten times a second:
+# ~0.7 ms of controller CPU per host and second, 2 ms per host of a 3 s fleet deploy. Data
+# wakes the thread at once whatever this is; what waits up to it: a keepalive (every 15 s)
+# and a rekey paramiko asks for after 512 MB sent.
+_IDLE_POLL = 1.0
+
+
+def tune_socket(transport: paramiko.Transport) -> None:
+    """TCP_NODELAY on the connection, as OpenSSH sets for interactive sessions: bg's
+    exchanges are small request/answer pairs (a script, an HTTP probe), which Nagle's
+    algorithm would hold back for the peer's delayed ACK, ~40 ms each time. Then the idle
+    poll (after the handshake, whose timeouts paramiko counts in its own steps)."""
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):  # not a ProxyCommand or a jump host's channel
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(_IDLE_POLL)
