@@ -8,8 +8,10 @@ Each size has hosts of its own; the sizes take turns, so each meets the same loa
 shared machine. ``--parallel`` caps bg's connections at once (target ``parallel``); the
 64-host deploy runs with at most that many (default 16) threads and SSH handshakes at once.
 ``--profile FILE``: cProfile (every thread, by its CPU clock) of one more deploy of the
-largest size. ``--py-spy FILE``: one more deploy of the largest size under
-py-spy (every thread), where the per-host cost goes (key exchange, channel set-up, rendering).
+largest size. ``--breakdown``: one more deploy of each size with each thread's CPU clock
+read (no profiler): the further host's cost by thread kind (paramiko's transport threads,
+the per-host workers, the main thread) and by step, as (cpu(n) - cpu(1)) / (n - 1).
+``--py-spy FILE``: one more deploy of the largest size under py-spy (every thread).
 Goal (issue 23): ≤ 25 ms per host at 16 hosts.
 Run as root: `python bench/controller_cpu.py [--sizes 1 4 16 64] [--deploys 3]`.
 """
@@ -26,6 +28,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import bluegreen
 from bluegreen.sandbox.config import sandbox_config
@@ -37,8 +40,10 @@ from deploy_hosts import bg
 
 def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: int = 3,
             parallel: int = 16, profile: Path | None = None, py_spy: Path | None = None,
-            py_spy_bin: str = "py-spy") -> dict[int, list[float]]:
-    """bg's CPU seconds per deploy, by fleet size (run as root)."""
+            py_spy_bin: str = "py-spy", breakdown: dict[int, Any] | None = None
+            ) -> dict[int, list[float]]:
+    """bg's CPU seconds per deploy, by fleet size (run as root); ``breakdown``, when given,
+    gets each size's CPU by thread kind and step (profile_threads.py's JSON)."""
     args = argparse.Namespace(sizes=list(sizes), deploys=deploys, parallel=parallel,
                               profile=profile, py_spy=py_spy, py_spy_bin=py_spy_bin)
     cpus: dict[int, list[float]] = {n: [] for n in args.sizes}
@@ -59,6 +64,9 @@ def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: in
                 cpus[size].append(bg(configs[size], "deploy", artifact)["cpu_s"])
         env = {**os.environ, "HOME": str(workdir)}
         env.pop("SSH_AUTH_SOCK", None)
+        if breakdown is not None:
+            for size in args.sizes:
+                breakdown[size] = _by_thread(configs[size], build_sample(art, "7.0.0"), env)
         if args.profile:  # every thread, by its CPU clock (bench/profile_threads.py)
             size = max(args.sizes)
             subprocess.run([sys.executable, str(Path(__file__).with_name("profile_threads.py")),
@@ -74,6 +82,37 @@ def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: in
                             str(build_sample(art, "9.0.0"))],
                            env=env, check=True, capture_output=True)
     return cpus
+
+
+def _by_thread(config: Path, artifact: Path, env: dict[str, str]) -> Any:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("profile_threads.py")),
+                        out.name, "-c", str(config), "--json", "deploy", str(artifact)],
+                       env=env, check=True, capture_output=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def breakdown_table(runs: dict[int, Any]) -> list[str]:
+    """A further host's CPU (ms) by thread kind and by step, against the 1-host deploy."""
+    if 1 not in runs or len(runs) < 2:
+        return []
+    sizes = sorted(n for n in runs if n > 1)
+    rows: list[tuple[str, str | None, str]] = [("process", None, "process")]
+    for group in ("threads", "steps"):
+        names = sorted({k for d in runs.values() for k in d[group]},
+                       key=lambda k: -float(runs[sizes[-1]][group].get(k, 0.0)))
+        rows += [(f"{group[:-1]} {k}", group, k) for k in names]
+
+    def get(run: Any, group: str | None, key: str) -> float:
+        return float(run[key] if group is None else run[group].get(key, 0.0))
+
+    lines = ["| CPU of a further host (ms) | " + " | ".join(f"{n} hosts" for n in sizes) + " |",
+             "|---|" + "---:|" * len(sizes)]
+    for label, kind, key in rows:
+        cells = [(get(runs[n], kind, key) - get(runs[1], kind, key)) / (n - 1) * 1000
+                 for n in sizes]
+        lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    return lines
 
 
 def table(cpus: dict[int, list[float]]) -> list[str]:
@@ -97,6 +136,7 @@ def main() -> int:
     parser.add_argument("--deploys", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--py-spy", type=Path)
     parser.add_argument("--py-spy-bin", default="py-spy")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -109,11 +149,12 @@ def main() -> int:
     # As users run it: bytecode compiled (this shell may set PYTHONDONTWRITEBYTECODE).
     compileall.compile_dir(Path(bluegreen.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="bg-cpu-") as tmp:
+        runs: dict[int, Any] | None = {} if args.breakdown else None
         cpus = measure(Path(tmp), sizes=args.sizes, deploys=args.deploys,
                        parallel=args.parallel, profile=args.profile, py_spy=args.py_spy,
-                       py_spy_bin=args.py_spy_bin)
+                       py_spy_bin=args.py_spy_bin, breakdown=runs)
     report = "\n".join([f"load average (2 cores, shared): {os.getloadavg()[0]:.1f}", "",
-                        *table(cpus)])
+                        *table(cpus), "", *breakdown_table(runs or {})])
     print(report)
     (args.out / "controller_cpu.md").write_text(report + "\n")
     (args.out / "controller_cpu.json").write_text(json.dumps(

@@ -6,7 +6,8 @@ go to OUT.
 
 With an OUT ending in ``.json``, no cProfile (which inflates Python-heavy code several
 times over): each thread's own CPU time, summed by kind (``transport``: paramiko's, one per
-host; ``bg-host``: the per-host workers; ``main``; others by name), and the process's.
+host; ``bg-host``: the per-host workers; ``main``; others by name), the process's, and the
+process's CPU during each step that runs on every host (``Context.each``, by its name).
 Usage: `python bench/profile_threads.py OUT bg-args...`."""
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import resource
 import sys
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from typing import Any
 
 _profiles: list[cProfile.Profile] = []  # of threads that ended: disabled by their own thread
-_cpu: Counter[str] = Counter()  # CPU seconds of the threads that ended, by kind
+_cpu: defaultdict[str, float] = defaultdict(float)  # CPU seconds of ended threads, by kind
+_steps: defaultdict[str, float] = defaultdict(float)  # process CPU seconds in each step
 _lock = threading.Lock()
 
 
@@ -57,6 +59,21 @@ def _patch(profile: bool) -> None:
     threading.Thread._bootstrap_inner = profiled  # type: ignore[attr-defined]
 
 
+def _time_steps() -> None:
+    from bluegreen.ops import core
+
+    each = core.Context.each
+
+    def timed(self: Any, fn: Any, what: str, hosts: Any = None) -> Any:
+        started = time.process_time()
+        try:
+            return each(self, fn, what, hosts)
+        finally:
+            _steps[what] += time.process_time() - started
+
+    core.Context.each = timed  # type: ignore[method-assign]
+
+
 def _wait_for_threads() -> int:
     """Daemon threads still running (SSH transports closing) get a moment to end: a profile
     disabled from another thread closes its open calls by the caller's clock (a transport
@@ -82,8 +99,9 @@ def main() -> None:
             if by_thread:
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 with open(out, "w") as fh:
-                    json.dump({"process": usage.ru_utime + usage.ru_stime, "main": main_cpu,
-                               **_cpu, "threads_left_out": live}, fh, indent=2)
+                    json.dump({"process": usage.ru_utime + usage.ru_stime,
+                               "threads": {"main": main_cpu, **_cpu}, "steps": _steps,
+                               "threads_left_out": live}, fh, indent=2)
             else:
                 stats = pstats.Stats(main_prof)
                 for prof in _profiles:
@@ -97,7 +115,9 @@ def main() -> None:
     sys.argv = ["bg", *args]
     from bluegreen.cli import main as bg_main
 
-    if not by_thread:
+    if by_thread:
+        _time_steps()
+    else:
         main_prof.enable()
     bg_main()
 
