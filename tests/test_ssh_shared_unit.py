@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from fabric import Connection
 from bluegreen import sshshared
 from bluegreen.hostkeys import install_policy
 from bluegreen.ssh import SshHost
+from tests.helpers import need
 
 pytestmark = pytest.mark.unit
 
@@ -173,6 +175,7 @@ def test_fabric_config_shared_until_ssh_config_or_home_changes(
 
 
 def _keygen(path: Path, *extra: str) -> None:
+    need(shutil.which("ssh-keygen") is not None, "ssh-keygen (openssh-client) is not installed")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-f", str(path), "-C", "t", *extra],
                    check=True, capture_output=True)
 
