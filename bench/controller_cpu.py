@@ -35,15 +35,18 @@ from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, require_root_or_skip_reason
 from bluegreen.sandbox.sample import build_sample
 
-from deploy_hosts import bg
+from deploy_hosts import bg, children_cpu
 
 
 def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: int = 3,
             parallel: int = 16, profile: Path | None = None, py_spy: Path | None = None,
-            py_spy_bin: str = "py-spy", breakdown: dict[int, Any] | None = None
+            py_spy_bin: str = "py-spy", breakdown: dict[int, Any] | None = None,
+            against: Path | None = None, old: dict[int, list[float]] | None = None
             ) -> dict[int, list[float]]:
     """bg's CPU seconds per deploy, by fleet size (run as root); ``breakdown``, when given,
-    gets each size's CPU by thread kind and step (profile_threads.py's JSON)."""
+    gets each size's CPU by thread kind and step (profile_threads.py's JSON). ``against``: a
+    checkout of other code (its ``bluegreen`` first on PYTHONPATH) deployed in turns with
+    this one, on the same hosts, each with a version of its own; its samples go to ``old``."""
     args = argparse.Namespace(sizes=list(sizes), deploys=deploys, parallel=parallel,
                               profile=profile, py_spy=py_spy, py_spy_bin=py_spy_bin)
     cpus: dict[int, list[float]] = {n: [] for n in args.sizes}
@@ -61,7 +64,14 @@ def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: in
         for i in range(args.deploys):
             artifact = str(build_sample(art, f"1.{i + 1}.0"))
             for size in args.sizes:
-                cpus[size].append(bg(configs[size], "deploy", artifact)["cpu_s"])
+                if against is None or old is None:
+                    cpus[size].append(bg(configs[size], "deploy", artifact)["cpu_s"])
+                    continue
+                other = str(build_sample(art, f"1.{i + 1}.1"))
+                turns = [(cpus, None, artifact), (old, against, other)]
+                for samples, code, version in turns if i % 2 == 0 else turns[::-1]:
+                    samples.setdefault(size, []).append(
+                        _cpu_of(configs[size], code, "deploy", version))
         env = {**os.environ, "HOME": str(workdir)}
         env.pop("SSH_AUTH_SOCK", None)
         if breakdown is not None:
@@ -82,6 +92,22 @@ def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: in
                             str(build_sample(art, "9.0.0"))],
                            env=env, check=True, capture_output=True)
     return cpus
+
+
+def _cpu_of(config: Path, code: Path | None, *args: str) -> float:
+    """bg's CPU seconds for one command; ``code``: run that checkout's bluegreen instead."""
+    if code is None:
+        return float(bg(config, *args)["cpu_s"])
+    env = {**os.environ, "HOME": str(config.parent), "PYTHONPATH": str(code)}
+    env.pop("SSH_AUTH_SOCK", None)
+    before = children_cpu()
+    proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), "--json",
+                           *args], capture_output=True, text=True, env=env, cwd="/",
+                          check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"bg (from {code}) {' '.join(args)} failed:\n{proc.stdout}"
+                         f"\n{proc.stderr}")
+    return children_cpu() - before
 
 
 def _by_thread(config: Path, artifact: Path, env: dict[str, str]) -> Any:
@@ -137,6 +163,8 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--against", type=Path,
+                        help="a checkout of other code, deployed in turns with this one")
     parser.add_argument("--py-spy", type=Path)
     parser.add_argument("--py-spy-bin", default="py-spy")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -150,11 +178,14 @@ def main() -> int:
     compileall.compile_dir(Path(bluegreen.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="bg-cpu-") as tmp:
         runs: dict[int, Any] | None = {} if args.breakdown else None
+        old: dict[int, list[float]] = {}
         cpus = measure(Path(tmp), sizes=args.sizes, deploys=args.deploys,
                        parallel=args.parallel, profile=args.profile, py_spy=args.py_spy,
-                       py_spy_bin=args.py_spy_bin, breakdown=runs)
+                       py_spy_bin=args.py_spy_bin, breakdown=runs, against=args.against,
+                       old=old)
+    against = [f"the same against {args.against}, in turns:", *table(old), ""] if old else []
     report = "\n".join([f"load average (2 cores, shared): {os.getloadavg()[0]:.1f}", "",
-                        *table(cpus), "", *breakdown_table(runs or {})])
+                        *table(cpus), "", *against, *breakdown_table(runs or {})])
     print(report)
     (args.out / "controller_cpu.md").write_text(report + "\n")
     (args.out / "controller_cpu.json").write_text(json.dumps(
