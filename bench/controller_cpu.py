@@ -8,8 +8,10 @@ Each size has hosts of its own; the sizes take turns, so each meets the same loa
 shared machine. ``--parallel`` caps bg's connections at once (target ``parallel``); the
 64-host deploy runs with at most that many (default 16) threads and SSH handshakes at once.
 ``--profile FILE``: cProfile (every thread, by its CPU clock) of one more deploy of the
-largest size. ``--py-spy FILE``: one more deploy of the largest size under
-py-spy (every thread), where the per-host cost goes (key exchange, channel set-up, rendering).
+largest size. ``--breakdown``: one more deploy of each size with each thread's CPU clock
+read (no profiler): the further host's cost by thread kind (paramiko's transport threads,
+the per-host workers, the main thread) and by step, as (cpu(n) - cpu(1)) / (n - 1).
+``--py-spy FILE``: one more deploy of the largest size under py-spy (every thread).
 Goal (issue 23): ≤ 25 ms per host at 16 hosts.
 Run as root: `python bench/controller_cpu.py [--sizes 1 4 16 64] [--deploys 3]`.
 """
@@ -26,19 +28,25 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import bluegreen
 from bluegreen.sandbox.config import sandbox_config
 from bluegreen.sandbox.hosts import Sandbox, require_root_or_skip_reason
 from bluegreen.sandbox.sample import build_sample
 
-from deploy_hosts import bg
+from deploy_hosts import bg, children_cpu
 
 
 def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: int = 3,
             parallel: int = 16, profile: Path | None = None, py_spy: Path | None = None,
-            py_spy_bin: str = "py-spy") -> dict[int, list[float]]:
-    """bg's CPU seconds per deploy, by fleet size (run as root)."""
+            py_spy_bin: str = "py-spy", breakdown: dict[int, Any] | None = None,
+            against: Path | None = None, old: dict[int, list[float]] | None = None
+            ) -> dict[int, list[float]]:
+    """bg's CPU seconds per deploy, by fleet size (run as root); ``breakdown``, when given,
+    gets each size's CPU by thread kind and step (profile_threads.py's JSON). ``against``: a
+    checkout of other code (its ``bluegreen`` first on PYTHONPATH) deployed in turns with
+    this one, on the same hosts, each with a version of its own; its samples go to ``old``."""
     args = argparse.Namespace(sizes=list(sizes), deploys=deploys, parallel=parallel,
                               profile=profile, py_spy=py_spy, py_spy_bin=py_spy_bin)
     cpus: dict[int, list[float]] = {n: [] for n in args.sizes}
@@ -56,9 +64,19 @@ def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: in
         for i in range(args.deploys):
             artifact = str(build_sample(art, f"1.{i + 1}.0"))
             for size in args.sizes:
-                cpus[size].append(bg(configs[size], "deploy", artifact)["cpu_s"])
+                if against is None or old is None:
+                    cpus[size].append(bg(configs[size], "deploy", artifact)["cpu_s"])
+                    continue
+                other = str(build_sample(art, f"1.{i + 1}.1"))
+                turns = [(cpus, None, artifact), (old, against, other)]
+                for samples, code, version in turns if i % 2 == 0 else turns[::-1]:
+                    samples.setdefault(size, []).append(
+                        _cpu_of(configs[size], code, "deploy", version))
         env = {**os.environ, "HOME": str(workdir)}
         env.pop("SSH_AUTH_SOCK", None)
+        if breakdown is not None:
+            for size in args.sizes:
+                breakdown[size] = _by_thread(configs[size], build_sample(art, "7.0.0"), env)
         if args.profile:  # every thread, by its CPU clock (bench/profile_threads.py)
             size = max(args.sizes)
             subprocess.run([sys.executable, str(Path(__file__).with_name("profile_threads.py")),
@@ -74,6 +92,53 @@ def measure(workdir: Path, *, sizes: Sequence[int] = (1, 4, 16, 64), deploys: in
                             str(build_sample(art, "9.0.0"))],
                            env=env, check=True, capture_output=True)
     return cpus
+
+
+def _cpu_of(config: Path, code: Path | None, *args: str) -> float:
+    """bg's CPU seconds for one command; ``code``: run that checkout's bluegreen instead."""
+    if code is None:
+        return float(bg(config, *args)["cpu_s"])
+    env = {**os.environ, "HOME": str(config.parent), "PYTHONPATH": str(code)}
+    env.pop("SSH_AUTH_SOCK", None)
+    before = children_cpu()
+    proc = subprocess.run([sys.executable, "-m", "bluegreen", "-c", str(config), "--json",
+                           *args], capture_output=True, text=True, env=env, cwd="/",
+                          check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"bg (from {code}) {' '.join(args)} failed:\n{proc.stdout}"
+                         f"\n{proc.stderr}")
+    return children_cpu() - before
+
+
+def _by_thread(config: Path, artifact: Path, env: dict[str, str]) -> Any:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("profile_threads.py")),
+                        out.name, "-c", str(config), "--json", "deploy", str(artifact)],
+                       env=env, check=True, capture_output=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def breakdown_table(runs: dict[int, Any]) -> list[str]:
+    """A further host's CPU (ms) by thread kind and by step, against the 1-host deploy."""
+    if 1 not in runs or len(runs) < 2:
+        return []
+    sizes = sorted(n for n in runs if n > 1)
+    rows: list[tuple[str, str | None, str]] = [("process", None, "process")]
+    for group in ("threads", "steps"):
+        names = sorted({k for d in runs.values() for k in d[group]},
+                       key=lambda k: -float(runs[sizes[-1]][group].get(k, 0.0)))
+        rows += [(f"{group[:-1]} {k}", group, k) for k in names]
+
+    def get(run: Any, group: str | None, key: str) -> float:
+        return float(run[key] if group is None else run[group].get(key, 0.0))
+
+    lines = ["| CPU of a further host (ms) | " + " | ".join(f"{n} hosts" for n in sizes) + " |",
+             "|---|" + "---:|" * len(sizes)]
+    for label, kind, key in rows:
+        cells = [(get(runs[n], kind, key) - get(runs[1], kind, key)) / (n - 1) * 1000
+                 for n in sizes]
+        lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    return lines
 
 
 def table(cpus: dict[int, list[float]]) -> list[str]:
@@ -97,6 +162,9 @@ def main() -> int:
     parser.add_argument("--deploys", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--against", type=Path,
+                        help="a checkout of other code, deployed in turns with this one")
     parser.add_argument("--py-spy", type=Path)
     parser.add_argument("--py-spy-bin", default="py-spy")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -109,11 +177,15 @@ def main() -> int:
     # As users run it: bytecode compiled (this shell may set PYTHONDONTWRITEBYTECODE).
     compileall.compile_dir(Path(bluegreen.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory(prefix="bg-cpu-") as tmp:
+        runs: dict[int, Any] | None = {} if args.breakdown else None
+        old: dict[int, list[float]] = {}
         cpus = measure(Path(tmp), sizes=args.sizes, deploys=args.deploys,
                        parallel=args.parallel, profile=args.profile, py_spy=args.py_spy,
-                       py_spy_bin=args.py_spy_bin)
+                       py_spy_bin=args.py_spy_bin, breakdown=runs, against=args.against,
+                       old=old)
+    against = [f"the same against {args.against}, in turns:", *table(old), ""] if old else []
     report = "\n".join([f"load average (2 cores, shared): {os.getloadavg()[0]:.1f}", "",
-                        *table(cpus)])
+                        *table(cpus), "", *against, *breakdown_table(runs or {})])
     print(report)
     (args.out / "controller_cpu.md").write_text(report + "\n")
     (args.out / "controller_cpu.json").write_text(json.dumps(

@@ -12,8 +12,10 @@ import base64
 import hashlib
 import logging
 import os
+import re
 import shlex
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,26 +83,66 @@ class AcceptNew(paramiko.MissingHostKeyPolicy):
         )
 
 
+@dataclass(frozen=True)
+class _Line:
+    """One known_hosts line, its key not decoded yet: a fleet's connect decodes only the
+    lines naming its own host (building a key object costs ~0.1 ms; a file has hundreds)."""
+
+    hostnames: list[str]  # as paramiko's HostKeyEntry has them: its matcher reads this
+    text: str
+    lineno: int
+
+
 _parsed_lock = threading.Lock()
-# known_hosts as last parsed, by path: (inode, size, mtime) and its entries. Each host of a
-# fleet loads the file at its connect; parsing it every time costs O(hosts x lines).
-_parsed: dict[str, tuple[tuple[int, int, int], list[Any]]] = {}
+# known_hosts as last read, by path: (inode, size, mtime) and its lines. Every host of a fleet
+# connects at once and reads the file; the lock makes that one read, not one per host.
+_parsed: dict[str, tuple[tuple[int, int, int], list[_Line]]] = {}
 
 
-def _known_entries(path: Path) -> list[Any]:
-    """The file's entries (paramiko ``HostKeyEntry``), parsed again whenever it changed."""
-    st = path.stat()
-    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+def _known_lines(path: Path) -> list[_Line]:
+    """The file's lines, read again whenever its inode, size or mtime changed."""
     with _parsed_lock:
         hit = _parsed.get(str(path))
-        if hit is not None and hit[0] == stamp:
+        if hit is not None and hit[0] == _stamp(os.stat(path)):
             return hit[1]
-    keys: Any = paramiko.HostKeys()
-    keys.load(str(path))
-    entries: list[Any] = list(keys._entries)  # no public way to list them
-    with _parsed_lock:
-        _parsed[str(path)] = (stamp, entries)
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            stamp = _stamp(os.fstat(fh.fileno()))  # of what is read: a later write re-reads
+            lines = []
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.strip()  # as paramiko's HostKeys.load reads it
+                if not line or line.startswith("#"):
+                    continue
+                fields = re.split(" |\t", line)
+                if len(fields) >= 3:
+                    lines.append(_Line(fields[0].split(","), line, lineno))
+        _parsed[str(path)] = (stamp, lines)
+        return lines
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _entries_for(lines: list[_Line], lookup: str) -> list[Any]:
+    """Fresh ``HostKeyEntry`` objects for the lines that name ``lookup`` (plain or hashed),
+    in file order: what paramiko's own lookup of that name finds in the whole file. A line
+    paramiko cannot read (unknown key type, bad base64) counts as absent, as in OpenSSH."""
+    matcher: Any = paramiko.HostKeys()
+    entries = []
+    for line in lines:
+        if matcher._hostname_matches(lookup, line):  # paramiko's rule, hashed names too
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line.text, line.lineno)
+            except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey):
+                continue
+            if entry is not None:
+                entries.append(entry)
     return entries
+
+
+def lookup_name(host: str, port: int) -> str:
+    """The name paramiko's SSHClient.connect looks the server's key up by."""
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 def install_policy(
@@ -108,9 +150,10 @@ def install_policy(
 ) -> None:
     """Replace Fabric's trust-anything policy, on the host and on every ProxyJump hop.
 
-    known_hosts is read at each connect (parsed again when its inode, size or mtime
-    changed), so keys trusted meanwhile (ssh-keyscan, another host's accept-new) count.
-    Only this file: never keys from anywhere else.
+    known_hosts is read at each connect (read again when its inode, size or mtime changed),
+    so keys trusted meanwhile (ssh-keyscan, another host's accept-new) count. Only this
+    file: never keys from anywhere else. Each client gets the entries for the name it will
+    look up (fresh objects: accept-new adds to a client's keys, never to the shared read).
     """
     missing: paramiko.MissingHostKeyPolicy = (
         AcceptNew(known_hosts, hashed=hashed) if policy == "accept-new" else RefuseUnknown()
@@ -121,13 +164,12 @@ def install_policy(
         keys: Any = client.get_host_keys()
         keys.clear()
         try:
-            if known_hosts.is_file():
-                # Copies: accept-new adds to a client's keys, never to the shared parse.
-                keys._entries.extend(
-                    paramiko.hostkeys.HostKeyEntry(list(e.hostnames), e.key)
-                    for e in _known_entries(known_hosts))
+            lines = _known_lines(known_hosts)
+        except FileNotFoundError:
+            lines = []
         except OSError as exc:
             raise HostError(f"{name}: cannot read {known_hosts}: {exc.strerror}") from exc
+        keys._entries.extend(_entries_for(lines, lookup_name(str(hop.host), int(hop.port))))
         client.set_missing_host_key_policy(missing)
         hop = hop.gateway
 

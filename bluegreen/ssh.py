@@ -24,16 +24,14 @@ import os
 import posixpath
 import secrets
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import httpx
 import paramiko
-from fabric import Config, Connection
+from fabric import Connection
 
 from bluegreen.errors import ConfigError, HostError
 from bluegreen.host import CommandResult
@@ -47,14 +45,20 @@ from bluegreen.hostkeys import (
 )
 from bluegreen.hostspec import SshTarget, parse_host_spec
 from bluegreen.probe import Answer, ProbeError, Stream, ask
-from bluegreen.ssh_exec import TimedOut, drain, feed
-from bluegreen.ssh_http import (
-    ChannelBackend,
+from bluegreen.ssh_exec import (
     ChannelOpenError,
-    SshHttpTransport,
+    TimedOut,
     describe_error,
+    drain,
+    feed,
     open_direct_tcpip,
+    transport_factory,
+    tune_socket,
 )
+from bluegreen.sshshared import fabric_config, identity_key
+
+if TYPE_CHECKING:  # imported where used: probes (status, switch) go without httpx
+    import httpx
 
 # Importers of the names that moved to hostspec/hostkeys keep working.
 __all__ = ["HostKeyPolicy", "SshHost", "SshTarget", "fingerprint", "parse_host_spec"]
@@ -97,13 +101,18 @@ class SshHost:
             "banner_timeout": connect_timeout,
         }
         if identity_file is not None:
-            connect_kwargs["key_filename"] = [os.path.expanduser(identity_file)]
-        connect_kwargs["transport_factory"] = _transport
+            path = os.path.expanduser(identity_file)
+            key = identity_key(path)  # read once for the fleet, not at every connect
+            if key is not None:
+                connect_kwargs["pkey"] = key  # tried first, where key_filename was
+            else:
+                connect_kwargs["key_filename"] = [path]
+        connect_kwargs["transport_factory"] = transport_factory
         self._conn: Any = Connection(
             self.target.hostname,
             user=self.target.user,
             port=self.target.port,
-            config=Config(),
+            config=fabric_config(),  # shared: a Connection only reads it
             connect_kwargs=connect_kwargs,
         )
         # Fabric casts its own connect timeout to int; ours travels in connect_kwargs instead.
@@ -198,6 +207,8 @@ class SshHost:
         self._upload(_BytesReader(data), path, mode)
 
     def http_transport(self) -> httpx.BaseTransport:
+        from bluegreen.ssh_http import ChannelBackend, SshHttpTransport
+
         return SshHttpTransport(ChannelBackend(self.name, self._ensure_open))
 
     def http_probe(self, url: str, *, timeout: float,
@@ -262,7 +273,7 @@ class SshHost:
                 raise HostError(f"{self.name}: cannot connect over SSH: {why}") from exc
             transport = self._conn.transport
             transport.set_keepalive(_KEEPALIVE_SECONDS)
-            _no_delay(transport)
+            tune_socket(transport)
             return transport
 
     def _endpoint(self) -> tuple[str, int]:
@@ -301,33 +312,6 @@ class SshHost:
                     raise
             except FileNotFoundError as exc:
                 raise HostError(f"{self.name}: cannot write {path}: {describe_error(exc)}") from exc
-
-
-# AES-GCM first: its MAC is the cipher's own tag (one call into OpenSSL per packet instead of
-# a cipher call and an HMAC), so a release moves with ~30% less controller CPU and wall time
-# than with paramiko's default, aes128-ctr + hmac-sha2. The rest stay, in paramiko's order,
-# for servers without GCM (OpenSSH has it since 6.2).
-_GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    """The Transport paramiko's SSHClient connects with (its ``transport_factory``)."""
-    transport = paramiko.Transport(sock, **kwargs)
-    options = transport.get_security_options()
-    offered = tuple(options.ciphers)
-    options.ciphers = tuple(c for c in _GCM if c in offered) + tuple(
-        c for c in offered if c not in _GCM)
-    return transport
-
-
-def _no_delay(transport: paramiko.Transport) -> None:
-    """TCP_NODELAY on the connection, as OpenSSH sets for interactive sessions: bg's
-    exchanges are small request/answer pairs (a script, an HTTP probe), which Nagle's
-    algorithm would hold back for the peer's delayed ACK, ~40 ms each time."""
-    sock = getattr(transport, "sock", None)
-    if isinstance(sock, socket.socket):  # not a ProxyCommand or a jump host's channel
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _BytesReader:

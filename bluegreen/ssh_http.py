@@ -5,7 +5,6 @@ direct-tcpip channels opened by the remote sshd, so ``http://127.0.0.1:4001/`` m
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -13,45 +12,11 @@ import httpcore
 import httpx
 import paramiko
 
+# Where they were: importers of these names from here keep working.
+from bluegreen.ssh_exec import ChannelOpenError, describe_error, open_direct_tcpip
 
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        causes = {getattr(e, "strerror", None) or str(e) for e in exc.errors.values()}
-        return ", ".join(sorted(causes)) or "connection refused"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-# -- HTTP through direct-tcpip channels -------------------------------------------------
-
-
-class ChannelOpenError(Exception):
-    """The host's sshd did not open the TCP connection (``timed_out``: it timed out)."""
-
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
-
-
-def open_direct_tcpip(transport: paramiko.Transport, name: str, host: str, port: int,
-                      timeout: float | None) -> paramiko.Channel:
-    """A TCP connection to ``host:port`` opened by the sshd of host ``name``."""
-    where = f"{host}:{port} on {name}"
-    try:
-        return transport.open_channel(
-            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
-        )
-    except paramiko.ChannelException as exc:
-        raise ChannelOpenError(f"cannot connect to {where}: {exc.text}") from exc
-    except paramiko.SSHException as exc:
-        if "Timeout" in str(exc):
-            raise ChannelOpenError(f"timed out connecting to {where}", timed_out=True) from exc
-        raise ChannelOpenError(f"cannot connect to {where}: {exc}") from exc
-    except (OSError, EOFError) as exc:
-        raise ChannelOpenError(f"cannot connect to {where}: {describe_error(exc)}") from exc
+__all__ = ["ChannelBackend", "ChannelOpenError", "SshHttpTransport", "describe_error",
+           "open_direct_tcpip"]
 
 
 class _ChannelStream(httpcore.NetworkStream):

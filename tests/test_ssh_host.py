@@ -49,6 +49,36 @@ def test_run_timeout_raises_host_error_and_host_stays_usable(ssh_host: SshHost) 
     assert ssh_host.run("echo again").stdout == "again\n"
 
 
+def test_interleaved_stdout_and_stderr_arrive_whole(ssh_host: SshHost) -> None:
+    script = ("i=0; while [ $i -lt 300 ]; do head -c 997 /dev/zero | tr '\\0' o;"
+              " head -c 1003 /dev/zero | tr '\\0' e >&2; i=$((i+1)); done; exit 7")
+    result = ssh_host.run(script, timeout=30)
+    assert result.exit_code == 7
+    assert result.stdout == "o" * 997 * 300
+    assert result.stderr == "e" * 1003 * 300
+
+
+def test_a_running_command_is_waited_for_not_polled(
+        ssh_host: SshHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker sleeps until the command's output, EOF or exit status arrives: a host's
+    second of ``sleep`` costs the controller no wakeups (a 50 ms poll was 20)."""
+    import paramiko
+
+    looks = 0
+    real = paramiko.Channel.recv_stderr_ready
+
+    def counting(self: paramiko.Channel) -> bool:
+        nonlocal looks
+        looks += 1
+        return real(self)
+
+    ssh_host.open()
+    monkeypatch.setattr(paramiko.Channel, "recv_stderr_ready", counting)
+    result = ssh_host.run("sleep 1; echo done")
+    assert result.stdout == "done\n"
+    assert looks <= 6, looks
+
+
 KILL_MY_SSHD = """
 p=$$
 while [ "$p" -gt 1 ]; do
