@@ -10,6 +10,7 @@ start with a dot, which nginx's ``include *.conf`` glob never matches.
 from __future__ import annotations
 
 import posixpath
+import shlex
 from dataclasses import dataclass
 
 from bluegreen import asroot, sites
@@ -61,8 +62,6 @@ def stage_script(config: Config, content: str) -> str:
     at once, so nothing a reload could pick up changes before phase two; on a failed test
     the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
     """
-    from bluegreen.facts.check import dump_command  # (checks imports this module)
-
     f = files(config)
     live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
     # No `set -e`: sh ignores it in a subshell whose status is tested, so every step that
@@ -88,6 +87,14 @@ if [ $rc -ne 0 ]; then
 fi
 {layout}
 ) || exit $?"""
+
+
+def dump_command(test_command: str) -> str | None:
+    """``nginx -T`` from the configured ``nginx -t`` (same prefix and -c); None if unknown."""
+    words = shlex.split(test_command)
+    if "-t" not in words:
+        return None
+    return shlex.join(["-T" if w == "-t" else w for w in words])
 
 
 def raise_if_rejected(result: CommandResult, host: str, config: Config) -> None:

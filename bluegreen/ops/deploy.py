@@ -18,6 +18,7 @@ from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.ops import canary as canaries
+from bluegreen.ops import canarysteps
 from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.executor import counted, execute, interruptible
 from bluegreen.ops.plan import HostFacts, Plan, Switch, plan_deploy, plan_rollback, plan_switch
@@ -118,9 +119,9 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         if canary is not None:
-            return canaries.plan_canary(ctx, facts, art.version, sha256=art.sha256,
-                                        percent=canary, since=time.time(),
-                                        promote_after=promote_after)
+            return canarysteps.plan_canary(ctx, facts, art.version, sha256=art.sha256,
+                                          percent=canary, since=time.time(),
+                                          promote_after=promote_after)
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
                            retire=ctx.should_retire, boot_batch=batch, front=ctx.tier.names,
                            verify=verify)
@@ -136,7 +137,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
         plan = make(_facts(ctx, session.states, session.observed, wanted))
         result = execute(ctx, session, plan, art, started=started)
     if canary is not None and promote_after is None:
-        result = canaries.started(ctx, result, canary)
+        result = canarysteps.started(ctx, result, canary)
     return counted(ctx, result)
 
 

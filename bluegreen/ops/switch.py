@@ -39,9 +39,9 @@ class _Switching:
         self.step, self.progress = step, progress
         # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
         if step.canary is not None:
-            from bluegreen.ops import canary
+            from bluegreen.ops import canarysteps
 
-            self.rendered = canary.render(ctx, step, session.observed)
+            self.rendered = canarysteps.render(ctx, step, session.observed)
         else:
             self.rendered = ctx.tier.render(ctx, step, session.observed)
         self.nginx_hosts = session.hosts(tuple(self.rendered))
