@@ -19,7 +19,8 @@ from bluegreen.releases import probe_script
 from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
-__all__ = ["Observation", "new_marker", "observe_script", "parse_observation", "printed"]
+__all__ = ["Observation", "new_marker", "nginx_test_script", "observe_script", "parse_observation",
+           "printed"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,18 @@ def observe_script(
                            " | { read -r h _ && echo \"$h\"; }"]
     parts += [head("lock"), f"{cat_file(paths.lock + '/holder.json')} && echo"]
     if nginx_test is not None:
-        parts += [head("nginx-test"), f"bg_t=$( ({nginx_test}) 2>&1 ); echo \"rc=$?\";"
-                  " printf '%s\\n' \"$bg_t\" | tail -n 5"]
+        parts.append(nginx_test_script(marker, nginx_test))
     if leftover_scripts:
         parts += [head("leftover"), *(f"( {s}\n) 2>/dev/null" for s in leftover_scripts.values())]
     parts.append("true")
     return "\n".join(parts)
+
+
+def nginx_test_script(marker: str, command: str) -> str:
+    """The ``nginx-test`` section: ``command`` run on nginx's configuration as it is (its
+    verdict is :attr:`Observation.nginx_error`)."""
+    return (f"{header(marker, 'nginx-test')}\nbg_t=$( ({command}) 2>&1 ); echo \"rc=$?\";"
+            " printf '%s\\n' \"$bg_t\" | tail -n 5")
 
 
 def parse_observation(stdout: str, marker: str) -> Observation:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bluegreen import asroot, sites
@@ -60,7 +61,9 @@ def stage_script(config: Config, content: str) -> str:
 
     The staged file is moved into place for the test only and the live file is put back
     at once, so nothing a reload could pick up changes before phase two; on a failed test
-    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
+    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words,
+    or NGINX_BROKEN_BEFORE with them when the configuration as it was fails its test too
+    (a switch of a warm slot tests nginx here only, not in the lock's round trip first).
     """
     f = files(config)
     live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
@@ -82,8 +85,12 @@ rc=0; out=$( ({asroot.command(dump or config.nginx.test_command)}) 2>&1 ) || rc=
 if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
 if [ $rc -ne 0 ]; then
   rm -f {staged}
-  printf '%s\\n' "$out"
-  exit {ScriptExit.NGINX_TEST_FAILED}
+  if was=$( ({asroot.command(config.nginx.test_command)}) 2>&1 ); then
+    printf '%s\\n' "$out"
+    exit {ScriptExit.NGINX_TEST_FAILED}
+  fi
+  printf '%s\\n' "$was"
+  exit {ScriptExit.NGINX_BROKEN_BEFORE}
 fi
 {layout}
 ) || exit $?"""
@@ -97,8 +104,23 @@ def dump_command(test_command: str) -> str | None:
     return shlex.join(["-T" if w == "-t" else w for w in words])
 
 
+def already_broken(config: Config, said: Mapping[str, str]) -> ConfigError:
+    """nginx's configuration fails its test before bg changed anything (``said``: host ->
+    nginx's words): the operation is refused, nothing changed."""
+    words = "; ".join(f"{n}: {e}" for n, e in said.items())
+    return ConfigError(
+        f"nginx's configuration is already broken ({config.nginx.test_command}"
+        f" fails before bg changed anything): {words}",
+        hint="fix nginx's configuration (the message names the file and line), then"
+        " run bg again; nothing was changed")
+
+
 def raise_if_rejected(result: CommandResult, host: str, config: Config) -> None:
-    """A stage script whose test failed: SwitchError with nginx's words."""
+    """A stage script whose test failed: SwitchError with nginx's words (ConfigError when
+    the configuration fails its test without the new upstream too)."""
+    if result.exit_code == ScriptExit.NGINX_BROKEN_BEFORE:
+        said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        raise already_broken(config, {host: " / ".join(said[-5:]) or "the test command failed"})
     if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
         raise SwitchError(f"{host}: nginx rejected the new upstream"
                           f" ({config.nginx.test_command}); nothing was reloaded",

@@ -152,10 +152,11 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "rollback", nginx_test=True) as session:
+    with interruptible(), Session(ctx, "rollback") as session:
         canaries.refuse_during(ctx, session, "rollback")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {s.idle} if s.live else set()))
+        _test_nginx_first(session, plan)
         result = execute(ctx, session, plan, None)
     return counted(ctx, result)
 
@@ -171,9 +172,18 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "switch", nginx_test=True) as session:
+    with interruptible(), Session(ctx, "switch") as session:
         canaries.refuse_during(ctx, session, "switch")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {to or s.idle}))
+        _test_nginx_first(session, plan)
         result = execute(ctx, session, plan, None)
     return counted(ctx, result)
+
+
+def _test_nginx_first(session: Session, plan: Plan) -> None:
+    """A switch or rollback to a warm slot changes nothing before its stage, whose test of
+    nginx's configuration refuses one already broken (~10 ms of `nginx -t` saved from the
+    lock's round trip); one that boots a slot or runs a hook first tests it before that."""
+    if plan.steps and not isinstance(plan.steps[0], Switch):
+        session.test_nginx()

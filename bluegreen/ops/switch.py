@@ -118,6 +118,8 @@ class _Switching:
         except SwitchError:
             raise
         except BgError as exc:
+            if host.name in self.rejected:  # the stage refused: its own kind of error
+                raise
             raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
 
     def _reload(self, host: Host) -> None:
@@ -133,7 +135,7 @@ class _Switching:
         if self.merged:
             try:
                 nginx.raise_if_rejected(result, host.name, config)
-            except SwitchError:
+            except BgError:
                 self.rejected.append(host.name)
                 raise
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)
