@@ -76,11 +76,14 @@ def stage_script(config: Config, content: str) -> str:
     layout = "" if dump is None else (
         f"{header(STAGE_MARKER, 'layout')}\nprintf '%s\\n' \"$out\" | {sites.DUMP_FILTER}\n"
         + header(STAGE_MARKER, "end"))
+    # The content is written twice by printf (a builtin) rather than copied: a fork and an
+    # exec fewer, as is the directory test before its mkdir.
+    directory = q(posixpath.dirname(f.live))
     return f"""(
-mkdir -p {q(posixpath.dirname(f.live))} || {fail}
+[ -d {directory} ] || mkdir -p {directory} || {fail}
 printf '%s' {q(content)} > {staged} || {fail}
 if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
-{{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
+{{ printf '%s' {q(content)} > {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
 rc=0; out=$( ({asroot.command(dump or config.nginx.test_command)}) 2>&1 ) || rc=$?
 if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
 if [ $rc -ne 0 ]; then
