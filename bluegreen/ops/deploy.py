@@ -6,7 +6,6 @@ returns the plan with the nginx diff each switching host would get.
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -92,6 +91,8 @@ def _dry_run(ctx: Context, version: str | None,
 
 
 def _diff(ctx: Context, old: str, new: str) -> str:
+    import difflib  # a dry run's only
+
     name = ctx.config.nginx.upstream_file
     return "".join(difflib.unified_diff(old.splitlines(keepends=True),
                                         new.splitlines(keepends=True),
