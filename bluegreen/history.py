@@ -9,7 +9,7 @@ from typing import Any
 from bluegreen.host import Host
 from bluegreen.journal import read_journal
 from bluegreen.layout import Layout
-from bluegreen.results import OperationSummary
+from bluegreen.results_history import OperationSummary
 
 # Journal lines read per operation asked for: a deploy writes about ten.
 LINES_PER_OPERATION = 40

@@ -39,6 +39,7 @@ from bluegreen.facts.drain import reload_script as reload_script
 # The switch's host scripts live in bluegreen.facts.upstream; the executor calls them as nginx.*.
 from bluegreen.facts.upstream import UpstreamFiles as UpstreamFiles
 from bluegreen.facts.upstream import abort_script as abort_script
+from bluegreen.facts.upstream import already_broken as already_broken
 from bluegreen.facts.upstream import commit_script as commit_script
 from bluegreen.facts.upstream import discard_backup_script as discard_backup_script
 from bluegreen.facts.upstream import discard_staged_script as discard_staged_script

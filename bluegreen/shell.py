@@ -26,6 +26,7 @@ class ScriptExit(IntEnum):
     PORT_BUSY = 75  # a process bg did not start listens on the slot's port
     SHA_MISMATCH = 76  # the uploaded artifact does not have the expected sha256
     EXTRACT_FAILED = 77  # tar could not extract the release (disk full, corrupt data)
+    NGINX_BROKEN_BEFORE = 78  # nginx's configuration fails its test without bg's change too
     STATE_WRITE = 90  # state.json could not be written
     RETIRE_FAILED = 91  # the old slot could not be stopped
     NEW_SLOT_DIED = 92  # the new live slot died after the switch, before the old one retired

@@ -137,25 +137,41 @@ def test_check_before_setup_says_to_run_setup(tmp_path: Path) -> None:
 
 def test_a_config_broken_before_the_deploy_is_refused_before_anything_changes(
         workspace: Workspace, tmp_path: Path) -> None:
+    import os
+    import signal
+
     ws = workspace
     ws.bg("deploy", str(build_sample(tmp_path / "art", "1.0.0")))
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")), "--keep-old")  # blue warm
     upstream = ws.upstream()
+    blue_pid = (ws.root / "run" / "blue.pid").read_text()
     broken = ws.nginx.prefix / "conf.d" / "zz-typo.conf"
     broken.write_text("server { listen 127.0.0.1:1; locaton / { } }\n")  # the user's typo
-    proc = ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")), check=False)
+    proc = ws.bg("deploy", str(build_sample(tmp_path / "art", "3.0.0")), check=False)
     assert proc.returncode == 2, proc.stderr
     assert "nginx's configuration is already broken" in proc.stderr, proc.stderr
     assert "zz-typo.conf" in proc.stderr and "locaton" in proc.stderr
     assert "new upstream" not in proc.stderr
-    assert not (ws.root / "releases" / "2.0.0").exists()  # nothing shipped, nothing started
-    assert (ws.root / "slots" / "green").resolve().name != "2.0.0"
-    assert not (ws.root / "run" / "green.pid").exists()
+    assert not (ws.root / "releases" / "3.0.0").exists()  # nothing shipped, nothing started
+    assert (ws.root / "slots" / "blue").resolve().name == "1.0.0"
+    assert (ws.root / "run" / "blue.pid").read_text() == blue_pid
     assert ws.upstream() == upstream and not (ws.root / "bg" / "lock").exists()
+    # To a warm slot, the stage's own test refuses (no `nginx -t` in the lock's round trip).
     for op in ("switch", "rollback"):
         again = ws.bg(op, check=False)
-        assert "already broken" in again.stderr, (op, again.stderr)
+        assert again.returncode == 2, (op, again.stderr)
+        assert "already broken" in again.stderr and "locaton" in again.stderr, again.stderr
+        assert "new upstream" not in again.stderr
+        assert ws.upstream() == upstream and not (ws.root / "bg" / "lock").exists()
+        assert not list((ws.nginx.prefix / "conf.d").glob(".*"))  # nothing staged or kept
+    # To a cold slot, nginx is tested before the slot boots: blue stays down.
+    os.killpg(int(blue_pid), signal.SIGKILL)
+    cold = ws.bg("switch", check=False)
+    assert cold.returncode == 2 and "already broken" in cold.stderr, cold.stderr
+    assert (ws.root / "run" / "blue.pid").read_text() == blue_pid  # not started again
+    assert ws.upstream() == upstream and not (ws.root / "bg" / "lock").exists()
     broken.unlink()
-    ws.bg("deploy", str(build_sample(tmp_path / "art", "2.0.0")))
+    ws.bg("deploy", str(build_sample(tmp_path / "art", "3.0.0")))
 
 
 # ------------------------------------------------------------------ bg remove

@@ -13,6 +13,7 @@ import pytest
 from bluegreen import artifact, config, nginx
 from bluegreen.errors import ArtifactError, ConfigError, StateError
 from bluegreen.health import wait_healthy
+from bluegreen.host import CommandResult
 from bluegreen.layout import Layout
 from bluegreen.runners import CommandRunner
 from bluegreen.shell import ScriptExit
@@ -59,21 +60,42 @@ def test_broken_template_is_config_error(tmp_path: Path) -> None:
         nginx.render_upstream(cfg, slot="blue", version="1")
 
 
-def test_stage_script_restores_on_failed_test(tmp_path: Path) -> None:
-    up = tmp_path / "up.conf"
-    up.write_bytes(b"old contents\n\x01")
-    cfg = config.parse(
+def _stage_config(tmp_path: Path, test_command: str) -> config.Config:
+    return config.parse(
         {
             "app": {"name": "hello", "root": "/srv/hello", "command": "x"},
-            "nginx": {"upstream_file": str(up), "test_command": "echo boom; false"},
+            "nginx": {"upstream_file": str(tmp_path / "up.conf"), "test_command": test_command},
         },
         tmp_path / "bluegreen.toml",
     )
-    result = subprocess.run(["sh", "-c", nginx.stage_script(cfg, "new")], capture_output=True)
+
+
+def _stage(tmp_path: Path, test_command: str) -> subprocess.CompletedProcess[bytes]:
+    (tmp_path / "up.conf").write_bytes(b"old contents\n\x01")
+    stage = nginx.stage_script(_stage_config(tmp_path, test_command), "new")
+    return subprocess.run(["sh", "-c", stage], capture_output=True)
+
+
+def test_stage_script_restores_on_failed_test(tmp_path: Path) -> None:
+    # The test fails with the new upstream only.
+    result = _stage(tmp_path, f"grep -q old {tmp_path}/up.conf || {{ echo boom; false; }}")
     assert result.returncode == ScriptExit.NGINX_TEST_FAILED
     assert b"boom" in result.stdout
-    assert up.read_bytes() == b"old contents\n\x01"
+    assert (tmp_path / "up.conf").read_bytes() == b"old contents\n\x01"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["up.conf"]
+
+
+def test_stage_script_tells_a_configuration_broken_before(tmp_path: Path) -> None:
+    """A switch to a warm slot skips the lock's `nginx -t`: the stage tells a configuration
+    already broken (its test fails without the new upstream too) from a rejected upstream."""
+    result = _stage(tmp_path, "echo boom; false")
+    assert result.returncode == ScriptExit.NGINX_BROKEN_BEFORE
+    assert b"boom" in result.stdout
+    assert (tmp_path / "up.conf").read_bytes() == b"old contents\n\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["up.conf"]
+    rejected = CommandResult("stage", result.returncode, result.stdout.decode(), "")
+    with pytest.raises(ConfigError, match=r"already broken.*fails before bg changed anything"):
+        nginx.raise_if_rejected(rejected, "web1", _stage_config(tmp_path, "false"))
 
 
 def test_parse_old_workers() -> None:

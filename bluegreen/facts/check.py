@@ -19,6 +19,7 @@ from bluegreen.config import Config
 from bluegreen.facts import listeners
 from bluegreen.facts.checkmaster import master
 from bluegreen.facts.sections import Sections, header, split
+from bluegreen.facts.upstream import dump_command as dump_command
 from bluegreen.layout import Layout
 from bluegreen.runners.base import leftover_script, parse_leftovers
 from bluegreen.shell import q
@@ -46,14 +47,6 @@ def nginx_binary(test_command: str) -> str:
     while words and (words[0] in ("sudo", "env", "exec") or "=" in words[0]):
         words.pop(0)
     return words[0] if words else "nginx"
-
-
-def dump_command(test_command: str) -> str | None:
-    """``nginx -T`` from the configured ``nginx -t`` (same prefix and -c); None if unknown."""
-    words = shlex.split(test_command)
-    if "-t" not in words:
-        return None
-    return shlex.join(["-T" if w == "-t" else w for w in words])
 
 
 def leftovers_of(config: Config, slot: str, port: int) -> str:

@@ -32,7 +32,7 @@ from bluegreen.shell import join, q
 MASTER_MARK = "master:"
 _TICK = 0.02  # seconds between two looks: a drain ends at most this long after the workers
 WORKERS_MARK = "old-workers:"
-_RELOAD_WAITS = 50  # looks (``_TICK`` apart) for nginx's new workers after a reload
+_RELOAD_WAITS = 58  # looks for nginx's new workers after a reload: ~1 s (_quit_old_script)
 METHOD_PID_FILE = "pid_file"
 METHOD_NGINX_T = "nginx -T"
 METHOD_PROCESS_TREE = "process tree"
@@ -175,7 +175,7 @@ def reload_script(config: Config) -> str:
         mastercache.cached(config, master_discovery_script(config))
         + _children_script()
         + f'echo "{WORKERS_MARK}$old"\n'
-        + asroot.early_quit_start("old", int(_RELOAD_WAITS * _TICK * 1000))
+        + asroot.early_quit_start("old", 1000)
         + asroot.command(config.nginx.reload_command)
         # the old workers stop accepting as soon as the new ones run (not 100 ms later):
         # the confirmation through nginx's own ports then needs no retry
@@ -215,7 +215,7 @@ def parse_old_workers(stdout: str) -> list[int]:
 def _quit_old_script(waits: int = 0) -> str:
     """Shell that tells nginx's old workers, the pids in ``$bg_old``, to shut down
     gracefully (SIGQUIT) once a worker of a newer generation runs; with ``waits``, it looks
-    for one that many times, ``_TICK`` apart (a reload is asynchronous).
+    for one that many times: 5 ms apart ten times (they run 5-10 ms after it), then _TICK.
 
     After a reload nginx's master starts the new workers, sleeps 100 ms (``ngx_msleep(100)``
     "allow new processes to start") and only then sends the old ones SIGQUIT: until then
@@ -239,7 +239,7 @@ for p in $bg_old; do
   s=; {{ read -r s < /proc/$p/stat; }} 2>/dev/null
   case "$s" in *"(nginx) "[!ZX]" "*) s=${{s##*) }}; set -- $s; m=$2; break;; esac
 done
-{asroot.early_quit_script("bg_old", int(waits * _TICK * 1000))}newer=; i=0
+{asroot.early_quit_script("bg_old", 1000 if waits else 0)}newer=; i=0
 while [ -n "$m" ]; do
   kids=; {{ read -r kids < /proc/$m/task/$m/children; }} 2>/dev/null
   for k in $kids; do
@@ -247,7 +247,7 @@ while [ -n "$m" ]; do
     if bg_accepting "$k"; then newer=$k; break; fi
   done
   [ -n "$newer" ] || [ $i -ge {int(waits)} ] && break
-  sleep {_TICK}; i=$((i+1))
+  if [ $i -lt 10 ]; then sleep 0.005; else sleep {_TICK}; fi; i=$((i+1))
 done
 if [ -n "$newer" ]; then
   for p in $bg_old; do

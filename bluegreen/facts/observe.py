@@ -9,6 +9,7 @@ nginx serves for the idle one.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -19,7 +20,8 @@ from bluegreen.releases import probe_script
 from bluegreen.runners.base import parse_leftovers
 from bluegreen.shell import cat_file, q
 
-__all__ = ["Observation", "new_marker", "observe_script", "parse_observation", "printed"]
+__all__ = ["Observation", "new_marker", "nginx_test_script", "observe_script", "parse_observation",
+           "printed"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,7 @@ def observe_script(
         parts += [head("upstream"), f"{cat_file(upstream_file)} && echo"]
     if backup_file:
         parts += [head("backup"), f"{cat_file(backup_file)} && echo"]
-    parts.append(head("links"))
-    for slot in SLOTS:
-        parts.append(f"printf '%s %s\\n' {slot} \"$(readlink {q(paths.slot(slot))} 2>/dev/null)\"")
+    parts += [head("links"), _links_script(paths)]
     parts.append(head("alive"))
     for slot, script in alive_scripts.items():
         parts.append(f"( {script}\n) >/dev/null 2>&1 && echo {slot}")
@@ -73,12 +73,32 @@ def observe_script(
                            " | { read -r h _ && echo \"$h\"; }"]
     parts += [head("lock"), f"{cat_file(paths.lock + '/holder.json')} && echo"]
     if nginx_test is not None:
-        parts += [head("nginx-test"), f"bg_t=$( ({nginx_test}) 2>&1 ); echo \"rc=$?\";"
-                  " printf '%s\\n' \"$bg_t\" | tail -n 5"]
+        parts.append(nginx_test_script(marker, nginx_test))
     if leftover_scripts:
         parts += [head("leftover"), *(f"( {s}\n) 2>/dev/null" for s in leftover_scripts.values())]
     parts.append("true")
     return "\n".join(parts)
+
+
+def _links_script(paths: Layout) -> str:
+    """``<slot> <its link's target>`` per slot (the target empty when there is no link),
+    from one ``ls -lnd`` (POSIX: ``name -> target``) instead of a ``readlink`` per slot:
+    one fork and exec fewer in every lock and status round trip (~1 ms)."""
+    slots = posixpath.dirname(paths.slot(SLOTS[0]))
+    return (f"bg_ls=$(cd {q(slots)} 2>/dev/null && exec ls -lnd {' '.join(SLOTS)} 2>/dev/null)\n"
+            f"for bg_s in {' '.join(SLOTS)}; do\n"
+            "  bg_t=\n"
+            "  case \"$bg_ls\" in *\" $bg_s -> \"*) bg_t=${bg_ls#*\" $bg_s -> \"};"
+            " bg_t=${bg_t%%'\n'*};; esac\n"
+            "  printf '%s %s\\n' \"$bg_s\" \"$bg_t\"\n"
+            "done")
+
+
+def nginx_test_script(marker: str, command: str) -> str:
+    """The ``nginx-test`` section: ``command`` run on nginx's configuration as it is (its
+    verdict is :attr:`Observation.nginx_error`)."""
+    return (f"{header(marker, 'nginx-test')}\nbg_t=$( ({command}) 2>&1 ); echo \"rc=$?\";"
+            " printf '%s\\n' \"$bg_t\" | tail -n 5")
 
 
 def parse_observation(stdout: str, marker: str) -> Observation:

@@ -10,6 +10,8 @@ start with a dot, which nginx's ``include *.conf`` glob never matches.
 from __future__ import annotations
 
 import posixpath
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bluegreen import asroot, sites
@@ -59,10 +61,10 @@ def stage_script(config: Config, content: str) -> str:
 
     The staged file is moved into place for the test only and the live file is put back
     at once, so nothing a reload could pick up changes before phase two; on a failed test
-    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words.
+    the staged file is dropped and the script exits NGINX_TEST_FAILED with nginx's words,
+    or NGINX_BROKEN_BEFORE with them when the configuration as it was fails its test too
+    (a switch of a warm slot tests nginx here only, not in the lock's round trip first).
     """
-    from bluegreen.facts.check import dump_command  # (checks imports this module)
-
     f = files(config)
     live, staged, held = q(f.live), q(f.staged), q(f.staged + ".held")
     # No `set -e`: sh ignores it in a subshell whose status is tested, so every step that
@@ -74,24 +76,54 @@ def stage_script(config: Config, content: str) -> str:
     layout = "" if dump is None else (
         f"{header(STAGE_MARKER, 'layout')}\nprintf '%s\\n' \"$out\" | {sites.DUMP_FILTER}\n"
         + header(STAGE_MARKER, "end"))
+    # The content is written twice by printf (a builtin) rather than copied: a fork and an
+    # exec fewer, as is the directory test before its mkdir.
+    directory = q(posixpath.dirname(f.live))
     return f"""(
-mkdir -p {q(posixpath.dirname(f.live))} || {fail}
+[ -d {directory} ] || mkdir -p {directory} || {fail}
 printf '%s' {q(content)} > {staged} || {fail}
 if [ -f {live} ]; then cp -p {live} {held} || {fail}; else rm -f {held}; fi
-{{ cp {staged} {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
+{{ printf '%s' {q(content)} > {live}.bg-tmp && mv -f {live}.bg-tmp {live}; }} || {fail}
 rc=0; out=$( ({asroot.command(dump or config.nginx.test_command)}) 2>&1 ) || rc=$?
 if [ -f {held} ]; then mv -f {held} {live}; else rm -f {live}; fi
 if [ $rc -ne 0 ]; then
   rm -f {staged}
-  printf '%s\\n' "$out"
-  exit {ScriptExit.NGINX_TEST_FAILED}
+  if was=$( ({asroot.command(config.nginx.test_command)}) 2>&1 ); then
+    printf '%s\\n' "$out"
+    exit {ScriptExit.NGINX_TEST_FAILED}
+  fi
+  printf '%s\\n' "$was"
+  exit {ScriptExit.NGINX_BROKEN_BEFORE}
 fi
 {layout}
 ) || exit $?"""
 
 
+def dump_command(test_command: str) -> str | None:
+    """``nginx -T`` from the configured ``nginx -t`` (same prefix and -c); None if unknown."""
+    words = shlex.split(test_command)
+    if "-t" not in words:
+        return None
+    return shlex.join(["-T" if w == "-t" else w for w in words])
+
+
+def already_broken(config: Config, said: Mapping[str, str]) -> ConfigError:
+    """nginx's configuration fails its test before bg changed anything (``said``: host ->
+    nginx's words): the operation is refused, nothing changed."""
+    words = "; ".join(f"{n}: {e}" for n, e in said.items())
+    return ConfigError(
+        f"nginx's configuration is already broken ({config.nginx.test_command}"
+        f" fails before bg changed anything): {words}",
+        hint="fix nginx's configuration (the message names the file and line), then"
+        " run bg again; nothing was changed")
+
+
 def raise_if_rejected(result: CommandResult, host: str, config: Config) -> None:
-    """A stage script whose test failed: SwitchError with nginx's words."""
+    """A stage script whose test failed: SwitchError with nginx's words (ConfigError when
+    the configuration fails its test without the new upstream too)."""
+    if result.exit_code == ScriptExit.NGINX_BROKEN_BEFORE:
+        said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        raise already_broken(config, {host: " / ".join(said[-5:]) or "the test command failed"})
     if result.exit_code == ScriptExit.NGINX_TEST_FAILED:
         raise SwitchError(f"{host}: nginx rejected the new upstream"
                           f" ({config.nginx.test_command}); nothing was reloaded",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bluegreen import asroot, lock, nginx
 from bluegreen import state as st
@@ -15,25 +15,23 @@ from bluegreen.errors import BgError, ConfigError, HookError
 from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host, check
-from bluegreen.ops import canary, lbtier
+from bluegreen.ops import canary
 from bluegreen.ops.core import Context
 from bluegreen.ops.reconcile import reconcile, served_slot
 from bluegreen.ops.session import Session, observe
 from bluegreen.probe import ProbeError, Prober
 from bluegreen.releases import lb_setup_script, read_created, setup_script
-from bluegreen.results import (
-    HistoryResult,
-    HostOutcome,
+from bluegreen.results import HostOutcome, OperationResult
+from bluegreen.results_status import (
     HostStatus,
     LbStatus,
-    LockHolder,
-    LockReleaseResult,
-    LockStatusResult,
     NginxStatus,
-    OperationResult,
     SlotStatus,
     StatusResult,
 )
+
+if TYPE_CHECKING:  # imported where used: `bg status` builds none of them
+    from bluegreen.results_history import HistoryResult, LockReleaseResult, LockStatusResult
 
 # ----------------------------------------------------------------------------- setup
 
@@ -238,6 +236,8 @@ def probe_slot(host: Prober, url: str) -> str | None:
 
 def lb_status(ctx: Context) -> tuple[LbStatus, ...]:
     """Each load balancer: the servers its upstream lists and the slot a probe shows."""
+    from bluegreen.ops import lbtier
+
     observed = ctx.tier.observe(ctx)
 
     def one(lb: Host) -> LbStatus:
@@ -272,6 +272,7 @@ def history(ctx: Context, limit: int, *, steps: bool = False) -> HistoryResult:
     """Each host's last ``limit`` operations (``steps``: journal entries) from its journal."""
     from bluegreen.history import read_operations
     from bluegreen.journal import read_journal
+    from bluegreen.results_history import HistoryResult
 
     if steps:
         entries = ctx.each(lambda h: tuple(read_journal(h, ctx.paths, limit)), "history")
@@ -281,6 +282,8 @@ def history(ctx: Context, limit: int, *, steps: bool = False) -> HistoryResult:
 
 
 def lock_status(ctx: Context) -> LockStatusResult:
+    from bluegreen.results_history import LockHolder, LockStatusResult
+
     holders = ctx.each(lambda h: lock.read_lock(h, ctx.paths), "lock status")
     return LockStatusResult({
         name: None if holder is None else LockHolder(holder, lock.holder_is_gone(holder))
@@ -288,6 +291,8 @@ def lock_status(ctx: Context) -> LockStatusResult:
 
 
 def lock_release(ctx: Context) -> LockReleaseResult:
+    from bluegreen.results_history import LockReleaseResult
+
     def one(host: Host) -> bool:
         holder = lock.read_lock(host, ctx.paths)
         check(host.run(lock.release_script(ctx.paths)), "releasing the lock", host)

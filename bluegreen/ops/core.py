@@ -186,14 +186,18 @@ def open_hosts(
 
 
 def prefetch(*modules: str) -> None:
-    """Import ``modules`` on a daemon thread while the operation's first round trip waits
-    (a subprocess or SSH wait releases the GIL): jinja2 for the upstream file, httpx and
+    """Import ``modules`` on a thread while the operation's first round trip waits (a
+    subprocess or SSH wait releases the GIL): jinja2 for the upstream file, httpx and
     tenacity for the health gate. An import that fails here fails again, loudly, where it
-    is used."""
+    is used. Not a daemon: an operation refused at once (a rollback while a canary runs)
+    would otherwise exit with the thread still importing, which can crash the interpreter
+    as it finalizes; the exit waits for the imports instead (tens of ms at most)."""
+    if not modules:  # a switch with the built-in template: nothing to start
+        return
 
     def load() -> None:
         for name in modules:
             with contextlib.suppress(Exception):
                 importlib.import_module(name)
 
-    threading.Thread(target=load, name="bg-prefetch", daemon=True).start()
+    threading.Thread(target=load, name="bg-prefetch").start()

@@ -6,7 +6,6 @@ returns the plan with the nginx diff each switching host would get.
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from bluegreen.facts.observe import Observation
 from bluegreen.health import healthy_now
 from bluegreen.host import Host
 from bluegreen.ops import canary as canaries
+from bluegreen.ops import canarysteps
 from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.executor import counted, execute, interruptible
 from bluegreen.ops.plan import HostFacts, Plan, Switch, plan_deploy, plan_rollback, plan_switch
@@ -91,6 +91,8 @@ def _dry_run(ctx: Context, version: str | None,
 
 
 def _diff(ctx: Context, old: str, new: str) -> str:
+    import difflib  # a dry run's only
+
     name = ctx.config.nginx.upstream_file
     return "".join(difflib.unified_diff(old.splitlines(keepends=True),
                                         new.splitlines(keepends=True),
@@ -118,9 +120,9 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
 
     def make(facts: dict[str, HostFacts]) -> Plan:
         if canary is not None:
-            return canaries.plan_canary(ctx, facts, art.version, sha256=art.sha256,
-                                        percent=canary, since=time.time(),
-                                        promote_after=promote_after)
+            return canarysteps.plan_canary(ctx, facts, art.version, sha256=art.sha256,
+                                          percent=canary, since=time.time(),
+                                          promote_after=promote_after)
         return plan_deploy(ctx.config, facts, art.version, sha256=art.sha256,
                            retire=ctx.should_retire, boot_batch=batch, front=ctx.tier.names,
                            verify=verify)
@@ -136,7 +138,7 @@ def deploy(ctx: Context, artifact_path: Path, *, version: str | None = None,
         plan = make(_facts(ctx, session.states, session.observed, wanted))
         result = execute(ctx, session, plan, art, started=started)
     if canary is not None and promote_after is None:
-        result = canaries.started(ctx, result, canary)
+        result = canarysteps.started(ctx, result, canary)
     return counted(ctx, result)
 
 
@@ -151,10 +153,11 @@ def rollback(ctx: Context, *, dry_run: bool = False) -> OperationResult | DryRun
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "rollback", nginx_test=True) as session:
+    with interruptible(), Session(ctx, "rollback") as session:
         canaries.refuse_during(ctx, session, "rollback")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {s.idle} if s.live else set()))
+        _test_nginx_first(session, plan)
         result = execute(ctx, session, plan, None)
     return counted(ctx, result)
 
@@ -170,9 +173,18 @@ def switch(ctx: Context, *, to: str | None = None, dry_run: bool = False
 
     if dry_run:
         return _dry_run(ctx, None, make)
-    with interruptible(), Session(ctx, "switch", nginx_test=True) as session:
+    with interruptible(), Session(ctx, "switch") as session:
         canaries.refuse_during(ctx, session, "switch")
         plan = make(_facts(ctx, session.states, session.observed,
                            lambda s: {to or s.idle}))
+        _test_nginx_first(session, plan)
         result = execute(ctx, session, plan, None)
     return counted(ctx, result)
+
+
+def _test_nginx_first(session: Session, plan: Plan) -> None:
+    """A switch or rollback to a warm slot changes nothing before its stage, whose test of
+    nginx's configuration refuses one already broken (~10 ms of `nginx -t` saved from the
+    lock's round trip); one that boots a slot or runs a hook first tests it before that."""
+    if plan.steps and not isinstance(plan.steps[0], Switch):
+        session.test_nginx()

@@ -31,12 +31,10 @@ from bluegreen.errors import (
 )
 from bluegreen.host import Host, check
 from bluegreen.nginx import discard_backup_script
-from bluegreen.ops import canary, steps
+from bluegreen.ops import canarysteps
 from bluegreen.ops import finish as finishing
 from bluegreen.ops import switch as switching
-from bluegreen.ops import verify as verifying
 from bluegreen.ops.core import Context, HostOutcome, OperationResult
-from bluegreen.ops.hooks import run_hook
 from bluegreen.ops.plan import (
     Action,
     Boot,
@@ -54,8 +52,11 @@ from bluegreen.ops.session import Session
 from bluegreen.shell import lines
 from bluegreen.state import write_state_script
 
+# The steps a warm switch never takes (upload, boot, hooks, the verification window, an
+# undo) are imported where they run: `bg switch` starts without them.
 if TYPE_CHECKING:  # a switch or rollback never reads a tarball
     from bluegreen.artifact import Artifact
+    from bluegreen.ops import verify as verifying
 
 BOUNDARIES = ("locked", "uploaded", "healthy", "staged", "reloaded", "switched", "finished")
 
@@ -111,12 +112,8 @@ class _Run:
 
     def step(self, step: Step) -> None:
         ctx, session, plan, progress = self.ctx, self.session, self.plan, self.progress
-        if isinstance(step, Upload):
-            steps.upload(ctx, session, step)
-            self.failpoint("uploaded")
-        elif isinstance(step, Boot):
-            steps.boot(ctx, session, step, progress, self.art)
-            self.failpoint("healthy")
+        if isinstance(step, Upload | Boot):
+            self.boot(step)
         elif isinstance(step, Hook):
             self.notes += _hook(ctx, session, plan, step, progress)
         elif isinstance(step, Switch):
@@ -124,16 +121,28 @@ class _Run:
         elif isinstance(step, Verify) and self.window is not None:
             self.notes += _verify(ctx, session, plan, step, self.window, progress)
         elif isinstance(step, Hold):
-            canary.hold(ctx, session, step)
+            canarysteps.hold(ctx, session, step)
             if self.checking is not None and self.window is not None:
                 self.notes += _verify(ctx, session, plan, self.checking, self.window,
                                       progress)
         elif isinstance(step, Finish):
             self.finish(step)
 
+    def boot(self, step: Upload | Boot) -> None:
+        from bluegreen.ops import steps
+
+        if isinstance(step, Upload):
+            steps.upload(self.ctx, self.session, step)
+            self.failpoint("uploaded")
+        else:
+            steps.boot(self.ctx, self.session, step, self.progress, self.art)
+            self.failpoint("healthy")
+
     def switch(self, step: Switch) -> None:
         ctx, session, progress = self.ctx, self.session, self.progress
         if self.checking is not None and self.window is None:
+            from bluegreen.ops import verify as verifying
+
             # the log's length before any request reaches the new slots
             self.window = verifying.begin(ctx, session, self.checking)
         if step.canary is not None:  # what the boot staged is the full switch
@@ -166,6 +175,8 @@ class _Run:
 
 def _hook(ctx: Context, session: Session, plan: Plan, step: Hook,
           progress: Progress) -> list[str]:
+    from bluegreen.ops.hooks import run_hook
+
     try:
         run_hook(ctx, plan, step, session)
     except HookError as exc:
@@ -190,7 +201,7 @@ def _window_step(plan: Plan) -> Verify | None:
     spec = next((s.canary for s in plan.steps if isinstance(s, Switch) and s.canary), None)
     held = next((s for s in plan.steps if isinstance(s, Hold)), None)
     if found is None and spec is not None and held is not None:
-        found = canary.judge(held, spec)
+        found = canarysteps.judge(held, spec)
     return found
 
 
@@ -198,6 +209,8 @@ def _verify(ctx: Context, session: Session, plan: Plan, step: Verify,
             window: verifying.Window, progress: Progress) -> list[str]:
     """The window; on a verdict, traffic back to the old slots (still warm), the new ones
     stopped (their logs kept), the figures counted to the end and journaled."""
+    from bluegreen.ops import verify as verifying
+
     try:
         figures = verifying.watch(ctx, session, step, window)
     except VerifyError as exc:
@@ -212,6 +225,8 @@ def _switch_back(ctx: Context, session: Session, plan: Plan, progress: Progress,
     """Traffic back to the old slots (still running: an old slot is retired only after the
     hooks and the last liveness check), then the new slots stopped. ``only`` limits it to
     some hosts; ``recorded``: their state already named the new slot, so it is put back."""
+    from bluegreen.ops import steps
+
     acting = [h for h in plan.acting if only is None or h.host in only]
     back = {h.host: h.old_slot for h in acting if h.old_slot}
     versions = {h.host: h.old_version or "" for h in acting if h.old_slot}
@@ -253,6 +268,9 @@ def _left_running(plan: Plan, progress: Progress) -> str:
 def _undo(ctx: Context, session: Session, plan: Plan, progress: Progress,
           exc: BaseException) -> BaseException:
     """Take back what the failed operation started; returns the error to raise."""
+    from bluegreen.ops import steps
+    from bluegreen.ops.hooks import run_hook
+
     error: BaseException = exc
     if isinstance(exc, KeyboardInterrupt):
         error = Interrupted("interrupted: stopped what was started and not switched;"

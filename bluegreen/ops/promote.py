@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from bluegreen import nginx
 from bluegreen.errors import BgError
-from bluegreen.ops import canary
+from bluegreen.ops import canary, canarysteps
 from bluegreen.ops.core import Context, OperationResult, prefetch
 from bluegreen.ops.deploy import _facts
 from bluegreen.ops.executor import counted, execute, interruptible
@@ -44,5 +44,5 @@ def abort(ctx: Context) -> OperationResult:
         found = canary.running(ctx, session)
         if not found:
             raise BgError(_NONE, hint=_HINT)
-        result = execute(ctx, session, canary.plan_abort(ctx, session, found), None)
+        result = execute(ctx, session, canarysteps.plan_abort(ctx, session, found), None)
     return counted(ctx, result)

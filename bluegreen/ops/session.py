@@ -13,11 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bluegreen import nginx
+from bluegreen import asroot, nginx
 from bluegreen import state as st
-from bluegreen.errors import ConfigError, StateError
+from bluegreen.errors import StateError
 from bluegreen.facts.drain import drain_noted_script
-from bluegreen.facts.observe import Observation, new_marker, observe_script, parse_observation
+from bluegreen.facts.observe import (
+    Observation,
+    new_marker,
+    nginx_test_script,
+    observe_script,
+    parse_observation,
+)
 from bluegreen.host import CommandResult, Host, check
 from bluegreen.journal import Journal
 from bluegreen.lock import Locks, describe_holder, release_script
@@ -73,6 +79,7 @@ class Session:
         self.ctx = ctx
         # Test nginx's configuration as it is, in the lock's round trip: an operation that
         # will switch refuses a configuration already broken before it changes anything.
+        # Without it, the stage's own test tells (a warm switch), or :meth:`test_nginx`.
         self.nginx_test = nginx_test
         self.command = command
         self.version = version
@@ -138,12 +145,28 @@ class Session:
     def _refuse_broken_nginx(self) -> None:
         broken = {n: o.nginx_error for n, o in self.observed.items() if o.nginx_error}
         if broken:
-            said = "; ".join(f"{n}: {e}" for n, e in broken.items())
-            raise ConfigError(
-                f"nginx's configuration is already broken ({self.ctx.config.nginx.test_command}"
-                f" fails before bg changed anything): {said}",
-                hint="fix nginx's configuration (the message names the file and line), then"
-                " run bg again; nothing was changed")
+            raise nginx.already_broken(self.ctx.config, broken)
+
+    def test_nginx(self) -> None:
+        """The test the lock's round trip left out (``nginx_test=False``), for a plan that
+        changes something (boots, runs a hook) before its switch: refuses, journaling
+        nothing, when nginx's configuration as it is fails its test."""
+        tier, config = self.ctx.tier, self.ctx.config
+        on_app = tier.app_nginx_test(self.ctx)
+
+        def one(host: Host) -> str | None:
+            command = asroot.command(config.nginx.test_command) if host in tier.hosts else on_app
+            if command is None:
+                return None
+            marker = new_marker()
+            result = check(host.run(nginx_test_script(marker, command)), "testing nginx", host)
+            return parse_observation(result.stdout, marker).nginx_error
+
+        said = self.ctx.each(one, "nginx test", [*self.ctx.hosts, *tier.hosts])
+        broken = {n: e for n, e in said.items() if e}
+        if broken:
+            self.discard_journal()
+            raise nginx.already_broken(config, broken)
 
     def _reconcile(self) -> None:
         """Each app host's recorded state against what nginx serves it: its own upstream

@@ -39,9 +39,9 @@ class _Switching:
         self.step, self.progress = step, progress
         # nginx host -> (its new upstream file, the X-BG-Slot a probe through it must show)
         if step.canary is not None:
-            from bluegreen.ops import canary
+            from bluegreen.ops import canarysteps
 
-            self.rendered = canary.render(ctx, step, session.observed)
+            self.rendered = canarysteps.render(ctx, step, session.observed)
         else:
             self.rendered = ctx.tier.render(ctx, step, session.observed)
         self.nginx_hosts = session.hosts(tuple(self.rendered))
@@ -118,6 +118,8 @@ class _Switching:
         except SwitchError:
             raise
         except BgError as exc:
+            if host.name in self.rejected:  # the stage refused: its own kind of error
+                raise
             raise SwitchError(exc.message, detail=exc.detail, hint=exc.hint) from exc
 
     def _reload(self, host: Host) -> None:
@@ -133,7 +135,7 @@ class _Switching:
         if self.merged:
             try:
                 nginx.raise_if_rejected(result, host.name, config)
-            except SwitchError:
+            except BgError:
                 self.rejected.append(host.name)
                 raise
         check(result, f"reloading nginx ({config.nginx.reload_command})", host)

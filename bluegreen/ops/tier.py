@@ -197,6 +197,8 @@ def open_tier(config: Config, target: TargetConfig, *, accept_new_host_keys: boo
               ) -> NginxTier:
     """The target's tier, its load balancers connected (none when nginx runs on the app
     hosts)."""
+    if not target.lbs:  # the common case: no load-balancer code to import
+        return Colocated()
     from bluegreen.ops.lbtier import LoadBalancers, open_lbs
 
     lbs = open_lbs(config, target, accept_new_host_keys=accept_new_host_keys)

@@ -20,7 +20,7 @@ from typing import Any
 
 from bluegreen import accesslog
 from bluegreen.errors import BgError, VerifyError
-from bluegreen.facts.check import dump_command
+from bluegreen.facts.upstream import dump_command
 from bluegreen.host import Host
 from bluegreen.ops.core import Context
 from bluegreen.ops.plan import Verify
