@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
-from bluegreen.results import (
-    HistoryResult,
-    HostStatus,
-    LockReleaseResult,
-    LockStatusResult,
-    OperationSummary,
-    StatusResult,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: `bg status` need not load the history results
+    from bluegreen.results import (
+        HistoryResult,
+        HostStatus,
+        LockReleaseResult,
+        LockStatusResult,
+        OperationSummary,
+        StatusResult,
+    )
 
 
 def status_lines(result: StatusResult) -> list[str]:
