@@ -76,24 +76,22 @@ def test_cache_not_believed_for_another_process_or_config(workspace: Workspace) 
     k, pid, start, method, where = cache.read_text().split()
     assert (int(pid), method, where) == (real, "nginx-T", workspace.nginx.pid_file)
 
+    def rediscovered(line: str) -> None:
+        """With ``line`` in the cache, the master is found again by nginx -T."""
+        cache.write_text(line + "\n")
+        assert nginx.parse_master(_sh(nginx.reload_script(cfg)).stdout)[0] == real
+        assert any(c.endswith("-T") for c in _calls(log))
+
     # the same pid with another start time: a reused pid, not the master recorded
-    cache.write_text(f"{k} 1 {start} {method} {where}\n")
-    assert nginx.parse_master(_sh(nginx.reload_script(cfg)).stdout)[0] == real
-    assert any(c.endswith("-T") for c in _calls(log))
-    cache.write_text(f"{k} {pid} {int(start) + 1} {method} {where}\n")
-    assert nginx.parse_master(_sh(nginx.reload_script(cfg)).stdout)[0] == real
-    assert any(c.endswith("-T") for c in _calls(log))
+    rediscovered(f"{k} 1 {start} {method} {where}")
+    rediscovered(f"{k} {pid} {int(start) + 1} {method} {where}")
 
     # the pid file it was found through names another process now (a binary upgrade: the
     # new master's pid while the old one still runs): not believed
     moved = workspace.dir / "upgraded.pid"
     moved.write_text("1\n")
-    cache.write_text(f"{k} {pid} {start} {method} {moved}\n")
-    assert nginx.parse_master(_sh(nginx.reload_script(cfg)).stdout)[0] == real
-    assert any(c.endswith("-T") for c in _calls(log))
-    cache.write_text(f"{k} {pid} {start} {method} {workspace.dir / 'gone.pid'}\n")
-    assert nginx.parse_master(_sh(nginx.reload_script(cfg)).stdout)[0] == real
-    assert any(c.endswith("-T") for c in _calls(log))
+    rediscovered(f"{k} {pid} {start} {method} {moved}")
+    rediscovered(f"{k} {pid} {start} {method} {workspace.dir / 'gone.pid'}")
     # ... and the untouched line is believed (the check above is not always a miss)
     cache.write_text(f"{k} {pid} {start} {method} {where}\n")
     assert nginx.parse_master(_sh(nginx.reload_script(cfg)).stdout)[0] == real

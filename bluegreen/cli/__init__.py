@@ -28,7 +28,7 @@ def main() -> None:
     try:
         call = quick.parse(args)
         if call is not None:  # the operation commands' usual shapes: no Typer import
-            quick.run(call, args)
+            quick.run(call, args)  # exits
         from bluegreen.cli.entry import run_main
 
         run_main(args)

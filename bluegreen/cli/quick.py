@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bluegreen.cli.globalopts import GlobalOptions
 from bluegreen.errors import BgError, ExitCode
@@ -140,7 +140,7 @@ def _convert(kind: str, value: str) -> Any:
     return value
 
 
-def run(call: Callable[[], None], args: list[str]) -> None:
+def run(call: Callable[[], None], args: list[str]) -> NoReturn:
     """Run the call as :func:`bluegreen.cli.entry.run_main` runs a Typer command: the same
     exit codes and messages for what escapes it."""
     try:
