@@ -201,5 +201,4 @@ def open_tier(config: Config, target: TargetConfig, *, accept_new_host_keys: boo
         return Colocated()
     from bluegreen.ops.lbtier import LoadBalancers, open_lbs
 
-    lbs = open_lbs(config, target, accept_new_host_keys=accept_new_host_keys)
-    return LoadBalancers(lbs) if lbs else Colocated()
+    return LoadBalancers(open_lbs(config, target, accept_new_host_keys=accept_new_host_keys))
