@@ -66,17 +66,25 @@ def run_bg(*args: str, config: Path | None = None, cwd: Path | None = None,
     return proc
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port(low: int = 20000, high: int = 30000) -> int:
-    """A free TCP port on 127.0.0.1 below the ephemeral range."""
-    for _ in range(200):
+    """A free TCP port on 127.0.0.1 below the ephemeral range, never one this process handed
+    out before: a test takes several ports before anything listens on them, so "free" alone
+    gave one workspace the same port for nginx and a slot (CI, test_canary)."""
+    for _ in range(500):
         port = random.randint(low, high)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError("no free port")
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port in [{low}, {high}] ({len(_GIVEN)} handed out)")
 
 
 @dataclass
@@ -116,8 +124,6 @@ def make_workspace(tmp: Path, *, extra: Fragment = "", app_section: Fragment = "
     ``bluegreen.tomlwriter``, so paths are escaped."""
     listen = free_port()
     blue, green = free_port(), free_port()
-    while green == blue:
-        green = free_port()
     nginx = NginxServer(prefix=tmp / "nginx", listen=f"127.0.0.1:{listen}", app="hello")
     nginx.render()
     root = tmp / "srv" / "hello"

@@ -324,3 +324,11 @@ def test_the_observation_carries_nginx_s_verdict_on_the_configuration_as_it_is()
     assert parse_observation(f"{m} state\n", m).nginx_error is None  # not asked for
     silent = parse_observation(f"{m} state\n{m} nginx-test\nrc=127\n\n", m)
     assert silent.nginx_error == "the test command exited 127"
+
+
+def test_the_tests_free_ports_are_never_handed_out_twice() -> None:
+    # A workspace takes nginx's port and both slots' before anything listens: a port free at
+    # each call must still not come back (CI once gave nginx and green the same port).
+    from tests.helpers import free_port
+    ports = [free_port(29970, 29999) for _ in range(20)]
+    assert len(set(ports)) == 20
