@@ -171,6 +171,32 @@ def test_stop_kills_the_whole_session_after_stop_timeout_and_says_so(
 
 
 @pytest.mark.nginx
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_stop_timeout_is_wall_time_on_a_host_where_each_look_is_slow(
+        tmp_path: Path, shell: str) -> None:
+    """Each look at a stopping slot forks (`sleep`, the session scan); in an emulated VM a
+    10 s stop_timeout counted in sleeps lasted 63-84 s. Here every `sleep` takes 0.4 s: a
+    1 s timeout counted in 0.02 s sleeps would wait 50 of them, 20 s."""
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.4\n")
+    (slow / "sleep").chmod(0o755)
+    sid = _start_session(tmp_path, STUBBORN)
+    try:
+        started = time.monotonic()
+        result = subprocess.run([shell, "-c", stop_pid_script(str(tmp_path / "slot.pid"), 1)],
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PATH": f"{slow}:{os.environ['PATH']}"})
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"killed after 1s (SIGKILL to session {sid}:" in result.stdout
+        assert _session(sid) == []
+        assert 0.9 < elapsed < 6, elapsed
+    finally:
+        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
+
+
+@pytest.mark.nginx
 def test_stop_finds_the_session_after_its_leader_died(tmp_path: Path) -> None:
     """A start script that crashed (or was killed alone, as before this fix) leaves its
     children in the session: the next stop of the slot ends them."""

@@ -168,3 +168,23 @@ def test_elixir_stop_kills_after_the_bounded_wait(
     assert 0.4 < time.monotonic() - started < 5
     assert stubborn.wait(timeout=5) == -9
     assert "killed after 0.5s" in result.stdout
+
+
+def test_elixir_stop_timeout_is_wall_time_when_each_look_is_slow(
+    tmp_path: Path, beams: list[subprocess.Popen[bytes]]
+) -> None:
+    # Every `sleep` takes 0.4 s (an emulated VM's forks): 1 s counted in 0.02 s sleeps was 20 s.
+    runner, root = _runner(tmp_path, stop_timeout=1)
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.4\n")
+    (slow / "sleep").chmod(0o755)
+    beams.append(_fake_beam(tmp_path, root, "hello_blue", ignore_term=True))
+    started = time.monotonic()
+    result = subprocess.run(["sh", "-c", runner.stop_script("blue")], capture_output=True,
+                            text=True, timeout=60, check=False,
+                            env={**os.environ, "PATH": f"{slow}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert "killed after 1s" in result.stdout
+    assert beams[0].wait(timeout=5) == -9
+    assert 0.9 < time.monotonic() - started < 6

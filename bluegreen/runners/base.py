@@ -44,6 +44,40 @@ alive() {
 
 STOP_TICK = 0.02  # seconds between two looks at a stopping process (builtins only)
 
+# Hundredths of a second since boot in $bg_cs, read from /proc/uptime by a builtin (no fork);
+# empty without /proc. A stop waits on this clock, not by counting sleeps: each look forks
+# `sleep` and scans the session, and on a slow host (an emulated VM) a 10 s stop_timeout
+# counted in 0.02 s sleeps lasted 63-84 s. The leading zeros of a sub-second uptime go (dash
+# reads 050 as octal).
+SH_CLOCK = r"""
+bg_clock() {
+  bg_cs=; { read -r bg_cs _ < /proc/uptime; } 2>/dev/null || :
+  case "$bg_cs" in
+    *[0-9].[0-9][0-9]) bg_cs=${bg_cs%.*}${bg_cs#*.}; bg_cs=${bg_cs#0}; bg_cs=${bg_cs#0};;
+    *) bg_cs=;;
+  esac
+}
+"""
+
+
+def wait_loop(timeout: float, body: str) -> str:
+    """Shell running ``body`` (which ``break``s once there is nothing left to wait for), then
+    sleeping STOP_TICK, until ``timeout`` seconds of wall time have passed; counted in ticks
+    where there is no /proc/uptime. Needs SH_CLOCK."""
+    hundredths = max(1, round(timeout * 100))
+    ticks = max(1, int(timeout / STOP_TICK))
+    return f"""bg_clock; bg_end=; [ -z "$bg_cs" ] || bg_end=$((bg_cs + {hundredths}))
+i=0
+while :; do
+{body}
+  if [ -n "$bg_end" ]; then
+    bg_clock; [ -n "$bg_cs" ] && [ "$bg_cs" -lt "$bg_end" ] || break
+  else
+    i=$((i+1)); [ $i -lt {ticks} ] || break
+  fi
+  sleep {STOP_TICK}
+done"""
+
 
 def read_pid(path: str) -> str:
     """Shell setting ``$pid`` to the first line of ``path`` (empty when unreadable)."""
@@ -171,9 +205,15 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
     member is also signalled by its pid (one that changed its process group is still in
     the session). The session is found even when its leader is gone (a start script that
     crashed, or was killed alone, leaves its children there)."""
-    ticks = max(1, int(timeout / STOP_TICK))
+    wait = wait_loop(timeout, """  if ! running "$pid"; then
+    members "$pid"; [ -n "$bg_left" ] || break
+    for p in $bg_left; do  # in a process group of its own: not reached by the group's TERM
+      case "$bg_termed " in *" $p "*) ;; *) kill -s TERM "$p" 2>/dev/null || :;; esac
+    done
+    bg_termed=$bg_left
+  fi""")
     return (
-        SH_ALIVE + SH_MEMBERS
+        SH_ALIVE + SH_MEMBERS + SH_CLOCK
         + f"""
 # A live leader is enough to act on; the session is read once it is gone (each read forks).
 {read_pid(pidfile)}
@@ -181,17 +221,7 @@ if alive "$pid"; then bg_left=" $pid"; else members "$pid"; fi
 if [ -n "$bg_left" ]; then
   kill -s TERM -- "-$pid" 2>/dev/null || :; kill -s TERM $bg_left 2>/dev/null || :
   bg_termed=$bg_left
-  i=0
-  while [ $i -lt {ticks} ]; do
-    if ! running "$pid"; then
-      members "$pid"; [ -n "$bg_left" ] || break
-      for p in $bg_left; do  # in a process group of its own: not reached by the group's TERM
-        case "$bg_termed " in *" $p "*) ;; *) kill -s TERM "$p" 2>/dev/null || :;; esac
-      done
-      bg_termed=$bg_left
-    fi
-    sleep {STOP_TICK}; i=$((i+1))
-  done
+{wait}
   if [ -n "$bg_left" ]; then
     members "$pid"
     echo "killed after {timeout:g}s (SIGKILL to session $pid:$bg_left)"

@@ -25,12 +25,13 @@ from bluegreen.config import AppConfig, Config
 from bluegreen.layout import Layout
 from bluegreen.runners.base import (
     BIND_LOOPBACK,
+    SH_CLOCK,
     SH_RUNNING,
-    STOP_TICK,
     Runner,
     bind_exports,
     env_prelude,
     start_banner,
+    wait_loop,
 )
 from bluegreen.shell import q
 
@@ -142,18 +143,14 @@ chmod 700 {q(p.tmp(slot))}  # run_erl's log there records the command line, cook
     def stop_script(self, slot: str) -> str:
         """SIGTERM the slot's VM (a graceful ``init:stop()``), wait, SIGKILL what is left."""
         timeout = self.app.stop_timeout
-        ticks = max(1, int(timeout / STOP_TICK))
-        return SH_RUNNING + self.slot_processes(slot) + f"""
+        wait = wait_loop(timeout, """  left=""
+  for p in $pids; do if running "$p"; then left="$left $p"; fi; done
+  [ -n "$left" ] || break""")
+        return SH_RUNNING + SH_CLOCK + self.slot_processes(slot) + f"""
 pids=$(slot_procs {q(_BEAM)})
 if [ -n "$pids" ]; then
   kill -TERM $pids 2>/dev/null || true
-  i=0
-  while [ $i -lt {ticks} ]; do
-    left=""
-    for p in $pids; do if running "$p"; then left="$left $p"; fi; done
-    [ -n "$left" ] || break
-    sleep {STOP_TICK}; i=$((i+1))
-  done
+{wait}
   if [ -n "$left" ]; then
     kill -KILL $left 2>/dev/null || true
     echo {q(f"killed after {timeout:g}s")}
