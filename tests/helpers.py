@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -19,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bluegreen.rehearse.envs import free_port as envs_free_port
 from bluegreen.sandbox.config import (
     DEFAULT_APP,
     DEFAULT_HEALTH,
@@ -73,18 +72,7 @@ def free_port(low: int = 20000, high: int = 30000) -> int:
     """A free TCP port on 127.0.0.1 below the ephemeral range, never one this process handed
     out before: a test takes several ports before anything listens on them, so "free" alone
     gave one workspace the same port for nginx and a slot (CI, test_canary)."""
-    for _ in range(500):
-        port = random.randint(low, high)
-        if port in _GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _GIVEN.add(port)
-        return port
-    raise RuntimeError(f"no free port in [{low}, {high}] ({len(_GIVEN)} handed out)")
+    return envs_free_port(_GIVEN, low, high + 1)
 
 
 @dataclass

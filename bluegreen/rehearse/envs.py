@@ -43,10 +43,10 @@ class Prepared:
     access_log: str = ""  # [verify] access_log: where the site logs ("": under root)
 
 
-def free_port(taken: set[int]) -> int:
-    """A free TCP port on 127.0.0.1 in [LOW_PORT, HIGH_PORT)."""
+def free_port(taken: set[int], low: int = LOW_PORT, high: int = HIGH_PORT) -> int:
+    """A free TCP port on 127.0.0.1 in [low, high), not in ``taken``; added to it."""
     for _ in range(500):
-        port = random.randint(LOW_PORT, HIGH_PORT - 1)
+        port = random.randint(low, high - 1)
         if port in taken:
             continue
         with socket.socket() as s:
@@ -56,7 +56,7 @@ def free_port(taken: set[int]) -> int:
                 continue
         taken.add(port)
         return port
-    raise RehearsalError(f"no free TCP port on 127.0.0.1 in [{LOW_PORT}, {HIGH_PORT})")
+    raise RehearsalError(f"no free TCP port on 127.0.0.1 in [{low}, {high})")
 
 
 class Environment:
