@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen import sites
 from bluegreen.config import Config, load
 from bluegreen.errors import ConfigError, HookError, SwitchError
 from bluegreen.facts import check, drain, hooks, observe, retire, sections, upstream
@@ -213,6 +214,32 @@ def test_a_refused_layout_is_a_config_error(tmp_path: Path) -> None:
     assert blocks is not None and len(blocks) == 2
     with pytest.raises(ConfigError):
         upstream.read_layout(shadow, "web-1", cfg)
+
+
+def test_a_fleet_s_identical_layouts_are_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every host of a fleet prints its nginx -T in the stage: the same dump is parsed once
+    per process; a different one (another host's nginx) is parsed for itself."""
+    calls: list[str] = []
+    parse = sites.parse
+
+    def counting(dump: str) -> list[sites.Block]:
+        calls.append(dump)
+        return parse(dump)
+
+    monkeypatch.setattr(sites, "parse", counting)
+    monkeypatch.setattr(upstream, "_parsed", {})
+
+    def stage(port: int) -> str:
+        return (f"{upstream.STAGE_MARKER} layout\n1:# configuration file /etc/nginx/nginx.conf:\n"
+                f"2:http {{ server {{ listen {port} default_server; return 200; }} }}\n"
+                f"{upstream.STAGE_MARKER} end\n")
+
+    first = upstream.parse_layout(stage(80))
+    again = upstream.parse_layout(stage(80))
+    other = upstream.parse_layout(stage(8080))
+    assert first is again and len(calls) == 2
+    assert first is not None and first[0].listens[0].port == 80
+    assert other is not None and other[0].listens[0].port == 8080
 
 
 # ----------------------------------------------------------------------------- golden outputs

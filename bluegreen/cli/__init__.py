@@ -23,6 +23,9 @@ def main() -> None:
 
         print(f"bg {__version__}")
         return
+    import gc
+
+    gc.disable()  # until the operation's modules are in: see collect_from_here
     from bluegreen.cli import quick
 
     try:
@@ -31,15 +34,31 @@ def main() -> None:
             quick.run(call, args)  # exits
         from bluegreen.cli.entry import run_main
 
+        collect_from_here()
         run_main(args)
     finally:
         # On the way out (sys.exit included): the interpreter's last garbage collection
         # would walk every object of every imported module, about 10% of a `bg switch`'s
         # CPU. Frozen objects are skipped by it; exit handlers, flushes and thread joins
         # still run as usual.
-        import gc
-
         gc.freeze()
+        gc.enable()  # for a caller in the same process (tests)
+
+
+def collect_from_here() -> None:
+    """Garbage collection from here on, past start-up (``main`` turned it off). Start-up
+    imports ~100,000 objects, none of them garbage, which every collection walked again:
+    at Python's default (one per 700 net allocations) a 16-host deploy ran ~120
+    collections, ~20 ms of CPU. Now they are frozen (never walked again) and the young
+    objects collected every 10,000 allocations: ~3 collections, ~5 ms. Cycles are still
+    freed. A process that did not start in ``main`` (a test) keeps its collector as is."""
+    import gc
+
+    if gc.isenabled():
+        return
+    gc.freeze()
+    gc.set_threshold(10_000)
+    gc.enable()
 
 
 def __getattr__(name: str) -> object:

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bluegreen.cli import collect_from_here
 from bluegreen.cli.globalopts import GlobalOptions
 from bluegreen.cli.output import Printer, emit, fail
 from bluegreen.errors import BgError, ConfigError, ExitCode
@@ -56,6 +57,7 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
             # The nginx tier's own hosts (every load balancer of the target) are covered
             # by the host-key flag as the app hosts are.
             tier = open_tier(cfg, target, accept_new_host_keys=accept)
+            collect_from_here()  # the operation's own modules are in
         except BgError as exc:
             printer.close()
             fail(opts, exc)
