@@ -32,6 +32,7 @@ def main() -> None:
         call = quick.parse(args)
         if call is not None:  # the operation commands' usual shapes: no Typer import
             quick.run(call, args)  # exits
+        from bluegreen.cli.collector import collect_from_here
         from bluegreen.cli.entry import run_main
 
         collect_from_here()
@@ -43,22 +44,6 @@ def main() -> None:
         # still run as usual.
         gc.freeze()
         gc.enable()  # for a caller in the same process (tests)
-
-
-def collect_from_here() -> None:
-    """Garbage collection from here on, past start-up (``main`` turned it off). Start-up
-    imports ~100,000 objects, none of them garbage, which every collection walked again:
-    at Python's default (one per 700 net allocations) a 16-host deploy ran ~120
-    collections, ~20 ms of CPU. Now they are frozen (never walked again) and the young
-    objects collected every 10,000 allocations: ~3 collections, ~5 ms. Cycles are still
-    freed. A process that did not start in ``main`` (a test) keeps its collector as is."""
-    import gc
-
-    if gc.isenabled():
-        return
-    gc.freeze()
-    gc.set_threshold(10_000)
-    gc.enable()
 
 
 def __getattr__(name: str) -> object:

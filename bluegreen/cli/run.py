@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bluegreen.cli import collect_from_here
+from bluegreen.cli.collector import collect_from_here
 from bluegreen.cli.globalopts import GlobalOptions
 from bluegreen.cli.output import Printer, emit, fail
 from bluegreen.errors import BgError, ConfigError, ExitCode
@@ -54,8 +54,7 @@ def run(opts: GlobalOptions, title: str, fn: Callable[[Context], T], *,
                 printer.info(f"warning: {warning}")
             accept = opts.accept_new_host_keys
             opened = open_hosts(cfg, target, accept_new_host_keys=accept, only=hosts)
-            # The nginx tier's own hosts (every load balancer of the target) are covered
-            # by the host-key flag as the app hosts are.
+            # The load balancers' hosts are covered by the host-key flag as the app hosts are.
             tier = open_tier(cfg, target, accept_new_host_keys=accept)
             collect_from_here()  # the operation's own modules are in
         except BgError as exc:
