@@ -197,6 +197,31 @@ def test_stop_timeout_is_wall_time_on_a_host_where_each_look_is_slow(
 
 
 @pytest.mark.nginx
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_stop_sends_a_live_leader_one_sigterm(tmp_path: Path, shell: str) -> None:
+    """The group's SIGTERM reaches a live leader (it leads its group): a second one to its
+    pid could land inside the app's handler, and a handler need not be re-entrant (the
+    sample app's deadlocked there, and stop_timeout's SIGKILL then reset its sockets)."""
+    sid = _start_session(tmp_path, PLAIN)
+    log = tmp_path / "kills"
+    # a function named kill runs before the builtin (POSIX: functions, then regular
+    # builtins), so every kill the stop sends is written down, then sent
+    spy = f'kill() {{ echo "$*" >> {log}; command kill "$@"; }}\n'
+    try:
+        result = subprocess.run([shell, "-c", spy + stop_pid_script(str(tmp_path / "slot.pid"),
+                                                                    5)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert _session(sid) == []
+        terms = [line.split() for line in log.read_text().splitlines()
+                 if line.startswith("-s TERM")]
+        to_leader = [t for t in terms if str(sid) in t or f"-{sid}" in t]
+        assert len(to_leader) == 1, terms
+    finally:
+        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
+
+
+@pytest.mark.nginx
 def test_stop_finds_the_session_after_its_leader_died(tmp_path: Path) -> None:
     """A start script that crashed (or was killed alone, as before this fix) leaves its
     children in the session: the next stop of the slot ends them."""

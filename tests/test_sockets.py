@@ -256,3 +256,82 @@ def test_read_retire() -> None:
     out = "open: 50 0 1130\nstop: killed after 2s\ndrained\n"
     assert read_retire(out) == Retire((50, "0", 1.13), ["killed after 2s"], False,
                                       Drain(False), True)
+
+
+def _start_sample(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """The sample app's bin/server on ``port``, as the command runner starts it (its own
+    session, under dash), once it accepts connections."""
+    import tarfile
+
+    with tarfile.open(build_sample(tmp_path / "art", "1.0.0")) as tar:
+        tar.extractall(tmp_path / "rel")  # our own tarball
+    proc = subprocess.Popen(["setsid", "dash", "-c", "exec bin/server"], cwd=tmp_path / "rel",
+                            env={**os.environ, "PORT": str(port)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "the app did not start"
+            time.sleep(0.02)
+
+
+def _sigterms(pid: int, n: int) -> None:
+    """SIGTERM ``n`` times back to back from dash, as bg's stop sends it (to the session's
+    process group, then to each pid): a signal can arrive while the last one is handled."""
+    subprocess.run(["dash", "-c", f'i=0; while [ $i -lt {n} ]; do kill -s TERM {pid};'
+                    " i=$((i+1)); done"], check=True)
+
+
+@pytest.mark.nginx
+def test_sample_app_closes_its_sockets_on_a_second_sigterm_during_the_first(
+        tmp_path: Path) -> None:
+    """Seen in `bg rehearse` (~1 run in 7 on the sandbox): the sample app's SIGTERM handler
+    took a lock (threading.Event.set); a second SIGTERM landing inside it re-entered the
+    handler, which waited for that lock forever. The app never sent its close frames and
+    stop_timeout's SIGKILL ended its sockets with a bare EOF. Exaggerated here (a burst of
+    SIGTERMs) so that each try hits that window most of the time: 7 of 10 tries wedged."""
+    from tests.helpers import free_port
+
+    for attempt in range(4):
+        port = free_port()
+        proc = _start_sample(tmp_path / str(attempt), port)
+        ws = WebSocket.connect("127.0.0.1", port, timeout=5)
+        try:
+            assert _greeting(ws) == "hello 1.0.0 slot=?"
+            _sigterms(proc.pid, 500)
+            frame = ws.recv()  # the socket's timeout (5 s) fails a wedged app
+            assert frame.close_code == 1001, frame
+            proc.wait(timeout=5)
+        finally:
+            ws.sock.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+
+@pytest.mark.unit
+def test_client_reads_a_close_frame_that_arrives_with_the_fin() -> None:
+    """How a socket ended is told apart even when the server's close frame and its FIN
+    arrive together (one read returns the frame, the next the EOF): a close, never an
+    "eof without close"; a FIN alone, or in the middle of a frame, is one."""
+    import struct
+
+    from bluegreen.wsclient import END_EOF, OP_CLOSE
+
+    close = bytes([0x80 | OP_CLOSE, 2]) + struct.pack("!H", 1001)
+    for sent, expected in ((close, "close 1001"), (b"", END_EOF), (close[:3], END_EOF)):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            theirs.sendall(sent)
+            theirs.shutdown(socket.SHUT_WR)
+            ws = WebSocket(ours, {})
+            try:
+                frame = ws.recv()
+                end = f"close {frame.close_code}" if frame.opcode == OP_CLOSE else "frame"
+            except EOFError as exc:
+                end = str(exc)
+            assert end == expected, (sent, end)

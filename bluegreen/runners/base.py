@@ -201,9 +201,9 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
     say so; remove the pidfile. Exits 1 only when something outlived SIGKILL.
 
     dash, Debian's /bin/sh, rejects ``kill -TERM -- -PID`` ("Illegal number"), so the
-    group is signalled as ``kill -s TERM -- -PID``, which dash and bash both take; each
-    member is also signalled by its pid (one that changed its process group is still in
-    the session). The session is found even when its leader is gone (a start script that
+    group is signalled as ``kill -s TERM -- -PID``, which dash and bash both take; a member
+    that changed its process group (it is still in the session) is signalled by its pid once
+    the leader is gone. The session is found even when its leader is gone (a start script that
     crashed, or was killed alone, leaves its children there)."""
     wait = wait_loop(timeout, """  if ! running "$pid"; then
     members "$pid"; [ -n "$bg_left" ] || break
@@ -219,7 +219,10 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
 {read_pid(pidfile)}
 if alive "$pid"; then bg_left=" $pid"; else members "$pid"; fi
 if [ -n "$bg_left" ]; then
-  kill -s TERM -- "-$pid" 2>/dev/null || :; kill -s TERM $bg_left 2>/dev/null || :
+  # One SIGTERM each: a second can land inside the app's handler, which need not be
+  # re-entrant. A live leader leads its group; else every member is signalled by its pid.
+  if [ "$bg_left" = " $pid" ] && kill -s TERM -- "-$pid" 2>/dev/null; then :
+  else kill -s TERM $bg_left 2>/dev/null || :; fi
   bg_termed=$bg_left
 {wait}
   if [ -n "$bg_left" ]; then

@@ -237,16 +237,24 @@ def main():
     bind = os.environ.get("BG_BIND", "127.0.0.1")  # behind load balancers: 0.0.0.0
     server = ThreadingHTTPServer((bind, port), Handler)
     server.daemon_threads = True
-    def stop(signum, frame):
-        if RELEASE.get("ignore_term"):  # fault injection: an app that ignores SIGTERM
-            print("ignoring SIGTERM", flush=True)
-            return
-        STOPPING.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-    signal.signal(signal.SIGTERM, stop)
+    server.timeout = 0.02  # handle_request's poll: a retired slot stops within ~20 ms
+    # The handler only notes the signal. A second SIGTERM can arrive while the first one's
+    # handler runs (bg's stop signals the process group and the pid, back to back), and
+    # Python then runs the handler again inside the first: a handler that takes a lock
+    # (Event.set, print, starting a thread) deadlocks there, the app never closes its
+    # sockets, and stop_timeout's SIGKILL ends them without a close frame.
+    terms = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
     print(f"sample {VERSION} listening on {bind}:{port} as {SLOT}", flush=True)
-    # SIGTERM is noticed within one poll: a retired slot stops within ~20 ms
-    server.serve_forever(poll_interval=0.02)
+    while True:
+        server.handle_request()
+        if not terms:
+            continue
+        if not RELEASE.get("ignore_term"):
+            break
+        del terms[:]  # fault injection: an app that ignores SIGTERM
+        print("ignoring SIGTERM", flush=True)
+    STOPPING.set()
     drain(server)
     print("stopped", flush=True)
 
