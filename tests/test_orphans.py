@@ -196,6 +196,17 @@ def test_stop_timeout_is_wall_time_on_a_host_where_each_look_is_slow(
         subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
+def _stop_with_kill_spy(tmp_path: Path, shell: str) -> tuple[str, list[list[str]]]:
+    """Stop the session of ``slot.pid``, every ``kill`` written down: (stdout, TERM kills)."""
+    log = tmp_path / "kills"
+    spy = f'kill() {{ echo "$*" >> {log}; command kill "$@"; }}\n'
+    result = subprocess.run([shell, "-c", spy + stop_pid_script(str(tmp_path / "slot.pid"), 5)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout, [line.split() for line in log.read_text().splitlines()
+                           if line.startswith("-s TERM")]
+
+
 @pytest.mark.nginx
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_sends_a_live_leader_one_sigterm(tmp_path: Path, shell: str) -> None:
@@ -203,20 +214,57 @@ def test_stop_sends_a_live_leader_one_sigterm(tmp_path: Path, shell: str) -> Non
     pid could land inside the app's handler, and a handler need not be re-entrant (the
     sample app's deadlocked there, and stop_timeout's SIGKILL then reset its sockets)."""
     sid = _start_session(tmp_path, PLAIN)
-    log = tmp_path / "kills"
-    # a function named kill runs before the builtin (POSIX: functions, then regular
-    # builtins), so every kill the stop sends is written down, then sent
-    spy = f'kill() {{ echo "$*" >> {log}; command kill "$@"; }}\n'
     try:
-        result = subprocess.run([shell, "-c", spy + stop_pid_script(str(tmp_path / "slot.pid"),
-                                                                    5)],
-                                capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, result.stdout + result.stderr
+        _, terms = _stop_with_kill_spy(tmp_path, shell)
         assert _session(sid) == []
-        terms = [line.split() for line in log.read_text().splitlines()
-                 if line.startswith("-s TERM")]
         to_leader = [t for t in terms if str(sid) in t or f"-{sid}" in t]
         assert len(to_leader) == 1, terms
+    finally:
+        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
+
+
+# A start script without exec whose app outlives the shell: its TERM handler takes 0.5 s
+# (in a child it forks then, after the group's SIGTERM).
+SLOW_TO_EXIT = b"""sh -c 'trap "sleep 0.5; exit 0" TERM; while :; do sleep 0.1; done' &
+wait
+"""
+# A member that moved to a process group of its own (still in the session).
+OWN_GROUP = b"""/usr/bin/python3 -c 'import os, time; os.setpgid(0, 0); time.sleep(3600)' &
+sleep 3601
+"""
+
+
+@pytest.mark.nginx
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_stop_sends_the_app_behind_a_script_without_exec_one_sigterm(
+        tmp_path: Path, shell: str) -> None:
+    """The group's SIGTERM reached the app; once the shell is gone, the app (and what its
+    handler started) must not get a second one by pid: some servers take a second SIGTERM
+    as "stop now", and a handler need not be re-entrant."""
+    sid = _start_session(tmp_path, SLOW_TO_EXIT)
+    try:
+        stdout, terms = _stop_with_kill_spy(tmp_path, shell)
+        assert terms == [["-s", "TERM", "--", f"-{sid}"]]
+        assert "killed" not in stdout
+        assert _session(sid) == []
+    finally:
+        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
+
+
+@pytest.mark.nginx
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_stop_reaches_a_member_in_a_process_group_of_its_own_once(
+        tmp_path: Path, shell: str) -> None:
+    sid = _start_session(tmp_path, OWN_GROUP)
+    try:
+        deadline = time.monotonic() + 5
+        while not (own := [p for p in _session(sid) if os.getpgid(p) != sid]):
+            assert time.monotonic() < deadline, "the member never left the leader's group"
+            time.sleep(0.02)
+        stdout, terms = _stop_with_kill_spy(tmp_path, shell)
+        assert terms == [["-s", "TERM", "--", f"-{sid}"], ["-s", "TERM", str(own[0])]]
+        assert "killed" not in stdout  # SIGTERM reached it: no wait to stop_timeout
+        assert _session(sid) == []
     finally:
         subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 

@@ -178,18 +178,23 @@ def start_banner(paths: Layout, slot: str, port: int, version: str) -> str:
 # stay in the session, so this finds what a start script without `exec` left running.
 # One awk over /proc (dash's `read` takes a syscall per byte: 20 ms for 90 processes);
 # `cat` first, since awk gives up on a file that vanished meanwhile. Never our own shell.
+# members SID: $bg_left, the live processes of session SID; $bg_out, those of them outside
+# its leader's process group (the group's signal does not reach them).
 SH_MEMBERS = r"""
 members() {
-  bg_left=
+  bg_left= bg_out=
   case "$1" in ''|*[!0-9]*) return 0;; esac
   if [ -r /proc/self/stat ]; then
     bg_left=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v s="$1" -v me="$$" '
       { p = $1; sub(/^.*\) /, "") }
-      $4 == s && $1 !~ /^[ZX]/ && p != me { printf " %s", p }')
+      $4 == s && $1 !~ /^[ZX]/ && p != me { a = a " " p; if ($3 != s) o = o " " p }
+      END { printf "%s|%s", a, o }')
   else
-    bg_left=$(ps -A -o pid= -o sid= -o stat= 2>/dev/null | awk -v s="$1" -v me="$$" '
-      $2 == s && $3 !~ /^Z/ && $1 != me { printf " %s", $1 }')
+    bg_left=$(ps -A -o pid= -o sid= -o pgid= -o stat= 2>/dev/null | awk -v s="$1" -v me="$$" '
+      $2 == s && $4 !~ /^Z/ && $1 != me { a = a " " $1; if ($3 != s) o = o " " $1 }
+      END { printf "%s|%s", a, o }')
   fi
+  bg_out=${bg_left#*|}; bg_left=${bg_left%%|*}
   return 0
 }
 """
@@ -203,14 +208,18 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
     dash, Debian's /bin/sh, rejects ``kill -TERM -- -PID`` ("Illegal number"), so the
     group is signalled as ``kill -s TERM -- -PID``, which dash and bash both take; a member
     that changed its process group (it is still in the session) is signalled by its pid once
-    the leader is gone. The session is found even when its leader is gone (a start script that
+    the leader is gone. Each process gets one SIGTERM: a second can land inside the app's
+    handler (the sample app's deadlocked there), and some servers take a second one as
+    "stop now". The session is found even when its leader is gone (a start script that
     crashed, or was killed alone, leaves its children there)."""
     wait = wait_loop(timeout, """  if ! running "$pid"; then
     members "$pid"; [ -n "$bg_left" ] || break
-    for p in $bg_left; do  # in a process group of its own: not reached by the group's TERM
+    # Who has had no SIGTERM yet: after the group's, only members outside the group.
+    if [ -n "$bg_grouped" ]; then bg_new=$bg_out; else bg_new=$bg_left; fi
+    for p in $bg_new; do
       case "$bg_termed " in *" $p "*) ;; *) kill -s TERM "$p" 2>/dev/null || :;; esac
     done
-    bg_termed=$bg_left
+    bg_termed="$bg_termed $bg_new"
   fi""")
     return (
         SH_ALIVE + SH_MEMBERS + SH_CLOCK
@@ -221,7 +230,8 @@ if alive "$pid"; then bg_left=" $pid"; else members "$pid"; fi
 if [ -n "$bg_left" ]; then
   # One SIGTERM each: a second can land inside the app's handler, which need not be
   # re-entrant. A live leader leads its group; else every member is signalled by its pid.
-  if [ "$bg_left" = " $pid" ] && kill -s TERM -- "-$pid" 2>/dev/null; then :
+  bg_grouped=
+  if [ "$bg_left" = " $pid" ] && kill -s TERM -- "-$pid" 2>/dev/null; then bg_grouped=1
   else kill -s TERM $bg_left 2>/dev/null || :; fi
   bg_termed=$bg_left
 {wait}
