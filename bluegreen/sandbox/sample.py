@@ -239,7 +239,7 @@ def main():
     server.daemon_threads = True
     server.timeout = 0.02  # handle_request's poll: a retired slot stops within ~20 ms
     # The handler only notes the signal. A second SIGTERM can arrive while the first one's
-    # handler runs (bg's stop signals the process group and the pid, back to back), and
+    # handler runs (bg's stop once signalled the group and the pid back to back), and
     # Python then runs the handler again inside the first: a handler that takes a lock
     # (Event.set, print, starting a thread) deadlocks there, the app never closes its
     # sockets, and stop_timeout's SIGKILL ends them without a close frame.
