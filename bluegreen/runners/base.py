@@ -182,7 +182,7 @@ def start_banner(paths: Layout, slot: str, port: int, version: str) -> str:
 # its leader's process group (the group's signal does not reach them).
 SH_MEMBERS = r"""
 members() {
-  bg_left= bg_out=
+  bg_left=; bg_out=
   case "$1" in ''|*[!0-9]*) return 0;; esac
   if [ -r /proc/self/stat ]; then
     bg_left=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v s="$1" -v me="$$" '
@@ -194,7 +194,9 @@ members() {
       $2 == s && $4 !~ /^Z/ && $1 != me { a = a " " $1; if ($3 != s) o = o " " $1 }
       END { printf "%s|%s", a, o }')
   fi
-  bg_out=${bg_left#*|}; bg_left=${bg_left%%|*}
+  # shellcheck disable=SC2034  # bg_out: for the stop script, not every caller
+  bg_out=${bg_left#*|}
+  bg_left=${bg_left%%|*}
   return 0
 }
 """
@@ -208,10 +210,9 @@ def stop_pid_script(pidfile: str, timeout: float) -> str:
     dash, Debian's /bin/sh, rejects ``kill -TERM -- -PID`` ("Illegal number"), so the
     group is signalled as ``kill -s TERM -- -PID``, which dash and bash both take; a member
     that changed its process group (it is still in the session) is signalled by its pid once
-    the leader is gone. Each process gets one SIGTERM: a second can land inside the app's
-    handler (the sample app's deadlocked there), and some servers take a second one as
-    "stop now". The session is found even when its leader is gone (a start script that
-    crashed, or was killed alone, leaves its children there)."""
+    the leader is gone. One SIGTERM each: a second can land inside the app's handler (the
+    sample app's deadlocked there), and some servers take it as "stop now". The session is
+    found even when its leader is gone (a crashed start script leaves its children there)."""
     wait = wait_loop(timeout, """  if ! running "$pid"; then
     members "$pid"; [ -n "$bg_left" ] || break
     # Who has had no SIGTERM yet: after the group's, only members outside the group.
