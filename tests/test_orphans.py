@@ -111,6 +111,16 @@ def _start_session(tmp_path: Path, script: bytes) -> int:
     raise AssertionError("the session never started")
 
 
+@contextlib.contextmanager
+def _session_started(tmp_path: Path, script: bytes) -> Iterator[int]:
+    """``_start_session``'s sid; whatever is left of the session is SIGKILLed afterwards."""
+    sid = _start_session(tmp_path, script)
+    try:
+        yield sid
+    finally:
+        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
+
+
 def _session(sid: int) -> list[int]:
     """Live (non-zombie) processes of session ``sid``, read from /proc."""
     out = []
@@ -138,8 +148,7 @@ STUBBORN = b"trap '' TERM\n" + PLAIN
 @pytest.mark.nginx
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_ends_every_process_of_the_session(tmp_path: Path, shell: str) -> None:
-    sid = _start_session(tmp_path, PLAIN)
-    try:
+    with _session_started(tmp_path, PLAIN) as sid:
         started = time.monotonic()
         result = subprocess.run([shell, "-c", stop_pid_script(str(tmp_path / "slot.pid"), 5)],
                                 capture_output=True, text=True, timeout=30)
@@ -149,16 +158,13 @@ def test_stop_ends_every_process_of_the_session(tmp_path: Path, shell: str) -> N
         assert time.monotonic() - started < 3  # SIGTERM sufficed: no wait to the timeout
         assert "killed" not in result.stdout
         assert not (tmp_path / "slot.pid").exists()
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 @pytest.mark.nginx
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_kills_the_whole_session_after_stop_timeout_and_says_so(
         tmp_path: Path, shell: str) -> None:
-    sid = _start_session(tmp_path, STUBBORN)
-    try:
+    with _session_started(tmp_path, STUBBORN) as sid:
         started = time.monotonic()
         result = subprocess.run([shell, "-c", stop_pid_script(str(tmp_path / "slot.pid"), 0.5)],
                                 capture_output=True, text=True, timeout=30)
@@ -166,8 +172,6 @@ def test_stop_kills_the_whole_session_after_stop_timeout_and_says_so(
         assert 0.4 < time.monotonic() - started < 5
         assert _session(sid) == []
         assert f"killed after 0.5s (SIGKILL to session {sid}:" in result.stdout
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 @pytest.mark.nginx
@@ -181,8 +185,7 @@ def test_stop_timeout_is_wall_time_on_a_host_where_each_look_is_slow(
     slow.mkdir()
     (slow / "sleep").write_text("#!/bin/sh\nexec /bin/sleep 0.4\n")
     (slow / "sleep").chmod(0o755)
-    sid = _start_session(tmp_path, STUBBORN)
-    try:
+    with _session_started(tmp_path, STUBBORN) as sid:
         started = time.monotonic()
         result = subprocess.run([shell, "-c", stop_pid_script(str(tmp_path / "slot.pid"), 1)],
                                 capture_output=True, text=True, timeout=60,
@@ -192,8 +195,6 @@ def test_stop_timeout_is_wall_time_on_a_host_where_each_look_is_slow(
         assert f"killed after 1s (SIGKILL to session {sid}:" in result.stdout
         assert _session(sid) == []
         assert 0.9 < elapsed < 6, elapsed
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 def _stop_with_kill_spy(tmp_path: Path, shell: str) -> tuple[str, list[list[str]]]:
@@ -213,14 +214,11 @@ def test_stop_sends_a_live_leader_one_sigterm(tmp_path: Path, shell: str) -> Non
     """The group's SIGTERM reaches a live leader (it leads its group): a second one to its
     pid could land inside the app's handler, and a handler need not be re-entrant (the
     sample app's deadlocked there, and stop_timeout's SIGKILL then reset its sockets)."""
-    sid = _start_session(tmp_path, PLAIN)
-    try:
+    with _session_started(tmp_path, PLAIN) as sid:
         _, terms = _stop_with_kill_spy(tmp_path, shell)
         assert _session(sid) == []
         to_leader = [t for t in terms if str(sid) in t or f"-{sid}" in t]
         assert len(to_leader) == 1, terms
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 # A start script without exec whose app outlives the shell: its TERM handler takes 0.5 s
@@ -241,22 +239,18 @@ def test_stop_sends_the_app_behind_a_script_without_exec_one_sigterm(
     """The group's SIGTERM reached the app; once the shell is gone, the app (and what its
     handler started) must not get a second one by pid: some servers take a second SIGTERM
     as "stop now", and a handler need not be re-entrant."""
-    sid = _start_session(tmp_path, SLOW_TO_EXIT)
-    try:
+    with _session_started(tmp_path, SLOW_TO_EXIT) as sid:
         stdout, terms = _stop_with_kill_spy(tmp_path, shell)
         assert terms == [["-s", "TERM", "--", f"-{sid}"]]
         assert "killed" not in stdout
         assert _session(sid) == []
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 @pytest.mark.nginx
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_stop_reaches_a_member_in_a_process_group_of_its_own_once(
         tmp_path: Path, shell: str) -> None:
-    sid = _start_session(tmp_path, OWN_GROUP)
-    try:
+    with _session_started(tmp_path, OWN_GROUP) as sid:
         deadline = time.monotonic() + 5
         while not (own := [p for p in _session(sid) if os.getpgid(p) != sid]):
             assert time.monotonic() < deadline, "the member never left the leader's group"
@@ -265,16 +259,13 @@ def test_stop_reaches_a_member_in_a_process_group_of_its_own_once(
         assert terms == [["-s", "TERM", "--", f"-{sid}"], ["-s", "TERM", str(own[0])]]
         assert "killed" not in stdout  # SIGTERM reached it: no wait to stop_timeout
         assert _session(sid) == []
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 @pytest.mark.nginx
 def test_stop_finds_the_session_after_its_leader_died(tmp_path: Path) -> None:
     """A start script that crashed (or was killed alone, as before this fix) leaves its
     children in the session: the next stop of the slot ends them."""
-    sid = _start_session(tmp_path, PLAIN)
-    try:
+    with _session_started(tmp_path, PLAIN) as sid:
         os.kill(sid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while sid in _session(sid) and time.monotonic() < deadline:
@@ -284,8 +275,6 @@ def test_stop_finds_the_session_after_its_leader_died(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stdout + result.stderr
         assert _session(sid) == []
-    finally:
-        subprocess.run(["kill", "-s", "KILL", "--", f"-{sid}"], capture_output=True)
 
 
 # ----------------------------------------------------------------------------- local deploys
